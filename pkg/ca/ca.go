@@ -1,0 +1,117 @@
+// Package ca defines the Backend interface that every mTLS certificate
+// authority of a Mesh implements, and the registry that maps a backend type
+// (`builtin`, `provided`, `vault`, `acmpca`, `certmanager`) to its
+// constructor. Each backend lives in its own folder under pkg/ca; nothing
+// outside that folder knows about AWS, Vault or Kubernetes.
+//
+// A Backend never sees data-plane tokens and must never log key material,
+// credentials or secret data.
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"meshca/pkg/api"
+	"meshca/pkg/datasource"
+	"meshca/pkg/store"
+)
+
+// Identity is who a data-plane certificate is for.
+type Identity struct {
+	Mesh      string
+	Dataplane string
+	// Services are the kuma.io/service values of the data plane; one SPIFFE
+	// URI SAN (spiffe://<mesh>/<service>) is issued for each.
+	Services []string
+	// Tags are all tags of the data plane with their distinct values.
+	Tags map[string][]string
+	// URIs are the URI SANs to put in the certificate (SPIFFE and kuma://).
+	URIs []*url.URL
+	// CommonName is the rendered commonName template, or "" when unset.
+	CommonName string
+}
+
+// IssueRequest asks for one data-plane certificate.
+type IssueRequest struct {
+	// CSR is signed by the data-plane key meshca generated; its subject and
+	// SANs already reflect Identity.
+	CSR *x509.CertificateRequest
+	// CSRPEM is CSR in PEM form, for backends that forward it as is.
+	CSRPEM   []byte
+	Identity Identity
+	// Validity is the wanted lifetime (dpCert.rotation.expiration).
+	Validity time.Duration
+	// IdempotencyKey is stable for one (mesh, dataplane, rotation generation):
+	// a backend that bills per certificate uses it so a retried or restarted
+	// request issues nothing twice.
+	IdempotencyKey string
+}
+
+// Issued is what a backend returns for one request.
+type Issued struct {
+	// CertPEM is the leaf certificate.
+	CertPEM []byte
+	// ChainPEM holds intermediates from the issuer up, excluding roots the
+	// trust bundle already has (roots are tolerated; the caller verifies).
+	ChainPEM []byte
+	// KeyPEM is set only by a backend that generated the key itself (Vault's
+	// issue path); otherwise the caller's CSR key is used.
+	KeyPEM []byte
+	// Ref identifies the certificate at the CA (e.g. an ACM certificate ARN).
+	Ref string
+}
+
+// Backend is one CA type. Methods may be called concurrently for different
+// meshes and backends; implementations keep per-(mesh, backend) state behind
+// their own locks.
+type Backend interface {
+	// Validate checks the backend's conf before a Mesh is stored: syntax,
+	// DataSources that must resolve, and reachability where it is cheap.
+	// Errors are *api.ValidationError with fields relative to the backend
+	// (e.g. "conf.arn"), or plain errors that concern the whole backend.
+	// Validate has no side effects.
+	Validate(ctx context.Context, mesh string, b api.MTLSBackend) error
+	// Ensure prepares the CA so TrustBundle and Issue can work: creates the
+	// builtin root if absent, fetches and checks an external CA's chain. It is
+	// idempotent: calling it again when the CA exists is a cheap no-op.
+	Ensure(ctx context.Context, mesh string, b api.MTLSBackend) error
+	// TrustBundle returns the PEM roots that peers of this mesh must trust
+	// for certificates of this backend.
+	TrustBundle(ctx context.Context, mesh string, b api.MTLSBackend) ([]byte, error)
+	// Issue returns one data-plane certificate for the request. It may block
+	// for the backend's request timeout; it honours ctx.
+	Issue(ctx context.Context, mesh string, b api.MTLSBackend, req IssueRequest) (Issued, error)
+}
+
+// Cleaner is implemented by backends that own stored state (the builtin
+// root); Clean is called when the backend is removed from its Mesh or the
+// Mesh is deleted, and returns the store ops that delete that state so the
+// caller can commit them with the Mesh change.
+type Cleaner interface {
+	CleanupOps(ctx context.Context, mesh string, b api.MTLSBackend) ([]store.Op, error)
+}
+
+// SecretUser is implemented by backends that reference mesh Secrets in their
+// conf, so the API can refuse deleting a Secret in use.
+type SecretUser interface {
+	UsedSecrets(b api.MTLSBackend) []string
+}
+
+// CommonNamer is implemented by backends whose conf carries a commonName
+// template; the identity layer renders it with the data plane's tags.
+type CommonNamer interface {
+	CommonNameTemplate(b api.MTLSBackend) string
+}
+
+// Deps are what backends may need; constructors take what they use.
+type Deps struct {
+	Store    store.Store
+	Sources  *datasource.Resolver
+	Logger   *slog.Logger
+	Now      func() time.Time
+	Settings map[string]string // control-plane settings (e.g. k8s namespace)
+}

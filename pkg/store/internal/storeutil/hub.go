@@ -1,0 +1,120 @@
+package storeutil
+
+import (
+	"context"
+	"sync"
+
+	"meshca/pkg/store"
+)
+
+// Hub fans events out to watchers. Each watcher has an unbounded queue drained
+// by its own goroutine, so Publish never blocks on a slow consumer.
+type Hub struct {
+	mu       sync.Mutex
+	watchers map[*watcher]struct{}
+	closed   bool
+}
+
+type watcher struct {
+	mu     sync.Mutex
+	queue  []store.Event
+	wake   chan struct{} // capacity 1: "queue is non-empty"
+	closed chan struct{} // closed by Hub.Close
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub {
+	return &Hub{watchers: make(map[*watcher]struct{})}
+}
+
+// Watch registers a watcher before returning, so it sees every event
+// published after the call. The channel is closed when ctx ends or the hub is
+// closed.
+func (h *Hub) Watch(ctx context.Context) <-chan store.Event {
+	out := make(chan store.Event)
+	w := &watcher{wake: make(chan struct{}, 1), closed: make(chan struct{})}
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		close(out)
+		return out
+	}
+	h.watchers[w] = struct{}{}
+	h.mu.Unlock()
+
+	go func() {
+		defer close(out)
+		defer h.remove(w)
+		for {
+			w.mu.Lock()
+			batch := w.queue
+			w.queue = nil
+			w.mu.Unlock()
+
+			for _, ev := range batch {
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				case <-w.closed:
+					return
+				}
+			}
+			if len(batch) > 0 {
+				continue
+			}
+			select {
+			case <-w.wake:
+			case <-ctx.Done():
+				return
+			case <-w.closed:
+				return
+			}
+		}
+	}()
+	return out
+}
+
+func (h *Hub) remove(w *watcher) {
+	h.mu.Lock()
+	delete(h.watchers, w)
+	h.mu.Unlock()
+}
+
+// Publish queues events, in order, for every current watcher. Each watcher
+// gets its own deep copies. Callers that need a global order across commits
+// must serialize their Publish calls in commit order.
+func (h *Hub) Publish(events []store.Event) {
+	if len(events) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watchers {
+		w.mu.Lock()
+		for _, ev := range events {
+			ev.Record = Clone(ev.Record)
+			w.queue = append(w.queue, ev)
+		}
+		w.mu.Unlock()
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close closes every watcher's channel and makes later Watch calls return a
+// closed channel. Queued events are dropped.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	for w := range h.watchers {
+		close(w.closed)
+	}
+}

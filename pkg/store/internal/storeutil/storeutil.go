@@ -1,0 +1,112 @@
+// Package storeutil holds the logic shared by the store backends: applying an
+// Op to the current state of a record, deep copies, and the watcher hub.
+package storeutil
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"meshca/pkg/store"
+)
+
+// Clone returns a deep copy of r: Spec and Labels share no memory with r.
+// Empty Spec and Labels are normalized to nil so that every backend returns
+// the same shape.
+func Clone(r store.Record) store.Record {
+	if len(r.Spec) == 0 {
+		r.Spec = nil
+	} else {
+		r.Spec = bytes.Clone(r.Spec)
+	}
+	if len(r.Labels) == 0 {
+		r.Labels = nil
+	} else {
+		r.Labels = maps.Clone(r.Labels)
+	}
+	return r
+}
+
+// Now returns the current time in UTC without a monotonic clock reading, so
+// values round-trip exactly through every backend.
+func Now() time.Time {
+	return time.Now().UTC().Round(0)
+}
+
+// ValidateOps rejects ops that no backend could apply: empty commits are
+// allowed (they do nothing), but every op needs a known kind, a type and a
+// name.
+func ValidateOps(ops []store.Op) error {
+	var errs []error
+	for i, op := range ops {
+		if op.Kind < store.OpCreate || op.Kind > store.OpDelete {
+			errs = append(errs, fmt.Errorf("op %d: unknown kind %d", i, op.Kind))
+		}
+		if op.Record.Type == "" || op.Record.Name == "" {
+			errs = append(errs, fmt.Errorf("op %d: type and name are required (got %s)", i, op.Record.Key))
+		}
+		if op.Record.Version < 0 {
+			errs = append(errs, fmt.Errorf("op %d: negative version %d", i, op.Record.Version))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Apply computes the effect of op on cur, the stored record (nil when
+// absent). It returns the record to store (nil for a delete) and the event to
+// publish once the commit succeeds. now becomes the modification time (and
+// the creation time of new records). Errors wrap the store sentinels.
+func Apply(cur *store.Record, op store.Op, now time.Time) (*store.Record, store.Event, error) {
+	in := op.Record
+	key := in.Key
+	switch op.Kind {
+	case store.OpCreate:
+		if cur != nil {
+			return nil, store.Event{}, fmt.Errorf("create %s: %w", key, store.ErrAlreadyExists)
+		}
+		return create(in, now)
+	case store.OpUpsert:
+		if cur == nil {
+			return create(in, now)
+		}
+		return update(cur, in, now)
+	case store.OpUpdate:
+		if cur == nil {
+			return nil, store.Event{}, fmt.Errorf("update %s: %w", key, store.ErrNotFound)
+		}
+		if in.Version != 0 && in.Version != cur.Version {
+			return nil, store.Event{}, fmt.Errorf("update %s: have version %d, stored %d: %w",
+				key, in.Version, cur.Version, store.ErrConflict)
+		}
+		return update(cur, in, now)
+	case store.OpDelete:
+		if cur == nil {
+			return nil, store.Event{}, fmt.Errorf("delete %s: %w", key, store.ErrNotFound)
+		}
+		if in.Version != 0 && in.Version != cur.Version {
+			return nil, store.Event{}, fmt.Errorf("delete %s: have version %d, stored %d: %w",
+				key, in.Version, cur.Version, store.ErrConflict)
+		}
+		return nil, store.Event{Kind: store.EventDeleted, Record: Clone(*cur)}, nil
+	default:
+		return nil, store.Event{}, fmt.Errorf("%s: unknown op kind %d", key, op.Kind)
+	}
+}
+
+func create(in store.Record, now time.Time) (*store.Record, store.Event, error) {
+	next := Clone(in)
+	next.Version = 1
+	next.CreationTime = now
+	next.ModificationTime = now
+	return &next, store.Event{Kind: store.EventCreated, Record: Clone(next)}, nil
+}
+
+func update(cur *store.Record, in store.Record, now time.Time) (*store.Record, store.Event, error) {
+	next := Clone(in)
+	next.Version = cur.Version + 1
+	next.CreationTime = cur.CreationTime
+	next.ModificationTime = now
+	return &next, store.Event{Kind: store.EventUpdated, Record: Clone(next)}, nil
+}

@@ -1,0 +1,518 @@
+// Package storetest is a conformance suite every store.Store backend runs
+// from its own tests:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) store.Store { ... })
+//	}
+//
+// newStore must return an empty store and may register t.Cleanup to close it;
+// the suite may also call Close itself, so Close must be idempotent.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"meshca/pkg/store"
+)
+
+// eventTimeout bounds how long the suite waits for an expected event. Backends
+// that deliver events asynchronously (postgres LISTEN/NOTIFY) need some slack.
+const eventTimeout = 10 * time.Second
+
+// Run runs the conformance suite as subtests of t.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"CreateGetList", testCreateGetList},
+		{"AlreadyExists", testAlreadyExists},
+		{"NotFound", testNotFound},
+		{"InvalidOp", testInvalidOp},
+		{"StaleVersionConflict", testStaleVersion},
+		{"Version0Unchecked", testVersion0},
+		{"Upsert", testUpsert},
+		{"OpsSeeEarlierOpsInCommit", testSameKeyInCommit},
+		{"AtomicCommit", testAtomicCommit},
+		{"EventsInCommitOrder", testEventsOrder},
+		{"WatchClosedOnCancel", testWatchCancel},
+		{"WatchClosedOnClose", testWatchClose},
+		{"SlowWatcherDoesNotBlockWriters", testSlowWatcher},
+		{"ConcurrentUpdates", testConcurrentUpdates},
+		{"DeepCopy", testDeepCopy},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, newStore(t))
+		})
+	}
+}
+
+func rec(typ, mesh, name, spec string) store.Record {
+	return store.Record{
+		Key:    store.Key{Type: typ, Mesh: mesh, Name: name},
+		Spec:   []byte(spec),
+		Labels: map[string]string{"name": name},
+	}
+}
+
+func mustCommit(t *testing.T, s store.Store, ops ...store.Op) {
+	t.Helper()
+	if err := s.Commit(t.Context(), ops...); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+}
+
+func mustGet(t *testing.T, s store.Store, key store.Key) store.Record {
+	t.Helper()
+	r, err := s.Get(t.Context(), key)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", key, err)
+	}
+	return r
+}
+
+func keys(rs []store.Record) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Mesh + "/" + r.Name
+	}
+	return out
+}
+
+func testCreateGetList(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	before := time.Now().Add(-time.Second)
+	for _, r := range []store.Record{
+		rec("Dataplane", "m2", "b", `{"n":1}`),
+		rec("Dataplane", "m1", "z", `{"n":2}`),
+		rec("Dataplane", "m1", "a", `{"n":3}`),
+		rec("Dataplane", "m2", "a", `{"n":4}`),
+		rec("Mesh", "", "m1", `{}`),
+	} {
+		if err := store.Create(ctx, s, r); err != nil {
+			t.Fatalf("Create(%s): %v", r.Key, err)
+		}
+	}
+
+	got := mustGet(t, s, store.Key{Type: "Dataplane", Mesh: "m1", Name: "z"})
+	if got.Version != 1 || string(got.Spec) != `{"n":2}` || got.Labels["name"] != "z" || len(got.Labels) != 1 {
+		t.Errorf("Get = %+v, want version 1, spec {\"n\":2}, labels {name:z}", got)
+	}
+	if got.CreationTime.Before(before) || !got.CreationTime.Equal(got.ModificationTime) {
+		t.Errorf("times: created %v modified %v, want equal and after %v", got.CreationTime, got.ModificationTime, before)
+	}
+	if g := mustGet(t, s, store.Key{Type: "Mesh", Name: "m1"}); g.Mesh != "" || g.Name != "m1" {
+		t.Errorf("global Get = %+v", g)
+	}
+
+	all, err := s.List(ctx, "Dataplane", "")
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if want := []string{"m1/a", "m1/z", "m2/a", "m2/b"}; !slices.Equal(keys(all), want) {
+		t.Errorf("List all = %v, want %v", keys(all), want)
+	}
+	m2, err := s.List(ctx, "Dataplane", "m2")
+	if err != nil {
+		t.Fatalf("List m2: %v", err)
+	}
+	if want := []string{"m2/a", "m2/b"}; !slices.Equal(keys(m2), want) {
+		t.Errorf("List m2 = %v, want %v", keys(m2), want)
+	}
+	if m2[1].Version != 1 || string(m2[1].Spec) != `{"n":1}` {
+		t.Errorf("List record = %+v", m2[1])
+	}
+	none, err := s.List(ctx, "Nothing", "")
+	if err != nil || len(none) != 0 {
+		t.Errorf("List unknown type = %v, %v; want empty", none, err)
+	}
+}
+
+func testAlreadyExists(t *testing.T, s store.Store) {
+	r := rec("T", "m", "a", "1")
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: r})
+	r.Spec = []byte("2")
+	err := store.Create(t.Context(), s, r)
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("second Create = %v, want ErrAlreadyExists", err)
+	}
+	if got := mustGet(t, s, r.Key); string(got.Spec) != "1" || got.Version != 1 {
+		t.Errorf("after failed create: %+v", got)
+	}
+}
+
+func testNotFound(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	key := store.Key{Type: "T", Mesh: "m", Name: "missing"}
+	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get = %v, want ErrNotFound", err)
+	}
+	if err := store.Update(ctx, s, store.Record{Key: key}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Update = %v, want ErrNotFound", err)
+	}
+	if err := store.Delete(ctx, s, key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Delete = %v, want ErrNotFound", err)
+	}
+	// Same name, other mesh or type, is a different key.
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "other", "missing", "")})
+	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get other mesh = %v, want ErrNotFound", err)
+	}
+}
+
+func testInvalidOp(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, op := range []store.Op{
+		{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Type: "T"}}},
+		{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Name: "n"}}},
+		{Kind: 0, Record: rec("T", "", "n", "")},
+	} {
+		if err := s.Commit(ctx, op); err == nil {
+			t.Errorf("Commit(%+v) succeeded, want error", op)
+		}
+	}
+	if err := s.Commit(ctx); err != nil {
+		t.Errorf("empty Commit = %v, want nil", err)
+	}
+}
+
+func testStaleVersion(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	r := rec("T", "m", "a", "v1")
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: r})
+	r.Version, r.Spec = 1, []byte("v2")
+	mustCommit(t, s, store.Op{Kind: store.OpUpdate, Record: r})
+
+	stale := r
+	stale.Spec = []byte("stale")
+	if err := store.Update(ctx, s, stale); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale Update = %v, want ErrConflict", err)
+	}
+	err := s.Commit(ctx, store.Op{Kind: store.OpDelete, Record: stale})
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale Delete = %v, want ErrConflict", err)
+	}
+	got := mustGet(t, s, r.Key)
+	if got.Version != 2 || string(got.Spec) != "v2" {
+		t.Errorf("after conflicts: version %d spec %q, want 2 v2", got.Version, got.Spec)
+	}
+	got.Spec = nil // current version: delete succeeds
+	mustCommit(t, s, store.Op{Kind: store.OpDelete, Record: got})
+	if _, err := s.Get(ctx, r.Key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get after delete = %v, want ErrNotFound", err)
+	}
+}
+
+func testVersion0(t *testing.T, s store.Store) {
+	r := rec("T", "m", "a", "v1")
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: r})
+	created := mustGet(t, s, r.Key)
+	time.Sleep(2 * time.Millisecond)
+	for i := range 3 {
+		r.Version = 0
+		r.Spec = []byte("u" + strconv.Itoa(i))
+		mustCommit(t, s, store.Op{Kind: store.OpUpdate, Record: r})
+	}
+	got := mustGet(t, s, r.Key)
+	if got.Version != 4 || string(got.Spec) != "u2" {
+		t.Errorf("got version %d spec %q, want 4 u2", got.Version, got.Spec)
+	}
+	if !got.CreationTime.Equal(created.CreationTime) {
+		t.Errorf("CreationTime changed: %v -> %v", created.CreationTime, got.CreationTime)
+	}
+	if !got.ModificationTime.After(created.ModificationTime) {
+		t.Errorf("ModificationTime %v not after %v", got.ModificationTime, created.ModificationTime)
+	}
+}
+
+func testUpsert(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ch := s.Watch(ctx)
+	r := rec("T", "", "a", "1")
+	r.Version = 42 // ignored by upsert
+	if err := store.Upsert(ctx, s, r); err != nil {
+		t.Fatal(err)
+	}
+	r.Spec = []byte("2")
+	if err := store.Upsert(ctx, s, r); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, r.Key); got.Version != 2 || string(got.Spec) != "2" {
+		t.Errorf("after two upserts: %+v", got)
+	}
+	expectEvents(t, ch, []want{{store.EventCreated, "a", 1}, {store.EventUpdated, "a", 2}})
+}
+
+func testSameKeyInCommit(t *testing.T, s store.Store) {
+	r := rec("T", "m", "a", "1")
+	r2 := r
+	r2.Spec, r2.Version = []byte("2"), 1
+	mustCommit(t, s,
+		store.Op{Kind: store.OpCreate, Record: r},
+		store.Op{Kind: store.OpUpdate, Record: r2},
+		store.Op{Kind: store.OpCreate, Record: rec("T", "m", "b", "")},
+		store.Op{Kind: store.OpDelete, Record: rec("T", "m", "b", "")},
+	)
+	if got := mustGet(t, s, r.Key); got.Version != 2 || string(got.Spec) != "2" {
+		t.Errorf("got %+v, want version 2 spec 2", got)
+	}
+	if _, err := s.Get(t.Context(), store.Key{Type: "T", Mesh: "m", Name: "b"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("created-then-deleted record: %v, want ErrNotFound", err)
+	}
+}
+
+func testAtomicCommit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := rec("T", "m", "a", "orig")
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: a})
+	ch := s.Watch(ctx)
+
+	upd := a
+	upd.Spec = []byte("changed")
+	err := s.Commit(ctx,
+		store.Op{Kind: store.OpCreate, Record: rec("T", "m", "b", "new")},
+		store.Op{Kind: store.OpUpdate, Record: upd},
+		store.Op{Kind: store.OpCreate, Record: a}, // fails: exists
+		store.Op{Kind: store.OpCreate, Record: rec("T", "m", "c", "new")},
+	)
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("Commit = %v, want ErrAlreadyExists", err)
+	}
+	if got := mustGet(t, s, a.Key); got.Version != 1 || string(got.Spec) != "orig" {
+		t.Errorf("a changed by failed commit: %+v", got)
+	}
+	all, err := s.List(ctx, "T", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"m/a"}; !slices.Equal(keys(all), want) {
+		t.Errorf("List = %v, want %v", keys(all), want)
+	}
+	// The next event must be from the next successful commit, not the failed one.
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "m", "marker", "")})
+	expectEvents(t, ch, []want{{store.EventCreated, "marker", 1}})
+}
+
+type want struct {
+	kind    store.EventKind
+	name    string
+	version int64
+}
+
+func expectEvents(t *testing.T, ch <-chan store.Event, wants []want) []store.Event {
+	t.Helper()
+	var got []store.Event
+	timeout := time.After(eventTimeout)
+	for i, w := range wants {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("event %d: channel closed", i)
+			}
+			got = append(got, ev)
+			if ev.Kind != w.kind || ev.Record.Name != w.name || ev.Record.Version != w.version {
+				t.Fatalf("event %d = {%v %s v%d}, want {%v %s v%d}",
+					i, ev.Kind, ev.Record.Name, ev.Record.Version, w.kind, w.name, w.version)
+			}
+		case <-timeout:
+			t.Fatalf("timed out waiting for event %d %+v", i, w)
+		}
+	}
+	return got
+}
+
+func testEventsOrder(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "m", "before", "")})
+	ch := s.Watch(ctx)
+	ch2 := s.Watch(ctx)
+
+	x := rec("T", "m", "x", "x1")
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: x})
+	x.Spec = []byte("x2")
+	mustCommit(t, s,
+		store.Op{Kind: store.OpUpdate, Record: x},
+		store.Op{Kind: store.OpCreate, Record: rec("T", "m", "y", "y1")},
+	)
+	mustCommit(t, s, store.Op{Kind: store.OpDelete, Record: x})
+
+	wants := []want{
+		{store.EventCreated, "x", 1},
+		{store.EventUpdated, "x", 2},
+		{store.EventCreated, "y", 1},
+		{store.EventDeleted, "x", 2},
+	}
+	evs := expectEvents(t, ch, wants)
+	expectEvents(t, ch2, wants)
+	del := evs[3].Record
+	if string(del.Spec) != "x2" || del.Labels["name"] != "x" || del.Mesh != "m" || del.Type != "T" {
+		t.Errorf("delete event record = %+v, want last stored state", del)
+	}
+	if evs[1].Record.CreationTime.IsZero() || evs[1].Record.ModificationTime.Before(evs[1].Record.CreationTime) {
+		t.Errorf("update event times = %v, %v", evs[1].Record.CreationTime, evs[1].Record.ModificationTime)
+	}
+}
+
+func testWatchCancel(t *testing.T, s store.Store) {
+	ctx, cancel := context.WithCancel(t.Context())
+	ch := s.Watch(ctx)
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "", "a", "")})
+	cancel()
+	deadline := time.After(eventTimeout)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("watch channel not closed after cancel")
+		}
+	}
+}
+
+func testWatchClose(t *testing.T, s store.Store) {
+	ch := s.Watch(t.Context())
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	select {
+	case _, ok := <-ch:
+		if ok {
+			t.Fatal("unexpected event after Close")
+		}
+	case <-time.After(eventTimeout):
+		t.Fatal("watch channel not closed after Close")
+	}
+}
+
+func testSlowWatcher(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ch := s.Watch(ctx) // never read until all commits are done
+	const n = 200
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := store.Create(ctx, s, rec("T", "", "r"+strconv.Itoa(i), "")); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("writers blocked by a watcher that does not read")
+	}
+	wants := make([]want, n)
+	for i := range wants {
+		wants[i] = want{store.EventCreated, "r" + strconv.Itoa(i), 1}
+	}
+	expectEvents(t, ch, wants)
+}
+
+func testConcurrentUpdates(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const workers, perWorker = 8, 10
+	key := store.Key{Type: "Counter", Mesh: "m", Name: "c"}
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: store.Record{Key: key, Spec: []byte("0")}})
+
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Go(func() {
+			for range perWorker {
+				if err := increment(ctx, s, key); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got := mustGet(t, s, key)
+	if want := int64(1 + workers*perWorker); got.Version != want {
+		t.Errorf("version = %d, want %d", got.Version, want)
+	}
+	if want := strconv.Itoa(workers * perWorker); string(got.Spec) != want {
+		t.Errorf("counter = %s, want %s (lost update)", got.Spec, want)
+	}
+}
+
+func increment(ctx context.Context, s store.Store, key store.Key) error {
+	for attempt := 0; attempt < 1000; attempt++ {
+		r, err := s.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(string(r.Spec))
+		if err != nil {
+			return err
+		}
+		r.Spec = []byte(strconv.Itoa(n + 1))
+		err = store.Update(ctx, s, r)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("increment %s: too many conflicts", key)
+}
+
+func testDeepCopy(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ch := s.Watch(ctx)
+	r := rec("T", "m", "a", "original")
+	r.Labels = map[string]string{"k": "v"}
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: r})
+	// Mutating the caller's input after the commit must not reach the store.
+	r.Spec[0] = 'X'
+	r.Labels["k"] = "mutated"
+
+	got := mustGet(t, s, r.Key)
+	check := func(what string) {
+		t.Helper()
+		g := mustGet(t, s, r.Key)
+		if string(g.Spec) != "original" || !maps.Equal(g.Labels, map[string]string{"k": "v"}) {
+			t.Fatalf("%s: stored record changed: spec %q labels %v", what, g.Spec, g.Labels)
+		}
+	}
+	check("mutating input")
+	got.Spec[0] = 'Y'
+	got.Labels["k"] = "mutated"
+	got.Labels["new"] = "x"
+	check("mutating Get result")
+
+	list, err := s.List(ctx, "T", "m")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	list[0].Spec[0] = 'Z'
+	list[0].Labels["k"] = "mutated"
+	check("mutating List result")
+
+	evs := expectEvents(t, ch, []want{{store.EventCreated, "a", 1}})
+	evs[0].Record.Spec[0] = 'W'
+	evs[0].Record.Labels["k"] = "mutated"
+	check("mutating event")
+}
