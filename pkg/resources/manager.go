@@ -1,0 +1,367 @@
+// Package resources applies, reads and deletes meshca resources: it runs
+// structural validation, lets each CA backend validate its own conf and
+// prepare its CA, enforces references between resources (a Secret in use
+// cannot be deleted, a Mesh with Dataplanes cannot be deleted) and commits
+// every change atomically, so nothing is ever half-applied.
+package resources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"meshca/pkg/api"
+	"meshca/pkg/ca"
+	"meshca/pkg/store"
+)
+
+// ErrReadOnly is returned for local writes to resources a zone control plane
+// receives from its global control plane.
+var ErrReadOnly = errors.New("read-only")
+
+// Manager is the one place resources are changed through.
+type Manager struct {
+	store  store.Store
+	cas    *ca.Registry
+	logger *slog.Logger
+	now    func() time.Time
+	// ownedTypes are internal record types that belong to a mesh and go with it.
+	ownedTypes []string
+	// readOnly, when set, refuses local writes of synced resource types.
+	readOnly func(typ string) error
+}
+
+// Options configure a Manager.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// OwnedTypes are internal record types deleted together with their Mesh.
+	OwnedTypes []string
+	// ReadOnly, if set, is asked before every local write of a type; a non-nil
+	// error refuses the write (zones refuse edits of synced resources).
+	ReadOnly func(typ string) error
+}
+
+// NewManager returns a Manager over s using the CA backends of reg.
+func NewManager(s store.Store, reg *ca.Registry, opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Manager{store: s, cas: reg, logger: opts.Logger, now: opts.Now, ownedTypes: opts.OwnedTypes, readOnly: opts.ReadOnly}
+}
+
+// Store returns the underlying store.
+func (m *Manager) Store() store.Store { return m.store }
+
+// Get returns one resource.
+func (m *Manager) Get(ctx context.Context, typ, mesh, name string) (api.Resource, error) {
+	rec, err := m.store.Get(ctx, store.Key{Type: typ, Mesh: mesh, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	return FromRecord(rec)
+}
+
+// List returns resources of a type; mesh "" lists every mesh.
+func (m *Manager) List(ctx context.Context, typ, mesh string) ([]api.Resource, error) {
+	recs, err := m.store.List(ctx, typ, mesh)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Resource, 0, len(recs))
+	for _, rec := range recs {
+		r, err := FromRecord(rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// ApplyOptions change how Apply behaves.
+type ApplyOptions struct {
+	// DryRun validates everything (including backends' conf) and changes nothing.
+	DryRun bool
+	// Synced marks a write made by zone sync, allowed where local writes are not.
+	Synced bool
+}
+
+// Apply creates or updates r. It returns created=true when r did not exist.
+func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) (created bool, err error) {
+	meta := r.GetMeta()
+	if !opts.Synced && m.readOnly != nil {
+		if err := m.readOnly(meta.Type); err != nil {
+			return false, err
+		}
+	}
+	if err := r.Validate(); err != nil {
+		return false, err
+	}
+	key := store.Key{Type: meta.Type, Mesh: meta.Mesh, Name: meta.Name}
+	existing, err := m.store.Get(ctx, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		created = true
+	case err != nil:
+		return false, err
+	}
+	var extra []store.Op
+	var undo func()
+	switch res := r.(type) {
+	case *api.Mesh:
+		var prev *api.Mesh
+		if !created {
+			p, err := FromRecord(existing)
+			if err != nil {
+				return false, err
+			}
+			prev = p.(*api.Mesh)
+		}
+		extra, undo, err = m.prepareMesh(ctx, res, prev, opts.DryRun)
+		if err != nil {
+			return false, err
+		}
+	case *api.Secret, *api.Dataplane:
+		if err := m.requireMesh(ctx, meta.Mesh); err != nil {
+			return false, err
+		}
+	}
+	if opts.DryRun {
+		return created, nil
+	}
+	rec, err := ToRecord(r)
+	if err != nil {
+		return false, err
+	}
+	op := store.Op{Kind: store.OpCreate, Record: rec}
+	if !created {
+		op.Kind = store.OpUpdate
+		op.Record.Version = existing.Version
+		op.Record.CreationTime = existing.CreationTime
+	}
+	if err := m.store.Commit(ctx, append([]store.Op{op}, extra...)...); err != nil {
+		if undo != nil {
+			undo()
+		}
+		return false, err
+	}
+	m.logger.Info("resource applied", "type", meta.Type, "mesh", meta.Mesh, "name", meta.Name, "created", created)
+	return created, nil
+}
+
+func (m *Manager) requireMesh(ctx context.Context, mesh string) error {
+	_, err := m.store.Get(ctx, store.Key{Type: api.TypeMesh, Name: mesh})
+	if errors.Is(err, store.ErrNotFound) {
+		return api.FieldErr("mesh", "mesh %q does not exist", mesh)
+	}
+	return err
+}
+
+// prepareMesh validates every backend's conf, prepares the enabled backend's
+// CA and returns the ops that remove state of backends the update drops.
+// undo releases what Ensure created if the commit then fails.
+func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun bool) ([]store.Op, func(), error) {
+	v := &api.ValidationError{}
+	var backends []ca.Backend
+	if mesh.MTLS != nil {
+		for i, b := range mesh.MTLS.Backends {
+			field := fmt.Sprintf("mtls.backends[%d]", i)
+			be, err := m.cas.Get(b.Type)
+			if err != nil {
+				v.Addf(field+".type", "backend type %q is not available yet in this version of meshca (available: %v)", b.Type, m.cas.Types())
+				backends = append(backends, nil)
+				continue
+			}
+			backends = append(backends, be)
+			v.AddErr(field, be.Validate(ctx, mesh.Name, b))
+		}
+	}
+	if err := v.OrNil(); err != nil {
+		return nil, nil, err
+	}
+	var undo func()
+	if b, i, ok := mesh.EnabledMTLSBackend(); ok {
+		field := fmt.Sprintf("mtls.backends[%d]", i)
+		if dryRun {
+			return nil, nil, nil
+		}
+		// A backend newly enabled on a new mesh may create CA state; if the
+		// Mesh cannot be stored, that state is removed again.
+		if prev == nil {
+			undo = m.cleanupFunc(mesh.Name, backends[i], b)
+		}
+		ectx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout()+b.CertRequestTimeout())
+		err := backends[i].Ensure(ectx, mesh.Name, b)
+		cancel()
+		if err != nil {
+			if undo != nil {
+				undo()
+			}
+			return nil, nil, api.PrefixErr(field, err)
+		}
+	}
+	if dryRun || prev == nil || prev.MTLS == nil {
+		return nil, undo, nil
+	}
+	var ops []store.Op
+	kept := map[string]bool{}
+	if mesh.MTLS != nil {
+		for _, b := range mesh.MTLS.Backends {
+			kept[b.Name+"\x00"+b.Type] = true
+		}
+	}
+	for _, old := range prev.MTLS.Backends {
+		if kept[old.Name+"\x00"+old.Type] {
+			continue
+		}
+		more, err := m.cleanupOps(ctx, mesh.Name, old)
+		if err != nil {
+			return nil, undo, err
+		}
+		ops = append(ops, more...)
+	}
+	return ops, undo, nil
+}
+
+func (m *Manager) cleanupOps(ctx context.Context, mesh string, b api.MTLSBackend) ([]store.Op, error) {
+	be, err := m.cas.Get(b.Type)
+	if err != nil {
+		return nil, nil
+	}
+	c, ok := be.(ca.Cleaner)
+	if !ok {
+		return nil, nil
+	}
+	return c.CleanupOps(ctx, mesh, b)
+}
+
+func (m *Manager) cleanupFunc(mesh string, be ca.Backend, b api.MTLSBackend) func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ops, err := m.cleanupOps(ctx, mesh, b)
+		if err != nil || len(ops) == 0 {
+			return
+		}
+		if err := m.store.Commit(ctx, ops...); err != nil {
+			m.logger.Warn("could not remove CA state of a mesh that was not stored", "mesh", mesh, "backend", b.Name, "error", err)
+		}
+	}
+}
+
+// Delete removes a resource, refusing deletions that would break another.
+func (m *Manager) Delete(ctx context.Context, typ, mesh, name string) error {
+	if m.readOnly != nil {
+		if err := m.readOnly(typ); err != nil {
+			return err
+		}
+	}
+	key := store.Key{Type: typ, Mesh: mesh, Name: name}
+	if _, err := m.store.Get(ctx, key); err != nil {
+		return err
+	}
+	ops := []store.Op{{Kind: store.OpDelete, Record: store.Record{Key: key}}}
+	switch typ {
+	case api.TypeMesh:
+		more, err := m.meshDeleteOps(ctx, name)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, more...)
+	case api.TypeSecret:
+		if err := m.checkSecretUnused(ctx, mesh, name); err != nil {
+			return err
+		}
+	}
+	if err := m.store.Commit(ctx, ops...); err != nil {
+		return err
+	}
+	m.logger.Info("resource deleted", "type", typ, "mesh", mesh, "name", name)
+	return nil
+}
+
+// InUseError refuses a deletion that would break another resource.
+type InUseError struct{ Msg string }
+
+func (e *InUseError) Error() string { return e.Msg }
+
+func (m *Manager) meshDeleteOps(ctx context.Context, mesh string) ([]store.Op, error) {
+	dps, err := m.store.List(ctx, api.TypeDataplane, mesh)
+	if err != nil {
+		return nil, err
+	}
+	if len(dps) > 0 {
+		return nil, &InUseError{Msg: fmt.Sprintf("mesh %q still has %d dataplane(s) (e.g. %q): delete them first", mesh, len(dps), dps[0].Name)}
+	}
+	var ops []store.Op
+	for _, typ := range append([]string{api.TypeSecret}, m.ownedTypes...) {
+		recs, err := m.store.List(ctx, typ, mesh)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			ops = append(ops, store.Op{Kind: store.OpDelete, Record: store.Record{Key: r.Key}})
+		}
+	}
+	return ops, nil
+}
+
+func (m *Manager) checkSecretUnused(ctx context.Context, mesh, name string) error {
+	r, err := m.Get(ctx, api.TypeMesh, "", mesh)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	mm := r.(*api.Mesh)
+	if mm.MTLS == nil {
+		return nil
+	}
+	for _, b := range mm.MTLS.Backends {
+		be, err := m.cas.Get(b.Type)
+		if err != nil {
+			continue
+		}
+		if u, ok := be.(ca.SecretUser); ok {
+			for _, s := range u.UsedSecrets(b) {
+				if s == name {
+					return &InUseError{Msg: fmt.Sprintf("secret %q is used by backend %q of mesh %q: change the mesh first", name, b.Name, mesh)}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ToRecord converts a resource into a store record (Version unset).
+func ToRecord(r api.Resource) (store.Record, error) {
+	meta := r.GetMeta()
+	spec, err := api.MarshalSpec(r)
+	if err != nil {
+		return store.Record{}, err
+	}
+	return store.Record{
+		Key:    store.Key{Type: meta.Type, Mesh: meta.Mesh, Name: meta.Name},
+		Spec:   spec,
+		Labels: meta.Labels,
+	}, nil
+}
+
+// FromRecord converts a store record into a resource with its times set.
+func FromRecord(rec store.Record) (api.Resource, error) {
+	return api.UnmarshalSpec(api.Meta{
+		Type:             rec.Type,
+		Mesh:             rec.Mesh,
+		Name:             rec.Name,
+		CreationTime:     rec.CreationTime,
+		ModificationTime: rec.ModificationTime,
+		Labels:           rec.Labels,
+	}, rec.Spec)
+}
