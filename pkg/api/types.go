@@ -83,7 +83,16 @@ type MTLSBackend struct {
 type DpCert struct {
 	Rotation       *Rotation `json:"rotation,omitempty"`
 	RequestTimeout string    `json:"requestTimeout,omitempty"`
+	// KeyType is a meshca extension: the data-plane key algorithm,
+	// KeyTypeECDSAP256 (default) or KeyTypeRSA2048.
+	KeyType string `json:"keyType,omitempty"`
 }
+
+// Data-plane key types.
+const (
+	KeyTypeECDSAP256 = "EC_P256"
+	KeyTypeRSA2048   = "RSA_2048"
+)
 
 // Rotation says how long a data-plane certificate lives.
 type Rotation struct {

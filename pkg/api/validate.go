@@ -71,6 +71,9 @@ func validateMTLS(v *ValidationError, path string, mt *MTLS) {
 					v.AddErr(p+".dpCert.rotation.expiration", err)
 				}
 			}
+			if k := b.DpCert.KeyType; k != "" && k != KeyTypeECDSAP256 && k != KeyTypeRSA2048 {
+				v.Addf(p+".dpCert.keyType", "unknown key type %q: must be %s or %s", k, KeyTypeECDSAP256, KeyTypeRSA2048)
+			}
 			if b.DpCert.RequestTimeout != "" {
 				if _, err := ParseDuration(b.DpCert.RequestTimeout); err != nil {
 					v.AddErr(p+".dpCert.requestTimeout", err)

@@ -10,6 +10,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"log/slog"
 	"net/url"
@@ -114,4 +115,22 @@ type Deps struct {
 	Logger   *slog.Logger
 	Now      func() time.Time
 	Settings map[string]string // control-plane settings (e.g. k8s namespace)
+}
+
+// KeySigner is implemented by backends that sign in-process (builtin,
+// provided). The identity layer then skips building and checking a CSR: it
+// hands over the public key, which keeps one issuance close to the cost of
+// one key generation plus one signature. Such a certificate is trusted by
+// construction, so only its issuer linkage is checked, not its signature.
+type KeySigner interface {
+	IssueForKey(ctx context.Context, mesh string, b api.MTLSBackend, pub crypto.PublicKey, req IssueRequest) (Issued, error)
+}
+
+// IdempotentIssuer is implemented by backends whose Issue is idempotent on
+// IssueRequest.IdempotencyKey and that charge per certificate (acmpca). The
+// caller then persists the key, CSR and idempotency key before calling Issue,
+// so that a restart in the middle re-sends the same request instead of
+// buying a second certificate.
+type IdempotentIssuer interface {
+	IdempotentIssue() bool
 }

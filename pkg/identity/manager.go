@@ -1,0 +1,857 @@
+package identity
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"meshca/pkg/api"
+	"meshca/pkg/ca"
+	"meshca/pkg/resources"
+	"meshca/pkg/store"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Rand is the source of key material (crypto/rand when nil).
+	Rand interface{ Read([]byte) (int, error) }
+	// Jitter returns a uniform sample of [-1, 1) (math/rand when nil).
+	Jitter func() float64
+	// Workers bounds concurrent issuances (default 64). External backends
+	// bound their own request rate below this.
+	Workers int
+	// RetryBase and RetryMax shape the backoff after a failed issuance.
+	RetryBase, RetryMax time.Duration
+	// Registerer receives the metrics (none when nil).
+	Registerer prometheus.Registerer
+}
+
+type dpKey struct{ mesh, name string }
+
+// current is the certificate in service for one data plane.
+type current struct {
+	rec      record
+	leaf     *x509.Certificate
+	chainPEM []byte // leaf followed by intermediates, as served
+}
+
+type dpState struct {
+	dp  *api.Dataplane
+	cur *current
+
+	due       time.Time
+	scheduled bool
+	inFlight  bool
+	again     bool
+
+	attempts    int
+	lastErr     string
+	lastErrAt   time.Time
+	lastRotated time.Time
+
+	subs map[chan struct{}]struct{}
+}
+
+type meshState struct {
+	mesh     *api.Mesh
+	enabled  api.MTLSBackend
+	mtls     bool
+	backend  ca.Backend
+	bundles  map[string][]byte // backend name -> its trust bundle
+	bundle   []byte            // what peers must trust now
+	inUse    map[string]int    // backend name -> data planes holding its certificate
+	version  int64
+	lastErr  string
+	bundleMu sync.Mutex
+}
+
+// Manager runs the issuance and rotation loop for every data plane.
+type Manager struct {
+	store  store.Store
+	cas    *ca.Registry
+	opts   Options
+	logger *slog.Logger
+	m      *metrics
+
+	mu     sync.Mutex
+	dps    map[dpKey]*dpState
+	meshes map[string]*meshState
+	queue  dueQueue
+	wake   chan struct{}
+	work   chan dpKey
+	ready  chan struct{}
+}
+
+// New returns a Manager; call Run to start it.
+func New(s store.Store, reg *ca.Registry, opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = func() float64 { return mrand.Float64()*2 - 1 }
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 64
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = time.Second
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = 5 * time.Minute
+	}
+	mg := &Manager{
+		store:  s,
+		cas:    reg,
+		opts:   opts,
+		logger: opts.Logger,
+		dps:    map[dpKey]*dpState{},
+		meshes: map[string]*meshState{},
+		wake:   make(chan struct{}, 1),
+		work:   make(chan dpKey),
+		ready:  make(chan struct{}),
+	}
+	mg.m = newMetrics(mg, opts.Registerer)
+	return mg
+}
+
+// Ready is closed once persisted state is loaded and every data plane is
+// scheduled.
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
+// Run loads persisted identities, watches the store and issues and rotates
+// certificates until ctx is done.
+func (m *Manager) Run(ctx context.Context) error {
+	events := m.store.Watch(ctx)
+	if err := m.load(ctx); err != nil {
+		return err
+	}
+	close(m.ready)
+	var wg sync.WaitGroup
+	for i := 0; i < m.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case k := <-m.work:
+					m.issue(ctx, k)
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.schedule(ctx)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				wg.Wait()
+				return nil
+			}
+			m.handle(ctx, ev)
+		}
+	}
+}
+
+func (m *Manager) load(ctx context.Context) error {
+	meshes, err := m.store.List(ctx, api.TypeMesh, "")
+	if err != nil {
+		return err
+	}
+	recs, err := m.store.List(ctx, TypeDataplaneIdentity, "")
+	if err != nil {
+		return err
+	}
+	saved := map[dpKey]record{}
+	for _, r := range recs {
+		var rec record
+		if err := json.Unmarshal(r.Spec, &rec); err != nil {
+			m.logger.Warn("ignoring unreadable stored identity", "mesh", r.Mesh, "dataplane", r.Name, "error", err)
+			continue
+		}
+		saved[dpKey{r.Mesh, r.Name}] = rec
+	}
+	dps, err := m.store.List(ctx, api.TypeDataplane, "")
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rec := range meshes {
+		res, err := resources.FromRecord(rec)
+		if err != nil {
+			return err
+		}
+		m.setMeshLocked(ctx, res.(*api.Mesh), rec.Version)
+	}
+	for _, rec := range dps {
+		res, err := resources.FromRecord(rec)
+		if err != nil {
+			return err
+		}
+		dp := res.(*api.Dataplane)
+		k := dpKey{dp.Mesh, dp.Name}
+		st := &dpState{dp: dp, subs: map[chan struct{}]struct{}{}}
+		m.dps[k] = st
+		if r, ok := saved[k]; ok {
+			m.restoreLocked(st, r)
+		}
+		m.considerLocked(k, st)
+	}
+	for name := range m.meshes {
+		m.refreshBundleLocked(ctx, name)
+	}
+	return nil
+}
+
+func (m *Manager) restoreLocked(st *dpState, r record) {
+	if r.CertPEM == "" {
+		// Only a pending request was persisted: keep it for the retry.
+		st.cur = &current{rec: r}
+		return
+	}
+	certs, err := ca.ParseCertificates([]byte(r.CertPEM))
+	if err != nil {
+		m.logger.Warn("ignoring unreadable stored certificate", "mesh", st.dp.Mesh, "dataplane", st.dp.Name, "error", err)
+		st.cur = &current{rec: record{Generation: r.Generation, Rotations: r.Rotations, Pending: r.Pending}}
+		return
+	}
+	st.cur = &current{rec: r, leaf: certs[0], chainPEM: []byte(r.CertPEM + r.ChainPEM)}
+	if ms := m.meshes[st.dp.Mesh]; ms != nil {
+		ms.inUse[r.Backend]++
+	}
+}
+
+// considerLocked schedules a data plane: now if it has no valid certificate
+// for the current identity and backend, else at its rotation time.
+func (m *Manager) considerLocked(k dpKey, st *dpState) {
+	ms := m.meshes[k.mesh]
+	if ms == nil || !ms.mtls || ms.backend == nil || st.dp == nil {
+		return
+	}
+	now := m.opts.Now()
+	cnTmpl := cnTemplate(ms.backend, ms.enabled)
+	id, err := BuildIdentity(st.dp, cnTmpl)
+	if err != nil {
+		st.lastErr, st.lastErrAt = err.Error(), now
+		return
+	}
+	fp := fingerprint(id, ms.enabled)
+	c := st.cur
+	switch {
+	case c == nil || c.leaf == nil, c.rec.Pending != nil, c.rec.Fingerprint != fp, !now.Before(c.rec.NotAfter):
+		m.enqueueLocked(k, st, now)
+	default:
+		m.enqueueLocked(k, st, RotateAt(c.rec.IssuedAt, c.rec.NotAfter, m.opts.Jitter()))
+	}
+}
+
+func cnTemplate(be ca.Backend, b api.MTLSBackend) string {
+	if cn, ok := be.(ca.CommonNamer); ok {
+		return cn.CommonNameTemplate(b)
+	}
+	return ""
+}
+
+func (m *Manager) enqueueLocked(k dpKey, st *dpState, at time.Time) {
+	if st.inFlight {
+		if !at.After(m.opts.Now()) {
+			st.again = true
+		}
+		return
+	}
+	if st.scheduled && !st.due.After(at) {
+		return
+	}
+	st.due, st.scheduled = at, true
+	heap.Push(&m.queue, dueItem{at: at, key: k})
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// schedule hands due data planes to the workers.
+func (m *Manager) schedule(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		m.mu.Lock()
+		var next time.Duration = time.Hour
+		var due []dpKey
+		now := m.opts.Now()
+		for m.queue.Len() > 0 {
+			it := m.queue[0]
+			st := m.dps[it.key]
+			if st == nil || !st.scheduled || !st.due.Equal(it.at) {
+				heap.Pop(&m.queue) // stale entry
+				continue
+			}
+			if it.at.After(now) {
+				next = it.at.Sub(now)
+				break
+			}
+			heap.Pop(&m.queue)
+			st.scheduled, st.inFlight = false, true
+			due = append(due, it.key)
+			if len(due) >= 256 {
+				next = 0
+				break
+			}
+		}
+		m.mu.Unlock()
+		for _, k := range due {
+			select {
+			case m.work <- k:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if next == 0 {
+			continue
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+			if !timer.Stop() {
+				<-timer.C
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+// issue obtains a certificate for one data plane from its mesh's enabled backend.
+func (m *Manager) issue(ctx context.Context, k dpKey) {
+	m.mu.Lock()
+	st := m.dps[k]
+	ms := m.meshes[k.mesh]
+	if st == nil || ms == nil || !ms.mtls || ms.backend == nil || st.dp == nil {
+		if st != nil {
+			st.inFlight = false
+		}
+		m.mu.Unlock()
+		return
+	}
+	dp, b, be := st.dp, ms.enabled, ms.backend
+	var prev record
+	if st.cur != nil {
+		prev = st.cur.rec
+	}
+	m.mu.Unlock()
+
+	start := m.opts.Now()
+	c, err := m.obtain(ctx, dp, b, be, prev)
+	elapsed := m.opts.Now().Sub(start)
+	m.m.observe(b.Type, err, elapsed)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st.inFlight = false
+	if m.dps[k] != st {
+		return // deleted meanwhile
+	}
+	now := m.opts.Now()
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		st.attempts++
+		st.lastErr, st.lastErrAt = err.Error(), now
+		wait := Backoff(st.attempts, m.opts.RetryBase, m.opts.RetryMax, m.opts.Jitter())
+		m.logger.Warn("certificate issuance failed; the current certificate stays in service",
+			"mesh", k.mesh, "dataplane", k.name, "backend", b.Name, "attempt", st.attempts, "retryIn", wait.Round(time.Millisecond), "error", err)
+		if c != nil { // a pending request was persisted: keep it for the retry
+			if st.cur == nil {
+				st.cur = &current{}
+			}
+			st.cur.rec.Pending = c.rec.Pending
+			st.cur.rec.Generation = c.rec.Generation
+		}
+		m.enqueueLocked(k, st, now.Add(wait))
+		return
+	}
+	old := st.cur
+	if old != nil && old.leaf != nil {
+		ms.inUse[old.rec.Backend]--
+	}
+	ms.inUse[c.rec.Backend]++
+	st.cur = c
+	st.attempts, st.lastErr, st.lastErrAt = 0, "", time.Time{}
+	st.lastRotated = now
+	m.logger.Info("certificate issued", "mesh", k.mesh, "dataplane", k.name, "backend", b.Name,
+		"serial", c.leaf.SerialNumber.Text(16), "notAfter", c.rec.NotAfter, "duration", elapsed.Round(time.Microsecond))
+	if st.again {
+		st.again = false
+		m.considerLocked(k, st)
+	} else {
+		m.enqueueLocked(k, st, RotateAt(c.rec.IssuedAt, c.rec.NotAfter, m.opts.Jitter()))
+	}
+	if old == nil || old.rec.Backend != c.rec.Backend {
+		// The set of backends in use changed: the bundle may shrink now.
+		m.refreshBundleLocked(ctx, k.mesh)
+	}
+	notify(st)
+}
+
+// obtain runs one issuance and persists the result. On error it may return
+// a current with only a pending request set.
+func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBackend, be ca.Backend, prev record) (*current, error) {
+	id, err := BuildIdentity(dp, cnTemplate(be, b))
+	if err != nil {
+		return nil, err
+	}
+	fp := fingerprint(id, b)
+	now := m.opts.Now()
+	validity := b.CertExpiration()
+	keyType := ""
+	if b.DpCert != nil {
+		keyType = b.DpCert.KeyType
+	}
+	bundle, err := m.backendBundle(ctx, dp.Mesh, b, be)
+	if err != nil {
+		return nil, fmt.Errorf("trust bundle of backend %q: %w", b.Name, err)
+	}
+	gen := prev.Generation + 1
+	req := ca.IssueRequest{Identity: id, Validity: validity}
+	var key crypto.Signer
+	var iss ca.Issued
+	if ks, ok := be.(ca.KeySigner); ok {
+		key, err = NewKey(m.opts.Rand, keyType)
+		if err != nil {
+			return nil, err
+		}
+		iss, err = ks.IssueForKey(ctx, dp.Mesh, b, key.Public(), req)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		var pend *pending
+		if p := prev.Pending; p != nil && p.Backend == b.Name && p.Fingerprint == fp && now.Sub(p.StartedAt) < pendingReuseWindow {
+			pend = p // a restart or retry: send the very same request again
+			gen = p.Generation
+		}
+		if pend != nil {
+			key, err = ParseKey([]byte(pend.KeyPEM))
+			if err != nil {
+				return nil, err
+			}
+			req.CSRPEM = []byte(pend.CSRPEM)
+			req.CSR, err = parseCSR(req.CSRPEM)
+			if err != nil {
+				return nil, err
+			}
+		} else {
+			key, err = NewKey(m.opts.Rand, keyType)
+			if err != nil {
+				return nil, err
+			}
+			req.CSR, req.CSRPEM, err = NewCSR(key, id)
+			if err != nil {
+				return nil, err
+			}
+		}
+		req.IdempotencyKey = IdempotencyKey(dp.Mesh, dp.Name, gen)
+		var pendingCur *current
+		if ii, ok := be.(ca.IdempotentIssuer); ok && ii.IdempotentIssue() && pend == nil {
+			keyPEM, err := EncodeKey(key)
+			if err != nil {
+				return nil, err
+			}
+			rec := prev
+			rec.Generation = gen
+			rec.Pending = &pending{Generation: gen, Backend: b.Name, Fingerprint: fp, KeyPEM: string(keyPEM), CSRPEM: string(req.CSRPEM), IdempotencyKey: req.IdempotencyKey, StartedAt: now}
+			if err := m.persist(ctx, dp, rec); err != nil {
+				return nil, err
+			}
+			pendingCur = &current{rec: rec}
+		} else if pend != nil {
+			pendingCur = &current{rec: prev}
+		}
+		iss, err = be.Issue(ctx, dp.Mesh, b, req)
+		if err != nil {
+			return pendingCur, err
+		}
+	}
+	var leaf *x509.Certificate
+	if _, local := be.(ca.KeySigner); local {
+		leaf, err = checkLinkage(iss, bundle)
+	} else {
+		leaf, err = ca.VerifyIssued(iss, bundle, m.opts.Now())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backend %q: %w", b.Name, err)
+	}
+	keyPEM := iss.KeyPEM
+	if len(keyPEM) == 0 {
+		if keyPEM, err = EncodeKey(key); err != nil {
+			return nil, err
+		}
+	} else if err := keyMatches(keyPEM, leaf); err != nil {
+		return nil, fmt.Errorf("backend %q: %w", b.Name, err)
+	}
+	certPEM := ca.EncodeCertificates(leaf)
+	rec := record{
+		Backend: b.Name, BackendType: b.Type,
+		CertPEM: string(certPEM), ChainPEM: string(chainAfterLeaf(iss)), KeyPEM: string(keyPEM),
+		Ref: iss.Ref, Generation: gen, Rotations: prev.Rotations, IssuedAt: now, NotAfter: leaf.NotAfter,
+		Fingerprint: fp,
+	}
+	if prev.CertPEM != "" {
+		rec.Rotations++
+	}
+	if err := m.persist(ctx, dp, rec); err != nil {
+		return nil, err
+	}
+	return &current{rec: rec, leaf: leaf, chainPEM: []byte(rec.CertPEM + rec.ChainPEM)}, nil
+}
+
+func (m *Manager) persist(ctx context.Context, dp *api.Dataplane, rec record) error {
+	spec, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return store.Upsert(ctx, m.store, store.Record{Key: store.Key{Type: TypeDataplaneIdentity, Mesh: dp.Mesh, Name: dp.Name}, Spec: spec})
+}
+
+// chainAfterLeaf returns the intermediates of an issued certificate: those in
+// CertPEM after the leaf, then ChainPEM, without self-signed roots.
+func chainAfterLeaf(iss ca.Issued) []byte {
+	var out []byte
+	add := func(p []byte) {
+		certs, err := ca.ParseCertificates(p)
+		if err != nil {
+			return
+		}
+		for _, c := range certs {
+			if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+				continue
+			}
+			out = append(out, ca.EncodeCertificates(c)...)
+		}
+	}
+	if certs, err := ca.ParseCertificates(iss.CertPEM); err == nil && len(certs) > 1 {
+		add(ca.EncodeCertificates(certs[1:]...))
+	}
+	if len(iss.ChainPEM) > 0 {
+		add(iss.ChainPEM)
+	}
+	return out
+}
+
+// checkLinkage accepts a certificate signed in-process when its issuer is a
+// certificate of the chain or bundle, without repeating signature checks.
+func checkLinkage(iss ca.Issued, bundle []byte) (*x509.Certificate, error) {
+	certs, err := ca.ParseCertificates(iss.CertPEM)
+	if err != nil {
+		return nil, err
+	}
+	leaf := certs[0]
+	candidates := append([]byte{}, bundle...)
+	candidates = append(candidates, iss.ChainPEM...)
+	issuers, err := ca.ParseCertificates(candidates)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range issuers {
+		if bytes.Equal(leaf.RawIssuer, c.RawSubject) && (len(leaf.AuthorityKeyId) == 0 || bytes.Equal(leaf.AuthorityKeyId, c.SubjectKeyId)) {
+			return leaf, nil
+		}
+	}
+	return nil, errors.New("issued certificate's issuer is not in the trust bundle")
+}
+
+func keyMatches(keyPEM []byte, leaf *x509.Certificate) error {
+	k, err := ParseKey(keyPEM)
+	if err != nil {
+		return fmt.Errorf("returned key: %w", err)
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	if e, ok := k.Public().(equaler); !ok || !e.Equal(leaf.PublicKey) {
+		return errors.New("returned key does not match the certificate")
+	}
+	return nil
+}
+
+func parseCSR(p []byte) (*x509.CertificateRequest, error) {
+	blocks, err := pemBlock(p, "CERTIFICATE REQUEST")
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificateRequest(blocks)
+}
+
+// backendBundle returns (and caches) the trust bundle of one backend.
+func (m *Manager) backendBundle(ctx context.Context, mesh string, b api.MTLSBackend, be ca.Backend) ([]byte, error) {
+	m.mu.Lock()
+	ms := m.meshes[mesh]
+	if ms != nil {
+		if tb, ok := ms.bundles[b.Name]; ok {
+			m.mu.Unlock()
+			return tb, nil
+		}
+	}
+	m.mu.Unlock()
+	if err := be.Ensure(ctx, mesh, b); err != nil {
+		return nil, err
+	}
+	tb, err := be.TrustBundle(ctx, mesh, b)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if ms := m.meshes[mesh]; ms != nil && ms.enabled.Name == b.Name {
+		ms.bundles[b.Name] = tb
+	}
+	m.mu.Unlock()
+	return tb, nil
+}
+
+// handle reacts to one store change.
+func (m *Manager) handle(ctx context.Context, ev store.Event) {
+	switch ev.Record.Type {
+	case api.TypeMesh:
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if ev.Kind == store.EventDeleted {
+			delete(m.meshes, ev.Record.Name)
+			return
+		}
+		res, err := resources.FromRecord(ev.Record)
+		if err != nil {
+			return
+		}
+		m.setMeshLocked(ctx, res.(*api.Mesh), ev.Record.Version)
+		m.refreshBundleLocked(ctx, ev.Record.Name)
+		for k, st := range m.dps {
+			if k.mesh == ev.Record.Name {
+				m.considerLocked(k, st)
+			}
+		}
+	case api.TypeDataplane:
+		k := dpKey{ev.Record.Mesh, ev.Record.Name}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if ev.Kind == store.EventDeleted {
+			if st := m.dps[k]; st != nil {
+				if ms := m.meshes[k.mesh]; ms != nil && st.cur != nil && st.cur.leaf != nil {
+					ms.inUse[st.cur.rec.Backend]--
+				}
+				if len(st.subs) > 0 {
+					// Keep the subscribers: the data plane may come back.
+					st.dp, st.cur, st.scheduled = nil, nil, false
+				} else {
+					delete(m.dps, k)
+				}
+				notify(st)
+				go func() {
+					if err := store.Delete(ctx, m.store, store.Key{Type: TypeDataplaneIdentity, Mesh: k.mesh, Name: k.name}); err != nil && !errors.Is(err, store.ErrNotFound) {
+						m.logger.Warn("could not delete identity of a deleted dataplane", "mesh", k.mesh, "dataplane", k.name, "error", err)
+					}
+				}()
+			}
+			return
+		}
+		res, err := resources.FromRecord(ev.Record)
+		if err != nil {
+			return
+		}
+		st := m.dps[k]
+		if st == nil {
+			st = &dpState{subs: map[chan struct{}]struct{}{}}
+			m.dps[k] = st
+		}
+		st.dp = res.(*api.Dataplane)
+		m.considerLocked(k, st)
+	case api.TypeSecret:
+		// A CA's material may live in a Secret (provided CA, builtin root):
+		// recompute the mesh's bundle so a change reaches every data plane.
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if ms := m.meshes[ev.Record.Mesh]; ms != nil {
+			ms.bundles = map[string][]byte{}
+			m.refreshBundleLocked(ctx, ev.Record.Mesh)
+		}
+	}
+}
+
+func (m *Manager) setMeshLocked(ctx context.Context, mesh *api.Mesh, version int64) {
+	ms := m.meshes[mesh.Name]
+	if ms == nil {
+		ms = &meshState{inUse: map[string]int{}, bundles: map[string][]byte{}}
+		m.meshes[mesh.Name] = ms
+	}
+	ms.mesh, ms.version = mesh, version
+	ms.bundles = map[string][]byte{}
+	b, _, ok := mesh.EnabledMTLSBackend()
+	ms.enabled, ms.mtls, ms.backend = b, ok, nil
+	if ok {
+		be, err := m.cas.Get(b.Type)
+		if err != nil {
+			ms.lastErr = err.Error()
+			return
+		}
+		ms.backend = be
+	}
+}
+
+// refreshBundleLocked recomputes what a mesh's data planes must trust: the
+// roots of the enabled backend and of every backend whose certificates are
+// still in service, so no connection breaks while a mesh changes CA.
+func (m *Manager) refreshBundleLocked(ctx context.Context, mesh string) {
+	ms := m.meshes[mesh]
+	if ms == nil || ms.mesh == nil || ms.mesh.MTLS == nil {
+		return
+	}
+	var parts [][]byte
+	for _, b := range ms.mesh.MTLS.Backends {
+		if !(ms.mtls && b.Name == ms.enabled.Name) && ms.inUse[b.Name] <= 0 {
+			continue
+		}
+		tb, ok := ms.bundles[b.Name]
+		if !ok {
+			be, err := m.cas.Get(b.Type)
+			if err != nil {
+				continue
+			}
+			// Ensure/TrustBundle of local backends are cheap; external ones
+			// cache their chain after the first fetch.
+			tctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
+			err = be.Ensure(tctx, mesh, b)
+			if err == nil {
+				tb, err = be.TrustBundle(tctx, mesh, b)
+			}
+			cancel()
+			if err != nil {
+				ms.lastErr = err.Error()
+				m.logger.Warn("trust bundle unavailable", "mesh", mesh, "backend", b.Name, "error", err)
+				continue
+			}
+			ms.bundles[b.Name] = tb
+		}
+		parts = append(parts, tb)
+	}
+	bundle := dedupePEM(parts...)
+	if bytes.Equal(bundle, ms.bundle) {
+		return
+	}
+	ms.bundle = bundle
+	for k, st := range m.dps {
+		if k.mesh == mesh {
+			notify(st)
+		}
+	}
+}
+
+func dedupePEM(parts ...[]byte) []byte {
+	seen := map[[32]byte]bool{}
+	var out []byte
+	for _, p := range parts {
+		certs, err := ca.ParseCertificates(p)
+		if err != nil {
+			continue
+		}
+		for _, c := range certs {
+			h := sha256.Sum256(c.Raw)
+			if seen[h] {
+				continue
+			}
+			seen[h] = true
+			out = append(out, ca.EncodeCertificates(c)...)
+		}
+	}
+	return out
+}
+
+func notify(st *dpState) {
+	for ch := range st.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Secrets is what one data plane receives over SDS.
+type Secrets struct {
+	CertChainPEM   []byte
+	KeyPEM         []byte
+	TrustBundlePEM []byte
+	Version        string
+}
+
+// Current returns the certificate, key and trust bundle of a data plane;
+// ok=false while none has been issued.
+func (m *Manager) Current(mesh, name string) (Secrets, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.dps[dpKey{mesh, name}]
+	ms := m.meshes[mesh]
+	if st == nil || st.cur == nil || st.cur.leaf == nil || ms == nil {
+		return Secrets{}, false
+	}
+	h := sha256.New()
+	h.Write(st.cur.chainPEM)
+	h.Write(ms.bundle)
+	return Secrets{
+		CertChainPEM:   st.cur.chainPEM,
+		KeyPEM:         []byte(st.cur.rec.KeyPEM),
+		TrustBundlePEM: ms.bundle,
+		Version:        hex.EncodeToString(h.Sum(nil)[:8]),
+	}, true
+}
+
+// Subscribe signals (coalescing, never blocking) whenever a data plane's
+// secrets change. A subscription to a data plane not yet known is kept and
+// starts working when it is registered.
+func (m *Manager) Subscribe(mesh, name string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	k := dpKey{mesh, name}
+	m.mu.Lock()
+	st := m.dps[k]
+	if st == nil {
+		st = &dpState{subs: map[chan struct{}]struct{}{}}
+		m.dps[k] = st
+	}
+	st.subs[ch] = struct{}{}
+	m.mu.Unlock()
+	return ch, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if st := m.dps[k]; st != nil {
+			delete(st.subs, ch)
+		}
+	}
+}
