@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"strings"
 
@@ -128,7 +129,7 @@ func decodeStrict(js []byte, into any, path string) error {
 		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return FieldErr(JoinPath(path, te.Field), "must be %s, got %s", te.Type.String(), te.Value)
+			return FieldErr(JoinPath(path, jsonFieldPath(te.Field)), "must be %s, got %s", kindName(te.Type), te.Value)
 		}
 		return PrefixErr(path, err)
 	}
@@ -261,4 +262,39 @@ func MarshalYAML(r Resource) ([]byte, error) {
 		return nil, err
 	}
 	return yaml.JSONToYAML(js)
+}
+
+// jsonFieldPath drops the Go names of embedded structs from a path the
+// standard library reports ("MeshSpec.mtls.backends" -> "mtls.backends").
+func jsonFieldPath(p string) string {
+	parts := strings.Split(p, ".")
+	out := parts[:0]
+	for _, s := range parts {
+		if s != "" && s[0] >= 'A' && s[0] <= 'Z' {
+			continue
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ".")
+}
+
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "a list"
+	case reflect.Map, reflect.Struct, reflect.Pointer:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
 }
