@@ -1,0 +1,104 @@
+// Command meshca-cp is the meshca control plane: `meshca-cp run` serves the
+// HTTP API, issues and rotates data-plane certificates and delivers them over
+// SDS, on an embedded store by default.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"meshca/pkg/controlplane"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "meshca-cp",
+		Short:         "meshca control plane: workload identity for service meshes",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newRunCmd(), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version) },
+	})
+	return root
+}
+
+func newRunCmd() *cobra.Command {
+	cfg := controlplane.Config{Version: version}
+	var logLevel, logFormat string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the control plane",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := controlplane.Run(ctx, cfg); err != nil {
+				logger.Error("control plane failed", "error", err)
+				return err
+			}
+			logger.Info("control plane stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", envOr("MESHCA_DATA_DIR", controlplane.DefaultDataDir), "directory of the embedded store and the dp server's TLS material")
+	f.StringVar(&cfg.Store, "store", envOr("MESHCA_STORE", "sqlite"), "store: sqlite (embedded), memory, or postgres")
+	f.StringVar(&cfg.StoreDSN, "store-dsn", os.Getenv("MESHCA_STORE_DSN"), "PostgreSQL connection string for --store postgres")
+	f.StringVar(&cfg.APIAddress, "api-address", envOr("MESHCA_API_ADDRESS", controlplane.DefaultAPIAddress), "HTTP API listen address")
+	f.StringVar(&cfg.DPServerAddress, "dp-server-address", envOr("MESHCA_DP_SERVER_ADDRESS", controlplane.DefaultDPServerAddress), "SDS (gRPC, TLS) listen address for data planes")
+	f.StringVar(&cfg.DPServerTLSCert, "dp-server-tls-cert", "", "PEM certificate for the dp server (default: created once under --data-dir)")
+	f.StringVar(&cfg.DPServerTLSKey, "dp-server-tls-key", "", "PEM key for --dp-server-tls-cert")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the certmanager backend (default: in-cluster)")
+	f.StringVar(&cfg.K8sNamespace, "k8s-namespace", "meshca-system", "namespace for cert-manager CertificateRequests")
+	f.IntVar(&cfg.Workers, "issuance-workers", 64, "concurrent certificate issuances")
+	f.StringVar(&logLevel, "log-level", envOr("MESHCA_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: must be debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: must be text or json", format)
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

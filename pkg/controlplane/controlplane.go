@@ -1,0 +1,197 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"meshca/pkg/apiserver"
+	"meshca/pkg/ca"
+	"meshca/pkg/datasource"
+	"meshca/pkg/identity"
+	"meshca/pkg/resources"
+	"meshca/pkg/sds"
+	"meshca/pkg/store"
+	"meshca/pkg/store/memory"
+	"meshca/pkg/store/postgres"
+	"meshca/pkg/store/sqlite"
+	"meshca/pkg/tokens"
+)
+
+// Config is everything `meshca-cp run` can be told.
+type Config struct {
+	DataDir string
+	// Store is "sqlite" (default, a file under DataDir), "memory" or "postgres".
+	Store    string
+	StoreDSN string
+
+	APIAddress      string
+	DPServerAddress string
+	// DPServerTLSCert/Key are the operator's own SDS server certificate; when
+	// empty, a CA and certificate are created once under DataDir.
+	DPServerTLSCert, DPServerTLSKey string
+
+	// Kubeconfig and K8sNamespace are used by the certmanager backend.
+	Kubeconfig   string
+	K8sNamespace string
+
+	// Workers bounds concurrent issuances.
+	Workers int
+
+	Version string
+	Logger  *slog.Logger
+	// Started, when set, is called once both listeners are bound, with their
+	// addresses (useful when the configured ports are 0).
+	Started func(api, dp net.Addr)
+}
+
+// Defaults for Config.
+const (
+	DefaultDataDir         = "./meshca-data"
+	DefaultAPIAddress      = "127.0.0.1:5681"
+	DefaultDPServerAddress = "127.0.0.1:5678"
+)
+
+// Run starts the control plane and blocks until ctx is done.
+func Run(ctx context.Context, cfg Config) error {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir %q: %w", cfg.DataDir, err)
+	}
+	st, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	settings := map[string]string{"kubeconfig": cfg.Kubeconfig, "k8s-namespace": cfg.K8sNamespace}
+	cas, err := ca.NewRegistry(ca.Deps{
+		Store:    st,
+		Sources:  datasource.New(st),
+		Logger:   logger,
+		Now:      time.Now,
+		Settings: settings,
+	}, Backends())
+	if err != nil {
+		return err
+	}
+	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, OwnedTypes: []string{identity.TypeDataplaneIdentity}})
+	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg})
+	toks := tokens.New(st, time.Now)
+
+	apiLis, err := net.Listen("tcp", cfg.APIAddress)
+	if err != nil {
+		return fmt.Errorf("--api-address %q: %w", cfg.APIAddress, err)
+	}
+	dpLis, err := net.Listen("tcp", cfg.DPServerAddress)
+	if err != nil {
+		apiLis.Close()
+		return fmt.Errorf("--dp-server-address %q: %w", cfg.DPServerAddress, err)
+	}
+	host, _, _ := net.SplitHostPort(cfg.DPServerAddress)
+	tlsConf, _, err := sds.LoadOrCreateServerTLS(cfg.DataDir, cfg.DPServerTLSCert, cfg.DPServerTLSKey, []string{host}, time.Now)
+	if err != nil {
+		apiLis.Close()
+		dpLis.Close()
+		return fmt.Errorf("dp server TLS: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 3)
+	go func() { errs <- ids.Run(ctx) }()
+
+	api := apiserver.New(mgr, apiserver.Options{
+		Logger:  logger,
+		Version: cfg.Version,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Ready: func(context.Context) error {
+			select {
+			case <-ids.Ready():
+				return nil
+			default:
+				return errors.New("loading identities")
+			}
+		},
+		Extra: extraEndpoints(mgr, ids, toks, logger),
+	})
+	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := httpSrv.Serve(apiLis); !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("api server: %w", err)
+		}
+	}()
+	sdsSrv := sds.NewServer(sdsSource{ids}, sds.TokenAuthenticator{Tokens: toks}, logger, reg)
+	go func() { errs <- sdsSrv.Serve(ctx, dpLis, tlsConf) }()
+
+	logger.Info("meshca control plane started", "version", cfg.Version, "api", apiLis.Addr().String(), "dpServer", dpLis.Addr().String(),
+		"store", storeName(cfg), "dataDir", cfg.DataDir, "backends", cas.Types())
+	if cfg.Started != nil {
+		cfg.Started(apiLis.Addr(), dpLis.Addr())
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	logger.Info("meshca control plane stopping")
+	cancel()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	return runErr
+}
+
+func storeName(cfg Config) string {
+	if cfg.Store == "" {
+		return "sqlite"
+	}
+	return cfg.Store
+}
+
+func openStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.Store, error) {
+	switch storeName(cfg) {
+	case "sqlite":
+		return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "meshca.db"), logger)
+	case "memory":
+		return memory.New(), nil
+	case "postgres":
+		if cfg.StoreDSN == "" {
+			return nil, errors.New("--store postgres needs --store-dsn")
+		}
+		return postgres.Open(ctx, cfg.StoreDSN, logger)
+	default:
+		return nil, fmt.Errorf("--store %q: must be sqlite, memory or postgres", cfg.Store)
+	}
+}
+
+// sdsSource adapts the identity manager to what the SDS server consumes.
+type sdsSource struct{ ids *identity.Manager }
+
+func (s sdsSource) Current(mesh, name string) (sds.Secrets, bool) {
+	sec, ok := s.ids.Current(mesh, name)
+	return sds.Secrets{CertChainPEM: sec.CertChainPEM, KeyPEM: sec.KeyPEM, TrustBundlePEM: sec.TrustBundlePEM, Version: sec.Version}, ok
+}
+
+func (s sdsSource) Subscribe(mesh, name string) (<-chan struct{}, func()) {
+	return s.ids.Subscribe(mesh, name)
+}
