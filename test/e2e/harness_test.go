@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	for _, cmd := range []string{"meshca-cp", "meshctl", "meshca-dp", "acmpca-local"} {
+		if _, err := os.Stat(filepath.Join("..", "..", "cmd", cmd)); err != nil {
+			continue // not in this tree yet; tests that need it fail
+		}
 		args := []string{"build", "-o", filepath.Join(binDir, cmd)}
 		if os.Getenv("MESHCA_E2E_RACE") == "1" {
 			args = append(args, "-race")

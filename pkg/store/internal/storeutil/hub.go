@@ -20,6 +20,7 @@ type watcher struct {
 	queue  []store.Event
 	wake   chan struct{} // capacity 1: "queue is non-empty"
 	closed chan struct{} // closed by Hub.Close
+	active bool          // guarded by Hub.mu; inactive watchers get no events
 }
 
 // NewHub returns an empty hub.
@@ -31,14 +32,31 @@ func NewHub() *Hub {
 // published after the call. The channel is closed when ctx ends or the hub is
 // closed.
 func (h *Hub) Watch(ctx context.Context) <-chan store.Event {
+	ch, _ := h.watch(ctx, true)
+	return ch
+}
+
+// WatchInactive registers a watcher that receives no events until activate is
+// called. Backends whose events arrive asynchronously use it to start a
+// watcher at a well-defined point of the event stream. activate is idempotent.
+func (h *Hub) WatchInactive(ctx context.Context) (ch <-chan store.Event, activate func()) {
+	return h.watch(ctx, false)
+}
+
+func (h *Hub) watch(ctx context.Context, active bool) (<-chan store.Event, func()) {
 	out := make(chan store.Event)
-	w := &watcher{wake: make(chan struct{}, 1), closed: make(chan struct{})}
+	w := &watcher{wake: make(chan struct{}, 1), closed: make(chan struct{}), active: active}
+	activate := func() {
+		h.mu.Lock()
+		w.active = true
+		h.mu.Unlock()
+	}
 
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		close(out)
-		return out
+		return out, activate
 	}
 	h.watchers[w] = struct{}{}
 	h.mu.Unlock()
@@ -73,7 +91,7 @@ func (h *Hub) Watch(ctx context.Context) <-chan store.Event {
 			}
 		}
 	}()
-	return out
+	return out, activate
 }
 
 func (h *Hub) remove(w *watcher) {
@@ -92,6 +110,9 @@ func (h *Hub) Publish(events []store.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.watchers {
+		if !w.active {
+			continue
+		}
 		w.mu.Lock()
 		for _, ev := range events {
 			ev.Record = Clone(ev.Record)

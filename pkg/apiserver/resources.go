@@ -1,0 +1,272 @@
+package apiserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"sigs.k8s.io/yaml"
+
+	"meshca/pkg/api"
+	"meshca/pkg/resources"
+	"meshca/pkg/store"
+)
+
+// Paging of list endpoints, as Kuma does it.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// ListBody is the JSON body of a list answer. Next is the URL of the next
+// page, or null on the last one; its `offset` parameter is an opaque token.
+type ListBody struct {
+	Total int               `json:"total"`
+	Items []json.RawMessage `json:"items"`
+	Next  *string           `json:"next"`
+}
+
+// ApplyBody is the JSON body of a successful PUT. Kuma answers an empty
+// object; DryRun and Created are set only for dry runs (meshca extension),
+// Created telling whether the resource would have been created.
+type ApplyBody struct {
+	DryRun  bool `json:"dryRun,omitempty"`
+	Created bool `json:"created,omitempty"`
+}
+
+// handlerFunc is an endpoint that reports failures by returning them.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) wrap(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			WriteError(w, s.logger.With(slog.String("method", r.Method), slog.String("path", r.URL.Path)), err)
+		}
+	})
+}
+
+func (s *Server) resourceRoutes() {
+	for _, d := range api.Descriptors() {
+		one := "/" + d.Path + "/{name}"
+		if d.MeshScoped {
+			s.mux.Handle("GET /"+d.Path, s.wrap(s.list(d)))
+			s.mux.Handle("GET /meshes/{mesh}/"+d.Path, s.wrap(s.list(d)))
+			one = "/meshes/{mesh}/" + d.Path + "/{name}"
+		} else {
+			s.mux.Handle("GET /"+d.Path, s.wrap(s.list(d)))
+		}
+		s.mux.Handle("GET "+one, s.wrap(s.get(d)))
+		s.mux.Handle("PUT "+one, s.wrap(s.put(d)))
+		s.mux.Handle("DELETE "+one, s.wrap(s.delete(d)))
+	}
+}
+
+// describe names a resource in messages: `Mesh "default"`,
+// `Secret "ca" in mesh "default"`.
+func describe(d api.Descriptor, mesh, name string) string {
+	if d.MeshScoped {
+		return fmt.Sprintf("%s %q in mesh %q", d.Type, name, mesh)
+	}
+	return fmt.Sprintf("%s %q", d.Type, name)
+}
+
+func notFound(d api.Descriptor, mesh, name string, err error) error {
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return &Error{Status: http.StatusNotFound, Title: TitleNotFound,
+		Detail: describe(d, mesh, name) + " not found", Err: err}
+}
+
+func (s *Server) get(d api.Descriptor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		mesh, name := r.PathValue("mesh"), r.PathValue("name")
+		res, err := s.mgr.Get(r.Context(), d.Type, mesh, name)
+		if err != nil {
+			return notFound(d, mesh, name, err)
+		}
+		WriteJSON(w, http.StatusOK, res)
+		return nil
+	}
+}
+
+func (s *Server) delete(d api.Descriptor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		mesh, name := r.PathValue("mesh"), r.PathValue("name")
+		if err := s.mgr.Delete(r.Context(), d.Type, mesh, name); err != nil {
+			return notFound(d, mesh, name, err)
+		}
+		WriteJSON(w, http.StatusOK, struct{}{})
+		return nil
+	}
+}
+
+func (s *Server) put(d api.Descriptor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		mesh, name := r.PathValue("mesh"), r.PathValue("name")
+		dryRun, err := parseBoolParam(r.URL.Query(), "dryRun")
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return err
+			}
+			return &Error{Status: http.StatusBadRequest, Title: TitleBadRequest, Detail: "could not read the request body", Err: err}
+		}
+		res, err := decodeBody(body, d, mesh, name)
+		if err != nil {
+			return err
+		}
+		created, err := s.mgr.Apply(r.Context(), res, resources.ApplyOptions{DryRun: dryRun})
+		if err != nil {
+			return err
+		}
+		switch {
+		case dryRun:
+			WriteJSON(w, http.StatusOK, ApplyBody{DryRun: true, Created: created})
+		case created:
+			WriteJSON(w, http.StatusCreated, ApplyBody{})
+		default:
+			WriteJSON(w, http.StatusOK, ApplyBody{})
+		}
+		return nil
+	}
+}
+
+// decodeBody parses the Universal form of one resource (JSON, or YAML) and
+// reconciles it with the URL: type, name and mesh are filled in when absent
+// and must match when present. Unknown fields are refused.
+func decodeBody(body []byte, d api.Descriptor, mesh, name string) (api.Resource, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, &Error{Status: http.StatusBadRequest, Title: TitleInvalid, Detail: "the request body is empty: send the resource in the Universal form"}
+	}
+	js := body
+	if body[0] != '{' || !json.Valid(body) {
+		var err error
+		if js, err = yaml.YAMLToJSONStrict(body); err != nil {
+			return nil, &Error{Status: http.StatusBadRequest, Title: TitleInvalid, Detail: "the request body is not valid JSON or YAML: " + err.Error()}
+		}
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(js, &obj); err != nil || obj == nil {
+		return nil, &Error{Status: http.StatusBadRequest, Title: TitleInvalid, Detail: "the request body must be a JSON or YAML object"}
+	}
+	for _, k := range []string{"kind", "apiVersion"} {
+		if _, ok := obj[k]; ok {
+			return nil, api.FieldErr(k, "unknown field: the API takes the Universal form (type, name, mesh and the spec fields); meshctl apply converts the Kubernetes form")
+		}
+	}
+	v := &api.ValidationError{}
+	reconcile := func(field, want string) {
+		raw, ok := obj[field]
+		var got string
+		if ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &got); err != nil {
+				return // DecodeUniversal reports the type error
+			}
+		}
+		switch {
+		case got == "":
+			obj[field], _ = json.Marshal(want)
+		case got != want:
+			v.Addf(field, "must be %q as in the URL, got %q", want, got)
+		}
+	}
+	reconcile("type", d.Type)
+	reconcile("name", name)
+	if d.MeshScoped {
+		reconcile("mesh", mesh)
+	}
+	if err := v.OrNil(); err != nil {
+		return nil, err
+	}
+	js, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	return api.DecodeUniversal(js)
+}
+
+func (s *Server) list(d api.Descriptor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		q := r.URL.Query()
+		size, offset, err := parsePaging(q)
+		if err != nil {
+			return err
+		}
+		all, err := s.mgr.List(r.Context(), d.Type, r.PathValue("mesh"))
+		if err != nil {
+			return err
+		}
+		out := ListBody{Total: len(all), Items: []json.RawMessage{}}
+		end := min(offset+size, len(all))
+		for i := offset; i < end; i++ {
+			js, err := json.Marshal(all[i])
+			if err != nil {
+				return err
+			}
+			out.Items = append(out.Items, js)
+		}
+		if end < len(all) {
+			next := nextURL(r, size, end)
+			out.Next = &next
+		}
+		WriteJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+func parsePaging(q url.Values) (size, offset int, err error) {
+	size = DefaultPageSize
+	if v := q.Get("size"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPageSize {
+			return 0, 0, BadRequest("size", fmt.Sprintf("must be an integer in 1..%d, got %q", MaxPageSize, v))
+		}
+		size = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, 0, BadRequest("offset", fmt.Sprintf("invalid page token %q: use the next URL of the previous page", v))
+		}
+		offset = n
+	}
+	return size, offset, nil
+}
+
+// nextURL is the absolute URL of the page after this one, keeping the
+// request's other query parameters.
+func nextURL(r *http.Request, size, offset int) string {
+	q := r.URL.Query()
+	q.Set("size", strconv.Itoa(size))
+	q.Set("offset", strconv.Itoa(offset))
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	u := url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: q.Encode()}
+	return u.String()
+}
+
+func parseBoolParam(q url.Values, name string) (bool, error) {
+	v := q.Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, BadRequest(name, fmt.Sprintf("must be true or false, got %q", v))
+	}
+	return b, nil
+}

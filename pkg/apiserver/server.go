@@ -1,0 +1,267 @@
+// Package apiserver serves meshca's HTTP API. Its paths and bodies follow
+// Kuma's REST API (index document at `/`, `/meshes/{name}`,
+// `/meshes/{mesh}/secrets/{name}`, `/global-secrets/{name}`, list bodies with
+// `total`/`items`/`next`, error bodies with `title`/`details`/`causes` and the
+// RFC 7807 fields newer Kuma adds) closely enough that Kuma's own kumactl can
+// be pointed at meshca for Universal resources.
+//
+// meshca extensions: `?dryRun=true` on PUT validates without changing
+// anything; PUT bodies may be YAML as well as JSON.
+//
+// Endpoints added later (tokens, insights) are registered with
+// [Server.Handle] or [Options.Extra] and answer with [WriteJSON] and
+// [WriteError] so that every endpoint speaks the same shapes.
+package apiserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"meshca/pkg/resources"
+)
+
+// DefaultMaxBodyBytes bounds a request body unless Options.MaxBodyBytes says otherwise.
+const DefaultMaxBodyBytes = 4 << 20
+
+// BasedOnKuma is the Kuma version whose API this server follows.
+const BasedOnKuma = "2.4.0"
+
+// Tagline is the product name reported by the index document.
+const Tagline = "meshca"
+
+// Options configure a Server. Every field is optional.
+type Options struct {
+	// Logger receives the access log (debug level) and internal errors.
+	Logger *slog.Logger
+	// Version is reported by the index document.
+	Version string
+	// Hostname is reported by the index document; default os.Hostname().
+	Hostname string
+	// InstanceID is reported by the index document; default Hostname.
+	InstanceID string
+	// ClusterID is reported by the index document.
+	ClusterID string
+	// Metrics, when set, serves GET /metrics (e.g. promhttp.HandlerFor(reg, ...)).
+	Metrics http.Handler
+	// Ready, when set, is asked by GET /readyz; a non-nil error answers 503.
+	Ready func(ctx context.Context) error
+	// Extra endpoints, keyed by http.ServeMux pattern ("POST /tokens/dataplane").
+	Extra map[string]http.Handler
+	// MaxBodyBytes bounds request bodies read by the resource endpoints;
+	// 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// Server is meshca's HTTP API.
+type Server struct {
+	mgr     *resources.Manager
+	opts    Options
+	logger  *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler
+}
+
+// New returns a Server exposing mgr. It panics if an Extra pattern is
+// invalid or conflicts with another, as http.ServeMux does.
+func New(mgr *resources.Manager, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Hostname == "" {
+		if h, err := os.Hostname(); err == nil {
+			opts.Hostname = h
+		}
+	}
+	if opts.InstanceID == "" {
+		opts.InstanceID = opts.Hostname
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	s := &Server{mgr: mgr, opts: opts, logger: opts.Logger, mux: http.NewServeMux()}
+	s.routes()
+	for pattern, h := range opts.Extra {
+		s.Handle(pattern, h)
+	}
+	s.handler = s.accessLog(s.recoverPanics(s.jsonFallback(s.mux)))
+	return s
+}
+
+// Handle registers an extra endpoint, with an http.ServeMux pattern such as
+// "POST /tokens/dataplane" or "GET /meshes/{mesh}/dataplanes/{name}/_insight".
+// It goes through the same access log and panic recovery as the built-in
+// endpoints. It may be called before or while serving; it panics on a pattern
+// that is invalid or conflicts with a registered one.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+}
+
+// Handler returns the http.Handler serving the API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Index is the document served at GET /, as Kuma serves it.
+type Index struct {
+	Hostname    string `json:"hostname"`
+	Tagline     string `json:"tagline"`
+	Version     string `json:"version"`
+	BasedOnKuma string `json:"basedOnKuma"`
+	InstanceID  string `json:"instanceId"`
+	ClusterID   string `json:"clusterId"`
+	GUI         string `json:"gui"`
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusOK, Index{
+			Hostname:    s.opts.Hostname,
+			Tagline:     Tagline,
+			Version:     s.opts.Version,
+			BasedOnKuma: BasedOnKuma,
+			InstanceID:  s.opts.InstanceID,
+			ClusterID:   s.opts.ClusterID,
+		})
+	})
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeText(w, http.StatusOK, "ok\n")
+	})
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.Ready != nil {
+			if err := s.opts.Ready(r.Context()); err != nil {
+				s.logger.Warn("not ready", "error", err)
+				writeText(w, http.StatusServiceUnavailable, "not ready\n")
+				return
+			}
+		}
+		writeText(w, http.StatusOK, "ok\n")
+	})
+	if s.opts.Metrics != nil {
+		s.mux.Handle("GET /metrics", s.opts.Metrics)
+	}
+	s.resourceRoutes()
+}
+
+func writeText(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+// statusWriter records the status of a response for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessLog logs every request at debug level. Only the path is logged: no
+// query string, header or body (they may carry tokens or secret data).
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			status := sw.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			s.logger.LogAttrs(r.Context(), slog.LevelDebug, "http request",
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.Int("status", status),
+				slog.Duration("duration", time.Since(start)))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+				panic(v)
+			}
+			s.logger.Error("panic in HTTP handler", "method", r.Method, "path", r.URL.Path, "panic", v)
+			WriteError(w, s.logger, errors.New("panic in handler"))
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// jsonFallback answers requests that match no pattern (404, 405) with a JSON
+// error body instead of ServeMux's plain text.
+func (s *Server) jsonFallback(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &bufferedWriter{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusNotFound:
+			WriteError(w, s.logger, &Error{Status: http.StatusNotFound, Title: "Not found",
+				Detail: "no endpoint " + r.Method + " " + r.URL.Path})
+		case http.StatusMethodNotAllowed:
+			if allow := rec.header.Get("Allow"); allow != "" {
+				w.Header().Set("Allow", allow)
+			}
+			WriteError(w, s.logger, &Error{Status: http.StatusMethodNotAllowed, Title: "Method not allowed",
+				Detail: "method " + r.Method + " is not allowed on " + r.URL.Path})
+		default:
+			for k, v := range rec.header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.status)
+			_, _ = w.Write(rec.body.Bytes())
+		}
+	})
+}
+
+// bufferedWriter captures the small responses of ServeMux's own handlers
+// (not found, method not allowed, redirects).
+type bufferedWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.header }
+
+func (b *bufferedWriter) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}

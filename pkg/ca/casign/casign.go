@@ -1,0 +1,256 @@
+// Package casign holds the signing code shared by the CA backends that keep
+// their CA key in meshca (builtin and provided): issuing a data-plane leaf
+// from a CSR, parsing private keys, and strict decoding of backend conf.
+package casign
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"regexp"
+	"time"
+
+	"meshca/pkg/api"
+	"meshca/pkg/ca"
+)
+
+// ClockSkew is how far in the past a certificate's NotBefore is put, so a
+// peer whose clock is slightly behind still accepts it.
+const ClockSkew = time.Minute
+
+// CA is a parsed signing CA: its certificate, its key, and what goes with
+// every certificate it issues. A CA is immutable once built and safe for
+// concurrent use.
+type CA struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+	// chainPEM is sent with each leaf (intermediates, signing CA first).
+	chainPEM []byte
+	// bundlePEM is the trust anchor peers must trust.
+	bundlePEM []byte
+}
+
+// New builds a CA from its certificate and key. chain are the certificates
+// to send with every leaf (from the signing CA up, excluding the trust
+// anchor); anchors are the trust anchors of the trust bundle.
+func New(cert *x509.Certificate, key crypto.Signer, chain, anchors []*x509.Certificate) (*CA, error) {
+	if cert == nil || key == nil {
+		return nil, errors.New("CA certificate and key are required")
+	}
+	if !KeyMatches(cert.PublicKey, key) {
+		return nil, errors.New("CA key does not match the CA certificate's public key")
+	}
+	if len(anchors) == 0 {
+		return nil, errors.New("CA has no trust anchor")
+	}
+	return &CA{
+		cert:      cert,
+		key:       key,
+		chainPEM:  ca.EncodeCertificates(chain...),
+		bundlePEM: ca.EncodeCertificates(anchors...),
+	}, nil
+}
+
+// Certificate returns the signing certificate. Callers must not modify it.
+func (c *CA) Certificate() *x509.Certificate { return c.cert }
+
+// TrustBundle returns a copy of the trust anchors in PEM.
+func (c *CA) TrustBundle() []byte { return bytes.Clone(c.bundlePEM) }
+
+// Issue signs req.CSR into a data-plane leaf certificate valid from
+// now-ClockSkew for validity (capped at the CA's own expiry).
+//
+// The leaf keeps the CSR's subject (its common name replaced by
+// Identity.CommonName when set), URI and DNS SANs; it is a TLS server and
+// client certificate whose AuthorityKeyId is the CA's SubjectKeyId (left out
+// when the CA certificate has none, as RFC 5280 allows).
+func (c *CA) Issue(ctx context.Context, req ca.IssueRequest, validity time.Duration, now time.Time) (ca.Issued, error) {
+	if err := ctx.Err(); err != nil {
+		return ca.Issued{}, err
+	}
+	csr := req.CSR
+	if csr == nil {
+		if len(req.CSRPEM) == 0 {
+			return ca.Issued{}, errors.New("issue: no CSR in request")
+		}
+		var err error
+		if csr, err = ParseCSR(req.CSRPEM); err != nil {
+			return ca.Issued{}, fmt.Errorf("issue: %w", err)
+		}
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return ca.Issued{}, fmt.Errorf("issue: CSR signature is invalid: %w", err)
+	}
+	if validity <= 0 {
+		return ca.Issued{}, fmt.Errorf("issue: validity must be positive, got %s", validity)
+	}
+	if !now.Before(c.cert.NotAfter) {
+		return ca.Issued{}, fmt.Errorf("issue: CA certificate %q expired at %s", c.cert.Subject.CommonName, c.cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	serial, err := SerialNumber(rand.Reader)
+	if err != nil {
+		return ca.Issued{}, fmt.Errorf("issue: %w", err)
+	}
+	notAfter := now.Add(validity)
+	if notAfter.After(c.cert.NotAfter) {
+		notAfter = c.cert.NotAfter
+	}
+	subject := csr.Subject
+	if req.Identity.CommonName != "" {
+		subject.CommonName = req.Identity.CommonName
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subject,
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              notAfter,
+		URIs:                  csr.URIs,
+		DNSNames:              csr.DNSNames,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		AuthorityKeyId:        c.cert.SubjectKeyId,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.key)
+	if err != nil {
+		return ca.Issued{}, fmt.Errorf("issue: sign certificate: %w", err)
+	}
+	return ca.Issued{
+		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		ChainPEM: bytes.Clone(c.chainPEM),
+	}, nil
+}
+
+// SerialNumber returns a random positive 128-bit serial number.
+func SerialNumber(r io.Reader) (*big.Int, error) {
+	var b [16]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return nil, fmt.Errorf("serial number: %w", err)
+		}
+		if n := new(big.Int).SetBytes(b[:]); n.Sign() > 0 {
+			return n, nil
+		}
+	}
+}
+
+// ParseCSR parses the first CERTIFICATE REQUEST block of a PEM document.
+func ParseCSR(pemData []byte) (*x509.CertificateRequest, error) {
+	for rest := pemData; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New("no PEM certificate request found")
+		}
+		if block.Type == "CERTIFICATE REQUEST" || block.Type == "NEW CERTIFICATE REQUEST" {
+			return x509.ParseCertificateRequest(block.Bytes)
+		}
+	}
+}
+
+// ParsePrivateKey parses the first private key of a PEM document, in PKCS#1
+// ("RSA PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY") or PKCS#8 ("PRIVATE KEY")
+// form. Errors never include key material.
+func ParsePrivateKey(pemData []byte) (crypto.Signer, error) {
+	for rest := pemData; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New("no PEM private key found (want RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY)")
+		}
+		switch block.Type {
+		case "RSA PRIVATE KEY":
+			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, errors.New("RSA PRIVATE KEY block is not a valid PKCS#1 key")
+			}
+			return k, nil
+		case "EC PRIVATE KEY":
+			k, err := x509.ParseECPrivateKey(block.Bytes)
+			if err != nil {
+				return nil, errors.New("EC PRIVATE KEY block is not a valid SEC 1 key")
+			}
+			return k, nil
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, errors.New("PRIVATE KEY block is not a valid PKCS#8 key")
+			}
+			s, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, fmt.Errorf("PKCS#8 key of type %T cannot sign", k)
+			}
+			return s, nil
+		}
+	}
+}
+
+// MarshalPrivateKey renders a key as a PKCS#8 PEM block.
+func MarshalPrivateKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("marshal private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// KeyMatches reports whether key is the private half of pub.
+func KeyMatches(pub crypto.PublicKey, key crypto.Signer) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	switch pub.(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+	default:
+		return false
+	}
+	e, ok := key.Public().(equaler)
+	return ok && e.Equal(pub)
+}
+
+// IsCA reports whether a certificate may sign other certificates: basic
+// constraints CA:TRUE and the keyCertSign key usage.
+func IsCA(c *x509.Certificate) bool {
+	return c.BasicConstraintsValid && c.IsCA && c.KeyUsage&x509.KeyUsageCertSign != 0
+}
+
+var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
+
+// DecodeStrict decodes one JSON object into v, refusing unknown fields. Its
+// errors are *api.ValidationError naming the field under path ("conf"). The
+// standard library does not name the parents of a nested unknown field, so
+// callers decode nested objects as json.RawMessage and call DecodeStrict
+// again with the nested path. Empty or null input leaves v unchanged.
+func DecodeStrict(js []byte, v any, path string) error {
+	if len(bytes.TrimSpace(js)) == 0 || string(bytes.TrimSpace(js)) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
+			return api.FieldErr(api.JoinPath(path, m[1]), "unknown field")
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			if te.Field == "" {
+				return api.FieldErr(path, "must be an object, got %s", te.Value)
+			}
+			return api.FieldErr(api.JoinPath(path, te.Field), "must be %s, got %s", te.Type.String(), te.Value)
+		}
+		return api.FieldErr(path, "invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return api.FieldErr(path, "unexpected data after the object")
+	}
+	return nil
+}

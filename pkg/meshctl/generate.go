@@ -1,0 +1,48 @@
+package meshctl
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newGenerateCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate credentials",
+		Args:  noArgs,
+	}
+	var mesh, name, validFor string
+	tok := &cobra.Command{
+		Use:   "dataplane-token",
+		Short: "Generate a token a data plane proves its identity with",
+		Long:  "Generate a dataplane token for --name in --mesh. The token alone is printed on stdout, so it can be redirected into a file.",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if name == "" {
+				return fmt.Errorf("--name is required")
+			}
+			client, err := app.Client()
+			if err != nil {
+				return err
+			}
+			body := map[string]string{"mesh": mesh, "name": name}
+			if validFor != "" {
+				body["validFor"] = validFor
+			}
+			var out []byte
+			if _, err := client.Do(cmd.Context(), http.MethodPost, "/tokens/dataplane", nil, body, &out); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(string(out)))
+			return nil
+		},
+	}
+	tok.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
+	tok.Flags().StringVar(&name, "name", "", "name of the Dataplane")
+	tok.Flags().StringVar(&validFor, "valid-for", "", "token lifetime, e.g. 24h or 30d (default: the server's, one year)")
+	cmd.AddCommand(tok)
+	return cmd
+}

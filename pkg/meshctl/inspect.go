@@ -1,0 +1,124 @@
+package meshctl
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+)
+
+// insight mirrors the answer of GET /meshes/{mesh}/dataplanes/{name}/_insight.
+type insight struct {
+	Mesh      string `json:"mesh"`
+	Dataplane string `json:"dataplane"`
+	MTLS      *struct {
+		IssuedBackend               string    `json:"issuedBackend"`
+		IssuedBackendType           string    `json:"issuedBackendType"`
+		SupportedBackends           []string  `json:"supportedBackends"`
+		CertificateExpirationTime   time.Time `json:"certificateExpirationTime"`
+		LastCertificateRegeneration time.Time `json:"lastCertificateRegeneration"`
+		CertificateRegenerations    int64     `json:"certificateRegenerations"`
+		NextRotation                time.Time `json:"nextRotation"`
+		LastError                   string    `json:"lastError"`
+		LastErrorTime               time.Time `json:"lastErrorTime"`
+		FailedAttempts              int       `json:"failedAttempts"`
+		Subject                     string    `json:"subject"`
+		Issuer                      string    `json:"issuer"`
+		Serial                      string    `json:"serial"`
+		URISANs                     []string  `json:"uriSANs"`
+		DNSSANs                     []string  `json:"dnsSANs"`
+		NotBefore                   time.Time `json:"notBefore"`
+		NotAfter                    time.Time `json:"notAfter"`
+		CertificateRef              string    `json:"certificateRef"`
+	} `json:"mTLS"`
+}
+
+func newInspectCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inspect",
+		Short: "Show the state of a resource",
+		Args:  noArgs,
+	}
+	var mesh, output string
+	dp := &cobra.Command{
+		Use:   "dataplane NAME",
+		Short: "Show a data plane's certificate and rotation state",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			client, err := app.Client()
+			if err != nil {
+				return err
+			}
+			var raw []byte
+			path := "/meshes/" + url.PathEscape(mesh) + "/dataplanes/" + url.PathEscape(args[0]) + "/_insight"
+			if _, err := client.Do(cmd.Context(), http.MethodGet, path, nil, nil, &raw); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			switch output {
+			case OutputJSON:
+				_, err = fmt.Fprintln(w, string(raw))
+				return err
+			case OutputYAML:
+				y, err := yaml.JSONToYAML(raw)
+				if err != nil {
+					return err
+				}
+				_, err = w.Write(y)
+				return err
+			case OutputTable, "":
+			default:
+				return fmt.Errorf("--output %q: must be table, yaml or json", output)
+			}
+			var in insight
+			if err := json.Unmarshal(raw, &in); err != nil {
+				return fmt.Errorf("decode insight: %w", err)
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+			row("Dataplane", in.Mesh+"/"+in.Dataplane)
+			m := in.MTLS
+			if m == nil || m.Serial == "" {
+				row("Certificate", "none issued yet")
+				if m != nil && m.LastError != "" {
+					row("Last error", fmt.Sprintf("%s (%s, %d failed attempts)", m.LastError, ts(m.LastErrorTime), m.FailedAttempts))
+				}
+				return tw.Flush()
+			}
+			row("Backend", fmt.Sprintf("%s (%s)", m.IssuedBackend, m.IssuedBackendType))
+			row("Subject", m.Subject)
+			row("SANs", strings.Join(append(append([]string{}, m.URISANs...), m.DNSSANs...), ", "))
+			row("Issuer", m.Issuer)
+			row("Serial", m.Serial)
+			if m.CertificateRef != "" {
+				row("Certificate ARN", m.CertificateRef)
+			}
+			row("Not before", ts(m.NotBefore))
+			row("Not after", ts(m.NotAfter))
+			row("Next rotation", ts(m.NextRotation))
+			row("Last rotation", ts(m.LastCertificateRegeneration))
+			row("Rotations", fmt.Sprint(m.CertificateRegenerations))
+			if m.LastError != "" {
+				row("Last error", fmt.Sprintf("%s (%s, %d failed attempts)", m.LastError, ts(m.LastErrorTime), m.FailedAttempts))
+			}
+			return tw.Flush()
+		},
+	}
+	dp.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
+	dp.Flags().StringVarP(&output, "output", "o", OutputTable, "output format: table, yaml or json")
+	cmd.AddCommand(dp)
+	return cmd
+}
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,405 @@
+// Package tokens issues and verifies dataplane tokens the way Kuma does.
+//
+// A dataplane token is a JWT signed with RS256 by a per-mesh RSA-2048 signing
+// key (Kuma's choice, so Kuma signing keys and tokens remain interchangeable).
+// Signing keys are mesh Secrets named
+//
+//	dataplane-token-signing-key-<mesh>-<serial>
+//
+// holding a PKCS#1 PEM private key (base64 in the Secret's data). Serials count
+// from 1; the token's `kid` header carries the serial of the key that signed it.
+// Generate always signs with the newest key (highest serial). Rotation adds a
+// key; removing an old key is deleting its Secret, after which every token it
+// signed is refused.
+//
+// Tokens are revoked by listing their IDs (the `jti` claim) in the mesh Secret
+// dataplane-token-revocations-<mesh>, separated by commas or newlines. The
+// revocation list is read on every Verify, so a revocation takes effect at once.
+//
+// Claims carry `Name` and `Mesh` (Kuma's claim names) and the registered
+// `jti`, `iat` and `exp`. Tokens generated without an explicit validity live
+// DefaultValidity (one year; Kuma defaults to ten, which we consider too long
+// for a bearer credential that can only be revoked by listing it).
+//
+// Errors never contain the token itself.
+package tokens
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"meshca/pkg/api"
+	"meshca/pkg/store"
+)
+
+// DefaultValidity is the lifetime of a token generated with validFor == 0.
+const DefaultValidity = 365 * 24 * time.Hour
+
+// KeyBits is the size of generated RSA signing keys (as Kuma).
+const KeyBits = 2048
+
+// ErrInvalid is wrapped by every error that means "this token is not
+// acceptable" (malformed, bad signature, unknown key, expired, revoked).
+// Other errors from Verify (e.g. the store is unreachable) are transient.
+var ErrInvalid = errors.New("invalid dataplane token")
+
+const (
+	signingKeyPrefix  = "dataplane-token-signing-key-"
+	revocationsPrefix = "dataplane-token-revocations-"
+	signingMethod     = "RS256"
+)
+
+// SigningKeyName is the Secret name of a mesh's signing key with the given serial.
+func SigningKeyName(mesh string, serial int) string {
+	return signingKeyPrefix + mesh + "-" + strconv.Itoa(serial)
+}
+
+// RevocationsName is the Secret name listing a mesh's revoked token IDs.
+func RevocationsName(mesh string) string {
+	return revocationsPrefix + mesh
+}
+
+// Claims are the verified identity a token carries.
+type Claims struct {
+	Mesh      string
+	Name      string
+	ID        string
+	ExpiresAt time.Time
+}
+
+// jwtClaims is the wire form, compatible with Kuma's DataplaneClaims.
+type jwtClaims struct {
+	Name string `json:"Name"`
+	Mesh string `json:"Mesh"`
+	jwt.RegisteredClaims
+}
+
+// Tokens generates and verifies dataplane tokens backed by a store.
+type Tokens struct {
+	store store.Store
+	now   func() time.Time
+
+	mu   sync.Mutex
+	keys map[store.Key]cachedKey
+}
+
+// cachedKey is a parsed signing key, valid while the stored record still has
+// the same version and spec bytes (the spec comparison guards against a key
+// deleted and re-created with the same name, whose version restarts at 1).
+type cachedKey struct {
+	version int64
+	spec    []byte
+	key     *rsa.PrivateKey
+}
+
+// New returns Tokens using st for keys and revocations and now as the clock
+// (time.Now if nil).
+func New(st store.Store, now func() time.Time) *Tokens {
+	if now == nil {
+		now = time.Now
+	}
+	return &Tokens{store: st, now: now, keys: make(map[store.Key]cachedKey)}
+}
+
+// Generate issues a token for dataplane name in mesh, valid for validFor
+// (DefaultValidity if 0). The mesh's first signing key is created on demand.
+func (t *Tokens) Generate(ctx context.Context, mesh, name string, validFor time.Duration) (string, error) {
+	if mesh == "" || name == "" {
+		return "", errors.New("generate dataplane token: mesh and name are required")
+	}
+	if validFor < 0 {
+		return "", fmt.Errorf("generate dataplane token: negative validity %s", validFor)
+	}
+	if validFor == 0 {
+		validFor = DefaultValidity
+	}
+	if err := t.checkMesh(ctx, mesh); err != nil {
+		return "", fmt.Errorf("generate dataplane token: %w", err)
+	}
+	serial, err := t.newestSerial(ctx, mesh)
+	if err != nil {
+		return "", fmt.Errorf("generate dataplane token: %w", err)
+	}
+	if serial == 0 {
+		serial, err = t.createKey(ctx, mesh, 1)
+		if errors.Is(err, store.ErrAlreadyExists) {
+			// A concurrent caller created it first; use whatever is newest now.
+			serial, err = t.newestSerial(ctx, mesh)
+			if err == nil && serial == 0 {
+				err = errors.New("signing key vanished after concurrent creation")
+			}
+		}
+		if err != nil {
+			return "", fmt.Errorf("generate dataplane token: %w", err)
+		}
+	}
+	rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)})
+	if err != nil {
+		return "", fmt.Errorf("generate dataplane token: read signing key %d of mesh %q: %w", serial, mesh, err)
+	}
+	key, err := t.parseKey(rec)
+	if err != nil {
+		return "", fmt.Errorf("generate dataplane token: %w", err)
+	}
+	id, err := randomID()
+	if err != nil {
+		return "", fmt.Errorf("generate dataplane token: %w", err)
+	}
+	now := t.now()
+	claims := jwtClaims{
+		Name: name,
+		Mesh: mesh,
+		RegisteredClaims: jwt.RegisteredClaims{
+			ID:        id,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(validFor)),
+		},
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = strconv.Itoa(serial)
+	signed, err := tok.SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("generate dataplane token: sign: %w", err)
+	}
+	return signed, nil
+}
+
+// Verify checks a token's signature (with the key its kid names), expiry and
+// revocation, and returns its claims. Errors that mean the token is not
+// acceptable wrap ErrInvalid.
+func (t *Tokens) Verify(ctx context.Context, token string) (Claims, error) {
+	var unverified jwtClaims
+	parsed, _, err := jwt.NewParser().ParseUnverified(token, &unverified)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: malformed token: %w", ErrInvalid, err)
+	}
+	mesh := unverified.Mesh
+	if mesh == "" || unverified.Name == "" {
+		return Claims{}, fmt.Errorf("%w: token has no Mesh or Name claim", ErrInvalid)
+	}
+	kid, _ := parsed.Header["kid"].(string)
+	serial, err := strconv.Atoi(kid)
+	if err != nil || serial < 1 {
+		return Claims{}, fmt.Errorf("%w: token has no valid kid header", ErrInvalid)
+	}
+	rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)})
+	if errors.Is(err, store.ErrNotFound) {
+		return Claims{}, fmt.Errorf("%w: signing key %d of mesh %q does not exist (it was rotated out?)", ErrInvalid, serial, mesh)
+	}
+	if err != nil {
+		return Claims{}, fmt.Errorf("verify dataplane token: read signing key %d of mesh %q: %w", serial, mesh, err)
+	}
+	key, err := t.parseKey(rec)
+	if err != nil {
+		return Claims{}, fmt.Errorf("verify dataplane token: %w", err)
+	}
+
+	var claims jwtClaims
+	_, err = jwt.ParseWithClaims(token, &claims,
+		func(*jwt.Token) (any, error) { return &key.PublicKey, nil },
+		jwt.WithValidMethods([]string{signingMethod}),
+		jwt.WithTimeFunc(t.now),
+		jwt.WithExpirationRequired(),
+	)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if claims.Mesh != mesh || claims.Name != unverified.Name {
+		// Cannot happen for a valid signature, but never trust the unverified parse.
+		return Claims{}, fmt.Errorf("%w: inconsistent claims", ErrInvalid)
+	}
+	if claims.ID == "" {
+		return Claims{}, fmt.Errorf("%w: token has no ID (jti) and could not be revoked", ErrInvalid)
+	}
+	revoked, err := t.isRevoked(ctx, mesh, claims.ID)
+	if err != nil {
+		return Claims{}, fmt.Errorf("verify dataplane token: %w", err)
+	}
+	if revoked {
+		return Claims{}, fmt.Errorf("%w: token %s of dataplane %q in mesh %q is revoked", ErrInvalid, claims.ID, claims.Name, mesh)
+	}
+	return Claims{Mesh: claims.Mesh, Name: claims.Name, ID: claims.ID, ExpiresAt: claims.ExpiresAt.Time}, nil
+}
+
+// RotateSigningKey adds a signing key with the next serial; new tokens are
+// signed with it. Tokens signed by older keys keep verifying until their key's
+// Secret is deleted.
+func (t *Tokens) RotateSigningKey(ctx context.Context, mesh string) (int, error) {
+	if mesh == "" {
+		return 0, errors.New("rotate signing key: mesh is required")
+	}
+	if err := t.checkMesh(ctx, mesh); err != nil {
+		return 0, fmt.Errorf("rotate signing key: %w", err)
+	}
+	const attempts = 5
+	for range attempts {
+		serial, err := t.newestSerial(ctx, mesh)
+		if err != nil {
+			return 0, fmt.Errorf("rotate signing key: %w", err)
+		}
+		created, err := t.createKey(ctx, mesh, serial+1)
+		if errors.Is(err, store.ErrAlreadyExists) {
+			continue // a concurrent rotation took this serial
+		}
+		if err != nil {
+			return 0, fmt.Errorf("rotate signing key: %w", err)
+		}
+		return created, nil
+	}
+	return 0, fmt.Errorf("rotate signing key of mesh %q: too many concurrent rotations", mesh)
+}
+
+func (t *Tokens) checkMesh(ctx context.Context, mesh string) error {
+	_, err := t.store.Get(ctx, store.Key{Type: api.TypeMesh, Name: mesh})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("mesh %q: %w", mesh, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("read mesh %q: %w", mesh, err)
+	}
+	return nil
+}
+
+// newestSerial returns the highest signing-key serial of mesh, 0 if none.
+func (t *Tokens) newestSerial(ctx context.Context, mesh string) (int, error) {
+	recs, err := t.store.List(ctx, api.TypeSecret, mesh)
+	if err != nil {
+		return 0, fmt.Errorf("list secrets of mesh %q: %w", mesh, err)
+	}
+	prefix := signingKeyPrefix + mesh + "-"
+	newest := 0
+	for _, r := range recs {
+		rest, ok := strings.CutPrefix(r.Name, prefix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 1 || strconv.Itoa(n) != rest {
+			continue
+		}
+		newest = max(newest, n)
+	}
+	return newest, nil
+}
+
+func (t *Tokens) createKey(ctx context.Context, mesh string, serial int) (int, error) {
+	key, err := rsa.GenerateKey(rand.Reader, KeyBits)
+	if err != nil {
+		return 0, fmt.Errorf("generate signing key: %w", err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	spec, err := api.MarshalSpec(&api.Secret{Data: base64.StdEncoding.EncodeToString(keyPEM)})
+	if err != nil {
+		return 0, fmt.Errorf("encode signing key: %w", err)
+	}
+	rec := store.Record{
+		Key:  store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)},
+		Spec: spec,
+	}
+	if err := t.store.Commit(ctx, store.Op{Kind: store.OpCreate, Record: rec}); err != nil {
+		return 0, fmt.Errorf("store signing key %d of mesh %q: %w", serial, mesh, err)
+	}
+	return serial, nil
+}
+
+// parseKey decodes a signing-key Secret, caching by (name, version, spec).
+func (t *Tokens) parseKey(rec store.Record) (*rsa.PrivateKey, error) {
+	t.mu.Lock()
+	c, ok := t.keys[rec.Key]
+	t.mu.Unlock()
+	if ok && c.version == rec.Version && bytes.Equal(c.spec, rec.Spec) {
+		return c.key, nil
+	}
+	data, err := secretData(rec)
+	if err != nil {
+		return nil, err
+	}
+	key, err := parsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %q of mesh %q: %w", rec.Name, rec.Mesh, err)
+	}
+	t.mu.Lock()
+	t.keys[rec.Key] = cachedKey{version: rec.Version, spec: bytes.Clone(rec.Spec), key: key}
+	t.mu.Unlock()
+	return key, nil
+}
+
+func parsePrivateKey(data []byte) (*rsa.PrivateKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		return x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		rk, ok := k.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("key is %T, want RSA", k)
+		}
+		return rk, nil
+	default:
+		return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
+	}
+}
+
+func (t *Tokens) isRevoked(ctx context.Context, mesh, id string) (bool, error) {
+	rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: RevocationsName(mesh)})
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read revocations of mesh %q: %w", mesh, err)
+	}
+	data, err := secretData(rec)
+	if err != nil {
+		return false, err
+	}
+	for _, f := range strings.FieldsFunc(string(data), func(r rune) bool {
+		return r == ',' || r == '\n' || r == '\r' || r == ' ' || r == '\t'
+	}) {
+		if f == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func secretData(rec store.Record) ([]byte, error) {
+	var s api.Secret
+	if err := json.Unmarshal(rec.Spec, &s); err != nil {
+		return nil, fmt.Errorf("secret %q of mesh %q: %w", rec.Name, rec.Mesh, err)
+	}
+	data, err := base64.StdEncoding.DecodeString(s.Data)
+	if err != nil {
+		return nil, fmt.Errorf("secret %q of mesh %q: data is not base64: %w", rec.Name, rec.Mesh, err)
+	}
+	return data, nil
+}
+
+func randomID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random token ID: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
