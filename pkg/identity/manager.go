@@ -96,6 +96,8 @@ type Manager struct {
 	wake   chan struct{}
 	work   chan dpKey
 	ready  chan struct{}
+	// writes feeds the group-commit writer; nil until Run starts it.
+	writes chan writeReq
 }
 
 // New returns a Manager; call Run to start it.
@@ -147,8 +149,14 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err := m.load(ctx); err != nil {
 		return err
 	}
-	close(m.ready)
 	var wg sync.WaitGroup
+	m.writes = make(chan writeReq)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.writeBatches(ctx, m.writes)
+	}()
+	close(m.ready)
 	for i := 0; i < m.opts.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -543,7 +551,7 @@ func (m *Manager) persist(ctx context.Context, dp *api.Dataplane, rec record) er
 	if err != nil {
 		return err
 	}
-	return store.Upsert(ctx, m.store, store.Record{Key: store.Key{Type: TypeDataplaneIdentity, Mesh: dp.Mesh, Name: dp.Name}, Spec: spec})
+	return m.commit(ctx, store.Op{Kind: store.OpUpsert, Record: store.Record{Key: store.Key{Type: TypeDataplaneIdentity, Mesh: dp.Mesh, Name: dp.Name}, Spec: spec}})
 }
 
 // chainAfterLeaf returns the intermediates of an issued certificate: those in

@@ -42,6 +42,7 @@ package acmpca
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -699,7 +700,7 @@ func (b *backend) issue(ctx context.Context, mesh string, mb api.MTLSBackend, re
 	if err != nil {
 		return ca.Issued{}, fmt.Errorf("%s: certificate %s from ACM PCA: %w", fCaCert, certARN, err)
 	}
-	if pk, ok := leaf.PublicKey.(interface{ Equal(any) bool }); !ok || !pk.Equal(csr.PublicKey) {
+	if pk, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(csr.PublicKey) {
 		return ca.Issued{}, fmt.Errorf("acmpca: certificate %s does not carry the CSR's public key", certARN)
 	}
 	b.log.Debug("certificate issued by ACM PCA", "mesh", mesh, "backend", mb.Name, "dataplane", req.Identity.Dataplane,

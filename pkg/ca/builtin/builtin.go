@@ -253,6 +253,24 @@ func (b *Backend) Issue(ctx context.Context, mesh string, mb api.MTLSBackend, re
 	return iss, nil
 }
 
+// IssueForKey implements ca.KeySigner: the data-plane key was made in this
+// process, so no CSR is built or checked.
+func (b *Backend) IssueForKey(ctx context.Context, mesh string, mb api.MTLSBackend, pub crypto.PublicKey, req ca.IssueRequest) (ca.Issued, error) {
+	c, err := b.current(ctx, caKey{mesh, mb.Name})
+	if err != nil {
+		return ca.Issued{}, err
+	}
+	validity := req.Validity
+	if validity <= 0 {
+		validity = mb.CertExpiration()
+	}
+	iss, err := c.IssueForKey(ctx, pub, req, validity, b.now())
+	if err != nil {
+		return ca.Issued{}, fmt.Errorf("builtin CA of mesh %q backend %q: %w", mesh, mb.Name, err)
+	}
+	return iss, nil
+}
+
 // CleanupOps implements ca.Cleaner: delete ops for the root's Secrets that
 // exist, each checked against the version seen now.
 func (b *Backend) CleanupOps(ctx context.Context, mesh string, mb api.MTLSBackend) ([]store.Op, error) {

@@ -12,12 +12,14 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
+	"net/url"
 	"regexp"
 	"time"
 
@@ -76,9 +78,6 @@ func (c *CA) TrustBundle() []byte { return bytes.Clone(c.bundlePEM) }
 // client certificate whose AuthorityKeyId is the CA's SubjectKeyId (left out
 // when the CA certificate has none, as RFC 5280 allows).
 func (c *CA) Issue(ctx context.Context, req ca.IssueRequest, validity time.Duration, now time.Time) (ca.Issued, error) {
-	if err := ctx.Err(); err != nil {
-		return ca.Issued{}, err
-	}
 	csr := req.CSR
 	if csr == nil {
 		if len(req.CSRPEM) == 0 {
@@ -91,6 +90,24 @@ func (c *CA) Issue(ctx context.Context, req ca.IssueRequest, validity time.Durat
 	}
 	if err := csr.CheckSignature(); err != nil {
 		return ca.Issued{}, fmt.Errorf("issue: CSR signature is invalid: %w", err)
+	}
+	subject := csr.Subject
+	if req.Identity.CommonName != "" {
+		subject.CommonName = req.Identity.CommonName
+	}
+	return c.sign(ctx, csr.PublicKey, subject, csr.URIs, csr.DNSNames, validity, now)
+}
+
+// IssueForKey signs a data-plane leaf for a public key meshca generated
+// itself, so there is no CSR to parse or check: subject and SANs come from
+// req.Identity. Otherwise it behaves as Issue.
+func (c *CA) IssueForKey(ctx context.Context, pub crypto.PublicKey, req ca.IssueRequest, validity time.Duration, now time.Time) (ca.Issued, error) {
+	return c.sign(ctx, pub, pkix.Name{CommonName: req.Identity.CommonName}, req.Identity.URIs, nil, validity, now)
+}
+
+func (c *CA) sign(ctx context.Context, pub crypto.PublicKey, subject pkix.Name, uris []*url.URL, dnsNames []string, validity time.Duration, now time.Time) (ca.Issued, error) {
+	if err := ctx.Err(); err != nil {
+		return ca.Issued{}, err
 	}
 	if validity <= 0 {
 		return ca.Issued{}, fmt.Errorf("issue: validity must be positive, got %s", validity)
@@ -106,23 +123,19 @@ func (c *CA) Issue(ctx context.Context, req ca.IssueRequest, validity time.Durat
 	if notAfter.After(c.cert.NotAfter) {
 		notAfter = c.cert.NotAfter
 	}
-	subject := csr.Subject
-	if req.Identity.CommonName != "" {
-		subject.CommonName = req.Identity.CommonName
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               subject,
 		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              notAfter,
-		URIs:                  csr.URIs,
-		DNSNames:              csr.DNSNames,
+		URIs:                  uris,
+		DNSNames:              dnsNames,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		AuthorityKeyId:        c.cert.SubjectKeyId,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
 	if err != nil {
 		return ca.Issued{}, fmt.Errorf("issue: sign certificate: %w", err)
 	}

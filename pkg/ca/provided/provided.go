@@ -12,6 +12,7 @@ package provided
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
@@ -156,6 +157,24 @@ func (b *Backend) Issue(ctx context.Context, mesh string, mb api.MTLSBackend, re
 		validity = mb.CertExpiration()
 	}
 	iss, err := c.Issue(ctx, req, validity, b.now())
+	if err != nil {
+		return ca.Issued{}, fmt.Errorf("provided CA of mesh %q backend %q: %w", mesh, mb.Name, err)
+	}
+	return iss, nil
+}
+
+// IssueForKey implements ca.KeySigner: the data-plane key was made in this
+// process, so no CSR is built or checked.
+func (b *Backend) IssueForKey(ctx context.Context, mesh string, mb api.MTLSBackend, pub crypto.PublicKey, req ca.IssueRequest) (ca.Issued, error) {
+	c, err := b.current(ctx, mesh, mb, false)
+	if err != nil {
+		return ca.Issued{}, err
+	}
+	validity := req.Validity
+	if validity <= 0 {
+		validity = mb.CertExpiration()
+	}
+	iss, err := c.IssueForKey(ctx, pub, req, validity, b.now())
 	if err != nil {
 		return ca.Issued{}, fmt.Errorf("provided CA of mesh %q backend %q: %w", mesh, mb.Name, err)
 	}

@@ -1,0 +1,410 @@
+// Package dpagent is the data-plane agent: it fetches a dataplane's mTLS
+// certificate, key and trust bundle from the control plane over SDS and keeps
+// them up to date on disk for a proxy or application that is not Envoy.
+//
+// It speaks the SotW SecretDiscoveryService like Envoy: node id
+// `<mesh>.<name>`, both secrets requested by name, every response ACKed
+// (version_info + response_nonce) or NACKed (previous version + error_detail)
+// when its content is unusable. The dataplane token travels in gRPC metadata
+// (`authorization: Bearer <token>`) over TLS.
+//
+// # Files
+//
+// In the output directory: cert.pem (leaf then chain, 0644), key.pem (0600)
+// and ca.pem (trust bundle, 0644). Each is written atomically (temporary file
+// in the same directory, fsync, rename, directory fsync), and only when its
+// content changed. Within one update the order is ca.pem, key.pem, then
+// cert.pem: cert.pem changes last, so a reader that watches cert.pem and then
+// reads key.pem always gets the matching key. (Three files cannot be swapped
+// in one atomic step; a reader polling key.pem first may briefly see a new key
+// with the old certificate and should retry on a mismatch — or rely on the
+// --on-rotate hook, which runs after all three are in place.)
+//
+// # Connection
+//
+// A broken stream or an unreachable control plane is retried with jittered
+// exponential backoff (capped at MaxBackoff, 5 s by default). A refused token
+// (codes.Unauthenticated or codes.PermissionDenied) is permanent: Run returns
+// an error wrapping ErrRefused without retrying. The token is re-read for
+// every connection attempt, so a replaced token file is picked up.
+package dpagent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"meshca/pkg/sds"
+)
+
+// Output file names.
+const (
+	CertFile = "cert.pem"
+	KeyFile  = "key.pem"
+	CAFile   = "ca.pem"
+)
+
+// EnvOut is the environment variable giving the hook the output directory.
+const EnvOut = "MESHCA_DP_OUT"
+
+// Defaults.
+const (
+	DefaultInitialBackoff = 200 * time.Millisecond
+	DefaultMaxBackoff     = 5 * time.Second
+	DefaultHookTimeout    = 2 * time.Minute
+)
+
+// ErrRefused is wrapped by Run's error when the control plane refused the
+// dataplane token: retrying with the same token cannot succeed.
+var ErrRefused = errors.New("control plane refused the dataplane token")
+
+// Config configures the agent.
+type Config struct {
+	// CPAddress is the control plane's SDS address (host:port).
+	CPAddress string
+	// CACertPEM is the CA that signs the control plane's server certificate.
+	CACertPEM []byte
+	// Token returns the dataplane token; called for every connection attempt.
+	Token func() (string, error)
+	// Mesh and Name identify the dataplane.
+	Mesh, Name string
+	// OutDir receives cert.pem, key.pem and ca.pem.
+	OutDir string
+	// OnRotate, if set, runs via `sh -c` after every change written, with
+	// MESHCA_DP_OUT=OutDir in its environment.
+	OnRotate string
+	// HookOutput receives the hook's stdout and stderr (default os.Stderr).
+	HookOutput io.Writer
+	// HookTimeout bounds one hook run (default DefaultHookTimeout).
+	HookTimeout time.Duration
+	// InitialBackoff and MaxBackoff bound reconnection delays.
+	InitialBackoff, MaxBackoff time.Duration
+	// Logger receives progress (never key material or the token).
+	Logger *slog.Logger
+	// OnUpdate, if set, is called after each change written (and its hook run).
+	OnUpdate func(Update)
+}
+
+// Update describes certificate material written to disk.
+type Update struct {
+	Version  string
+	Serial   *big.Int
+	NotAfter time.Time
+}
+
+// TokenFromFile returns a Config.Token reading path (surrounding whitespace trimmed).
+func TokenFromFile(path string) func() (string, error) {
+	return func() (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("read dataplane token: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("read dataplane token: %s is empty", path)
+		}
+		return tok, nil
+	}
+}
+
+// Run keeps OutDir up to date until ctx is done (then it returns nil) or the
+// token is refused (an error wrapping ErrRefused).
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.CPAddress == "" || cfg.Mesh == "" || cfg.Name == "" || cfg.OutDir == "" || cfg.Token == nil {
+		return errors.New("dpagent: control-plane address, mesh, name, output directory and token are required")
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(cfg.CACertPEM) {
+		return errors.New("dpagent: the control-plane CA certificate holds no PEM certificate")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HookOutput == nil {
+		cfg.HookOutput = os.Stderr
+	}
+	if cfg.HookTimeout <= 0 {
+		cfg.HookTimeout = DefaultHookTimeout
+	}
+	if cfg.InitialBackoff <= 0 {
+		cfg.InitialBackoff = DefaultInitialBackoff
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o750); err != nil {
+		return fmt.Errorf("dpagent: %w", err)
+	}
+	cc, err := grpc.NewClient(cfg.CPAddress,
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: cfg.InitialBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.MaxBackoff},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("dpagent: %w", err)
+	}
+	defer func() { _ = cc.Close() }()
+
+	a := &agent{cfg: cfg, client: secretv3.NewSecretDiscoveryServiceClient(cc), log: cfg.Logger.With("node", sds.NodeID(cfg.Mesh, cfg.Name))}
+	delay := cfg.InitialBackoff
+	for {
+		received, err := a.stream(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
+			return fmt.Errorf("%w (%s): %s", ErrRefused, c, status.Convert(err).Message())
+		}
+		if received {
+			delay = cfg.InitialBackoff
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		a.log.Warn("SDS stream ended; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay = min(2*delay, cfg.MaxBackoff)
+	}
+}
+
+type agent struct {
+	cfg    Config
+	client secretv3.SecretDiscoveryServiceClient
+	log    *slog.Logger
+
+	// Last secrets received (SotW responses may carry a subset).
+	chain, key, ca []byte
+}
+
+// stream runs one SDS stream; received reports whether any response arrived.
+func (a *agent) stream(ctx context.Context) (received bool, err error) {
+	tok, err := a.cfg.Token()
+	if err != nil {
+		return false, err
+	}
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok))
+	defer cancel()
+	st, err := a.client.StreamSecrets(sctx)
+	if err != nil {
+		return false, err
+	}
+	node := &corev3.Node{Id: sds.NodeID(a.cfg.Mesh, a.cfg.Name)}
+	names := []string{sds.IdentityCertName(a.cfg.Mesh), sds.MeshCAName(a.cfg.Mesh)}
+	// A new stream starts without a version so the server sends the full
+	// state; files that did not change are not rewritten.
+	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, ResourceNames: names, TypeUrl: sds.SecretTypeURL}); err != nil {
+		return false, recvErr(st, err)
+	}
+	accepted := ""
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			return received, err
+		}
+		if !received {
+			a.log.Info("connected to the control plane", "address", a.cfg.CPAddress)
+		}
+		received = true
+		next := &discoveryv3.DiscoveryRequest{Node: node, ResourceNames: names, TypeUrl: sds.SecretTypeURL, ResponseNonce: resp.GetNonce()}
+		applyErr := a.apply(ctx, resp)
+		var bad *invalidError
+		switch {
+		case errors.As(applyErr, &bad):
+			a.log.Error("rejecting secrets from the control plane", "version", resp.GetVersionInfo(), "error", applyErr)
+			next.VersionInfo = accepted
+			next.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
+		case applyErr != nil:
+			return received, applyErr // local failure (disk): reconnect and retry with full state
+		default:
+			accepted = resp.GetVersionInfo()
+			next.VersionInfo = accepted
+		}
+		if err := st.Send(next); err != nil {
+			return received, recvErr(st, err)
+		}
+	}
+}
+
+// recvErr returns the stream's status after a failed Send (gRPC reports the
+// real error on Recv; Send only says io.EOF).
+func recvErr(st grpc.ClientStream, sendErr error) error {
+	if !errors.Is(sendErr, io.EOF) {
+		return sendErr
+	}
+	if err := st.RecvMsg(&discoveryv3.DiscoveryResponse{}); err != nil {
+		return err
+	}
+	return sendErr
+}
+
+// invalidError marks unusable content (NACKed, not retried).
+type invalidError struct{ err error }
+
+func (e *invalidError) Error() string { return e.err.Error() }
+func (e *invalidError) Unwrap() error { return e.err }
+
+func invalid(format string, args ...any) error {
+	return &invalidError{fmt.Errorf(format, args...)}
+}
+
+func (a *agent) apply(ctx context.Context, resp *discoveryv3.DiscoveryResponse) error {
+	if resp.GetTypeUrl() != sds.SecretTypeURL {
+		return invalid("unexpected type %q", resp.GetTypeUrl())
+	}
+	chain, key, ca := a.chain, a.key, a.ca
+	for _, r := range resp.GetResources() {
+		var s tlsv3.Secret
+		if err := r.UnmarshalTo(&s); err != nil {
+			return invalid("decode secret: %w", err)
+		}
+		switch s.GetName() {
+		case sds.IdentityCertName(a.cfg.Mesh):
+			tc := s.GetTlsCertificate()
+			chain, key = tc.GetCertificateChain().GetInlineBytes(), tc.GetPrivateKey().GetInlineBytes()
+		case sds.MeshCAName(a.cfg.Mesh):
+			ca = s.GetValidationContext().GetTrustedCa().GetInlineBytes()
+		}
+	}
+	if chain == nil || ca == nil {
+		a.chain, a.key, a.ca = chain, key, ca
+		return nil // wait for the rest
+	}
+	pair, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		return invalid("identity certificate and key: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return invalid("trust bundle holds no PEM certificate")
+	}
+	a.chain, a.key, a.ca = chain, key, ca
+
+	changed, err := a.write(ca, key, chain)
+	if err != nil || !changed {
+		return err
+	}
+	leaf := pair.Leaf
+	var ids []string
+	for _, u := range leaf.URIs {
+		ids = append(ids, u.String())
+	}
+	a.log.Info("certificate updated", "version", resp.GetVersionInfo(), "serial", leaf.SerialNumber.Text(16),
+		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "uris", ids, "dir", a.cfg.OutDir)
+	a.runHook(ctx)
+	if a.cfg.OnUpdate != nil {
+		a.cfg.OnUpdate(Update{Version: resp.GetVersionInfo(), Serial: leaf.SerialNumber, NotAfter: leaf.NotAfter})
+	}
+	return nil
+}
+
+// write stores the files whose content changed: ca.pem, key.pem, then cert.pem.
+func (a *agent) write(ca, key, chain []byte) (bool, error) {
+	files := []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{CAFile, ca, 0o644},
+		{KeyFile, key, 0o600},
+		{CertFile, chain, 0o644},
+	}
+	changed := false
+	for _, f := range files {
+		path := filepath.Join(a.cfg.OutDir, f.name)
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, f.data) {
+			if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == f.perm {
+				continue
+			}
+		}
+		if err := writeFileAtomic(path, f.data, f.perm); err != nil {
+			return changed, err
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func (a *agent) runHook(ctx context.Context) {
+	if a.cfg.OnRotate == "" {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, a.cfg.HookTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(hctx, "sh", "-c", a.cfg.OnRotate)
+	cmd.Env = append(os.Environ(), EnvOut+"="+a.cfg.OutDir)
+	cmd.Stdout, cmd.Stderr = a.cfg.HookOutput, a.cfg.HookOutput
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		a.log.Error("--on-rotate hook failed", "error", err)
+		return
+	}
+	a.log.Info("--on-rotate hook ran", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory (created with perm, fsynced, renamed, directory fsynced).
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	done := false
+	defer func() {
+		if !done {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	done = true
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
