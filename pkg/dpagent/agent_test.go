@@ -96,13 +96,14 @@ func (cp *controlPlane) token(name string) string {
 
 type runningAgent struct {
 	updates chan dpagent.Update
-	done    chan error
+	done    chan struct{} // closed when Run returned
+	err     error         // Run's result, once done
 	cancel  context.CancelFunc
 }
 
 func startAgent(t *testing.T, cp *controlPlane, cfg dpagent.Config) *runningAgent {
 	t.Helper()
-	ra := &runningAgent{updates: make(chan dpagent.Update, 16), done: make(chan error, 1)}
+	ra := &runningAgent{updates: make(chan dpagent.Update, 16), done: make(chan struct{})}
 	cfg.CPAddress = cp.addr
 	cfg.CACertPEM = cp.caPEM
 	cfg.Mesh = "default"
@@ -118,7 +119,10 @@ func startAgent(t *testing.T, cp *controlPlane, cfg dpagent.Config) *runningAgen
 	cfg.OnUpdate = func(u dpagent.Update) { ra.updates <- u }
 	ctx, cancel := context.WithCancel(context.Background())
 	ra.cancel = cancel
-	go func() { ra.done <- dpagent.Run(ctx, cfg) }()
+	go func() {
+		defer close(ra.done)
+		ra.err = dpagent.Run(ctx, cfg)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -135,8 +139,8 @@ func (ra *runningAgent) next(t *testing.T) dpagent.Update {
 	select {
 	case u := <-ra.updates:
 		return u
-	case err := <-ra.done:
-		t.Fatalf("agent stopped: %v", err)
+	case <-ra.done:
+		t.Fatalf("agent stopped: %v", ra.err)
 	case <-time.After(wait):
 		t.Fatal("no update")
 	}
@@ -214,9 +218,9 @@ func TestWritesFilesAndRewritesOnPush(t *testing.T) {
 
 	ra.cancel()
 	select {
-	case err := <-ra.done:
-		if err != nil {
-			t.Fatalf("Run after cancel: %v", err)
+	case <-ra.done:
+		if ra.err != nil {
+			t.Fatalf("Run after cancel: %v", ra.err)
 		}
 	case <-time.After(wait):
 		t.Fatal("agent did not stop")
@@ -256,14 +260,13 @@ func TestRefusedTokenIsPermanent(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ra := startAgent(t, cp, dpagent.Config{OutDir: t.TempDir(), Token: tok})
 			select {
-			case err := <-ra.done:
-				if !errors.Is(err, dpagent.ErrRefused) {
-					t.Fatalf("Run = %v, want ErrRefused", err)
+			case <-ra.done:
+				if !errors.Is(ra.err, dpagent.ErrRefused) {
+					t.Fatalf("Run = %v, want ErrRefused", ra.err)
 				}
-				if strings.Contains(err.Error(), other) {
+				if strings.Contains(ra.err.Error(), other) {
 					t.Fatal("error contains the token")
 				}
-				ra.done <- err // for the cleanup
 			case u := <-ra.updates:
 				t.Fatalf("refused agent got an update: %+v", u)
 			case <-time.After(wait):

@@ -96,6 +96,8 @@ type Manager struct {
 	wake   chan struct{}
 	work   chan dpKey
 	ready  chan struct{}
+	// bundleCerts caches parsed trust bundles by content (few distinct values).
+	bundleCerts sync.Map
 	// writes feeds the group-commit writer; nil until Run starts it.
 	writes chan writeReq
 }
@@ -513,11 +515,15 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 			return pendingCur, err
 		}
 	}
-	var leaf *x509.Certificate
+	certs, err := ca.ParseCertificates(iss.CertPEM)
+	if err != nil {
+		return nil, fmt.Errorf("backend %q: issued certificate: %w", b.Name, err)
+	}
+	leaf := certs[0]
 	if _, local := be.(ca.KeySigner); local {
-		leaf, err = checkLinkage(iss, bundle)
+		err = m.checkLinkage(leaf, bundle, iss.ChainPEM)
 	} else {
-		leaf, err = ca.VerifyIssued(iss, bundle, m.opts.Now())
+		_, err = ca.VerifyIssued(iss, bundle, m.opts.Now())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("backend %q: %w", b.Name, err)
@@ -530,10 +536,13 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 	} else if err := keyMatches(keyPEM, leaf); err != nil {
 		return nil, fmt.Errorf("backend %q: %w", b.Name, err)
 	}
-	certPEM := ca.EncodeCertificates(leaf)
+	certPEM := iss.CertPEM
+	if len(certs) > 1 {
+		certPEM = ca.EncodeCertificates(leaf)
+	}
 	rec := record{
 		Backend: b.Name, BackendType: b.Type,
-		CertPEM: string(certPEM), ChainPEM: string(chainAfterLeaf(iss)), KeyPEM: string(keyPEM),
+		CertPEM: string(certPEM), ChainPEM: string(chainAfterLeaf(certs[1:], iss.ChainPEM)), KeyPEM: string(keyPEM),
 		Ref: iss.Ref, Generation: gen, Rotations: prev.Rotations, IssuedAt: now, NotAfter: leaf.NotAfter,
 		Fingerprint: fp,
 	}
@@ -554,51 +563,51 @@ func (m *Manager) persist(ctx context.Context, dp *api.Dataplane, rec record) er
 	return m.commit(ctx, store.Op{Kind: store.OpUpsert, Record: store.Record{Key: store.Key{Type: TypeDataplaneIdentity, Mesh: dp.Mesh, Name: dp.Name}, Spec: spec}})
 }
 
-// chainAfterLeaf returns the intermediates of an issued certificate: those in
-// CertPEM after the leaf, then ChainPEM, without self-signed roots.
-func chainAfterLeaf(iss ca.Issued) []byte {
+// chainAfterLeaf returns the intermediates of an issued certificate: those
+// that came after the leaf, then ChainPEM, without self-signed roots (peers
+// take roots from the trust bundle).
+func chainAfterLeaf(afterLeaf []*x509.Certificate, chainPEM []byte) []byte {
+	all := afterLeaf
+	if len(chainPEM) > 0 {
+		if more, err := ca.ParseCertificates(chainPEM); err == nil {
+			all = append(all[:len(all):len(all)], more...)
+		}
+	}
 	var out []byte
-	add := func(p []byte) {
-		certs, err := ca.ParseCertificates(p)
-		if err != nil {
-			return
+	for _, c := range all {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			continue
 		}
-		for _, c := range certs {
-			if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
-				continue
-			}
-			out = append(out, ca.EncodeCertificates(c)...)
-		}
-	}
-	if certs, err := ca.ParseCertificates(iss.CertPEM); err == nil && len(certs) > 1 {
-		add(ca.EncodeCertificates(certs[1:]...))
-	}
-	if len(iss.ChainPEM) > 0 {
-		add(iss.ChainPEM)
+		out = append(out, ca.EncodeCertificates(c)...)
 	}
 	return out
 }
 
 // checkLinkage accepts a certificate signed in-process when its issuer is a
 // certificate of the chain or bundle, without repeating signature checks.
-func checkLinkage(iss ca.Issued, bundle []byte) (*x509.Certificate, error) {
-	certs, err := ca.ParseCertificates(iss.CertPEM)
-	if err != nil {
-		return nil, err
-	}
-	leaf := certs[0]
-	candidates := append([]byte{}, bundle...)
-	candidates = append(candidates, iss.ChainPEM...)
-	issuers, err := ca.ParseCertificates(candidates)
-	if err != nil {
-		return nil, err
+func (m *Manager) checkLinkage(leaf *x509.Certificate, bundle, chainPEM []byte) error {
+	issuers := m.parsedBundle(bundle)
+	if len(chainPEM) > 0 {
+		if more, err := ca.ParseCertificates(chainPEM); err == nil {
+			issuers = append(issuers[:len(issuers):len(issuers)], more...)
+		}
 	}
 	for _, c := range issuers {
 		if bytes.Equal(leaf.RawIssuer, c.RawSubject) && (len(leaf.AuthorityKeyId) == 0 || bytes.Equal(leaf.AuthorityKeyId, c.SubjectKeyId)) {
-			return leaf, nil
+			return nil
 		}
 	}
-	return nil, errors.New("issued certificate's issuer is not in the trust bundle")
+	return errors.New("issued certificate's issuer is not in the trust bundle")
+}
+
+// parsedBundle parses a trust bundle once per distinct content.
+func (m *Manager) parsedBundle(bundle []byte) []*x509.Certificate {
+	if v, ok := m.bundleCerts.Load(string(bundle)); ok {
+		return v.([]*x509.Certificate)
+	}
+	certs, _ := ca.ParseCertificates(bundle)
+	m.bundleCerts.Store(string(bundle), certs)
+	return certs
 }
 
 func keyMatches(keyPEM []byte, leaf *x509.Certificate) error {

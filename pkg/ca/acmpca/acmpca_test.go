@@ -250,6 +250,7 @@ func wantErr(t *testing.T, err error, parts ...string) {
 	if err == nil {
 		t.Fatalf("want an error containing %q, got nil", parts)
 	}
+	t.Logf("error: %v", err)
 	for _, p := range parts {
 		if !strings.Contains(err.Error(), p) {
 			t.Fatalf("error %q does not contain %q", err, p)
@@ -395,6 +396,16 @@ func TestDefaultCredentialChainFromEnvironment(t *testing.T) {
 	}
 	if keys := e.emu.Stats().AccessKeys; len(keys) != 1 || keys["AKIDFROMENV"] == 0 {
 		t.Errorf("access keys = %v, want AKIDFROMENV only", keys)
+	}
+}
+
+func TestDefaultCredentialChainWithoutCredentials(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	mb := withConf(t, e.seedBackend(), map[string]any{"auth": nil})
+	mb.RootChain = &api.RootChain{RequestTimeout: "2s"}
+	wantErr(t, e.be.Ensure(context.Background(), mesh, mb), "conf.auth", "could not obtain AWS credentials")
+	if n := e.emu.Stats().Requests[acmpcaemu.OpDescribeCertificateAuthority]["ok"]; n != 0 {
+		t.Errorf("%d requests succeeded without credentials", n)
 	}
 }
 

@@ -322,6 +322,7 @@ func classify(ctx context.Context, op string, err error, limit time.Duration) er
 		if last != nil {
 			inner := classify(context.Background(), op, last, limit).(*OpError)
 			inner.Message = msg + "; last error: " + describe(inner)
+			inner.Code = "" // now part of the message
 			inner.Err = errors.Join(err, last)
 			return inner
 		}

@@ -1,0 +1,178 @@
+// Command meshca-dp is the meshca data-plane agent: it keeps a dataplane's
+// mTLS certificate, key and trust bundle up to date in a directory, fetched
+// from the control plane over SDS.
+//
+//	meshca-dp run --cp-address 127.0.0.1:5678 --cp-ca-cert ca.pem \
+//	    --token-file token --mesh default --name web-1 --out /run/meshca [--on-rotate CMD]
+//
+// Every flag can also be given as an environment variable MESHCA_DP_<FLAG>
+// (upper case, dashes as underscores: MESHCA_DP_TOKEN_FILE, MESHCA_DP_OUT...);
+// a flag on the command line wins.
+//
+// Exit status: 0 after SIGINT/SIGTERM, 2 when the control plane refuses the
+// token (retrying cannot help), 1 on other errors.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"meshca/pkg/dpagent"
+)
+
+const envPrefix = "MESHCA_DP_"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd(stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, dpagent.ErrRefused):
+		fmt.Fprintf(stderr, "meshca-dp: %v\nThe token is invalid, revoked, expired, or for another dataplane: generate a new one for this dataplane; retrying will not help.\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "meshca-dp: %v\n", err)
+		return 1
+	}
+}
+
+func newRootCmd(stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "meshca-dp",
+		Short:         "meshca data-plane agent",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetErr(stderr)
+	root.AddCommand(newRunCmd(stderr))
+	return root
+}
+
+type runFlags struct {
+	cpAddress, cpCACert       string
+	tokenFile, token          string
+	mesh, name, out, onRotate string
+	logLevel                  string
+}
+
+func newRunCmd(stderr io.Writer) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Fetch and keep the dataplane's certificate, key and trust bundle up to date",
+		Long: `Connects to the control plane over TLS, authenticates with the dataplane token,
+and writes DIR/cert.pem (certificate chain), DIR/key.pem (0600) and DIR/ca.pem
+(trust bundle), rewriting them on every rotation and then running --on-rotate
+(via sh -c, with MESHCA_DP_OUT=DIR). Flags can also be set as MESHCA_DP_<FLAG>
+environment variables.`,
+		Args: cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			return flagsFromEnv(cmd.Flags())
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), f, stderr)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.cpAddress, "cp-address", "127.0.0.1:5678", "control plane SDS address (host:port)")
+	fl.StringVar(&f.cpCACert, "cp-ca-cert", "", "PEM file of the CA that signed the control plane's server certificate (required)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the dataplane token (re-read on every reconnection)")
+	fl.StringVar(&f.token, "token", "", "dataplane token inline (discouraged: visible in the process list; use --token-file)")
+	fl.StringVar(&f.mesh, "mesh", "default", "mesh of the dataplane")
+	fl.StringVar(&f.name, "name", "", "name of the dataplane (required)")
+	fl.StringVar(&f.out, "out", "", "directory to write cert.pem, key.pem and ca.pem into (required)")
+	fl.StringVar(&f.onRotate, "on-rotate", "", "shell command run (sh -c) after the files change; MESHCA_DP_OUT is set to --out")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+// flagsFromEnv sets every flag not given on the command line from
+// MESHCA_DP_<FLAG> when that variable is set.
+func flagsFromEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed {
+			return
+		}
+		env := envPrefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(fl.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func runAgent(ctx context.Context, f runFlags, stderr io.Writer) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	var missing []string
+	for flag, v := range map[string]string{"--cp-ca-cert": f.cpCACert, "--name": f.name, "--out": f.out, "--mesh": f.mesh, "--cp-address": f.cpAddress} {
+		if v == "" {
+			missing = append(missing, flag)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("required: %s", strings.Join(missing, ", "))
+	}
+	caPEM, err := os.ReadFile(f.cpCACert)
+	if err != nil {
+		return fmt.Errorf("--cp-ca-cert: %w", err)
+	}
+
+	var token func() (string, error)
+	switch {
+	case f.tokenFile != "" && f.token != "":
+		return errors.New("give either --token-file or --token, not both")
+	case f.tokenFile != "":
+		token = dpagent.TokenFromFile(f.tokenFile)
+		if _, err := token(); err != nil { // fail fast on a missing file
+			return fmt.Errorf("--token-file: %w", err)
+		}
+	case f.token != "":
+		logger.Warn("the dataplane token was given inline with --token; it is visible to other users of this host (process list); prefer --token-file")
+		tok := strings.TrimSpace(f.token)
+		token = func() (string, error) { return tok, nil }
+	default:
+		return errors.New("a dataplane token is required: --token-file (or --token)")
+	}
+
+	logger.Info("starting data-plane agent", "cp_address", f.cpAddress, "mesh", f.mesh, "name", f.name, "out", f.out)
+	err = dpagent.Run(ctx, dpagent.Config{
+		CPAddress: f.cpAddress,
+		CACertPEM: caPEM,
+		Token:     token,
+		Mesh:      f.mesh,
+		Name:      f.name,
+		OutDir:    f.out,
+		OnRotate:  f.onRotate,
+		Logger:    logger,
+	})
+	if err == nil {
+		logger.Info("stopped")
+	}
+	return err
+}

@@ -1,0 +1,68 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"testing"
+	"time"
+
+	"meshca/pkg/api"
+	"meshca/pkg/ca"
+	"meshca/pkg/ca/builtin"
+	"meshca/pkg/datasource"
+	"meshca/pkg/store/memory"
+)
+
+// BenchmarkIssuanceBuiltin measures one data-plane issuance through the
+// builtin CA as the identity loop does it: key generation, signing, the
+// issuer check, PEM encoding and persisting the record.
+func BenchmarkIssuanceBuiltin(b *testing.B) {
+	st := memory.New()
+	reg, err := ca.NewRegistry(ca.Deps{Store: st, Sources: datasource.New(st), Now: time.Now}, map[string]ca.Constructor{api.BackendBuiltin: builtin.New})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := New(st, reg, Options{})
+	be, _ := reg.Get(api.BackendBuiltin)
+	backend := api.MTLSBackend{Name: "ca-1", Type: api.BackendBuiltin}
+	ctx := context.Background()
+	if err := be.Ensure(ctx, "default", backend); err != nil {
+		b.Fatal(err)
+	}
+	dp := &api.Dataplane{Meta: api.Meta{Type: api.TypeDataplane, Mesh: "default", Name: "backend-1"}}
+	dp.Networking.Address = "127.0.0.1"
+	dp.Networking.Inbound = []api.Inbound{{Port: 8080, Tags: map[string]string{api.ServiceTag: "backend"}}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.obtain(ctx, dp, backend, be, record{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRawFloor is the standard library's cost of what an issuance
+// cannot avoid: one P-256 key pair and one certificate signature.
+func BenchmarkRawFloor(b *testing.B) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "root"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caCert, _ := x509.ParseCertificate(der)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		leaf := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+		if _, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &k.PublicKey, caKey); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
