@@ -130,9 +130,11 @@ func runAgent(ctx context.Context, f runFlags, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	var missing []string
-	for flag, v := range map[string]string{"--cp-ca-cert": f.cpCACert, "--name": f.name, "--out": f.out, "--mesh": f.mesh, "--cp-address": f.cpAddress} {
-		if v == "" {
-			missing = append(missing, flag)
+	for _, r := range []struct{ flag, v string }{
+		{"--cp-address", f.cpAddress}, {"--cp-ca-cert", f.cpCACert}, {"--mesh", f.mesh}, {"--name", f.name}, {"--out", f.out},
+	} {
+		if r.v == "" {
+			missing = append(missing, r.flag)
 		}
 	}
 	if len(missing) > 0 {

@@ -50,6 +50,10 @@ type IssueRequest struct {
 	// a backend that bills per certificate uses it so a retried or restarted
 	// request issues nothing twice.
 	IdempotencyKey string
+	// RequestedAt is when this request was first made. It is persisted with
+	// the request, so a backend whose arguments depend on time (an absolute
+	// validity) re-sends identical ones after a retry or a restart.
+	RequestedAt time.Time
 }
 
 // Issued is what a backend returns for one request.

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
+	"meshca/pkg/ca/acmpca"
 	"meshca/pkg/ca/builtin"
 	"meshca/pkg/ca/certmanager"
 	"meshca/pkg/ca/provided"
@@ -16,6 +17,7 @@ func Backends() map[string]ca.Constructor {
 		api.BackendBuiltin:     builtin.New,
 		api.BackendProvided:    provided.New,
 		api.BackendVault:       vault.New,
+		api.BackendACMPCA:      acmpca.New,
 		api.BackendCertManager: certmanager.New,
 	}
 }

@@ -94,6 +94,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Backends with metrics of their own (acmpca) expose them as collectors.
+	for _, typ := range cas.Types() {
+		be, _ := cas.Get(typ)
+		if cp, ok := be.(interface{ Collectors() []prometheus.Collector }); ok {
+			reg.MustRegister(cp.Collectors()...)
+		}
+	}
 	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, OwnedTypes: []string{identity.TypeDataplaneIdentity}})
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg})
 	toks := tokens.New(st, time.Now)

@@ -216,10 +216,10 @@ func (m *Manager) load(ctx context.Context) error {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, rec := range meshes {
 		res, err := resources.FromRecord(rec)
 		if err != nil {
+			m.mu.Unlock()
 			return err
 		}
 		m.setMeshLocked(ctx, res.(*api.Mesh), rec.Version)
@@ -227,6 +227,7 @@ func (m *Manager) load(ctx context.Context) error {
 	for _, rec := range dps {
 		res, err := resources.FromRecord(rec)
 		if err != nil {
+			m.mu.Unlock()
 			return err
 		}
 		dp := res.(*api.Dataplane)
@@ -238,8 +239,9 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 		m.considerLocked(k, st)
 	}
-	for name := range m.meshes {
-		m.refreshBundleLocked(ctx, name)
+	m.mu.Unlock()
+	for _, rec := range meshes {
+		m.refreshBundle(ctx, rec.Name)
 	}
 	return nil
 }
@@ -387,16 +389,25 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 	elapsed := m.opts.Now().Sub(start)
 	m.m.observe(b.Type, err, elapsed)
 
+	if m.settle(ctx, k, st, ms, b, c, err, elapsed) {
+		// The set of backends in use changed: the bundle may shrink now.
+		m.refreshBundle(ctx, k.mesh)
+	}
+}
+
+// settle records the outcome of one issuance; it reports whether the mesh's
+// trust bundle must be recomputed.
+func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshState, b api.MTLSBackend, c *current, err error, elapsed time.Duration) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st.inFlight = false
 	if m.dps[k] != st {
-		return // deleted meanwhile
+		return false // deleted meanwhile
 	}
 	now := m.opts.Now()
 	if err != nil {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		st.attempts++
 		st.lastErr, st.lastErrAt = err.Error(), now
@@ -411,7 +422,7 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 			st.cur.rec.Generation = c.rec.Generation
 		}
 		m.enqueueLocked(k, st, now.Add(wait))
-		return
+		return false
 	}
 	old := st.cur
 	if old != nil && old.leaf != nil {
@@ -429,11 +440,8 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 	} else {
 		m.enqueueLocked(k, st, RotateAt(c.rec.IssuedAt, c.rec.NotAfter, m.opts.Jitter()))
 	}
-	if old == nil || old.rec.Backend != c.rec.Backend {
-		// The set of backends in use changed: the bundle may shrink now.
-		m.refreshBundleLocked(ctx, k.mesh)
-	}
 	notify(st)
+	return old == nil || old.rec.Backend != c.rec.Backend
 }
 
 // obtain runs one issuance and persists the result. On error it may return
@@ -455,7 +463,7 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 		return nil, fmt.Errorf("trust bundle of backend %q: %w", b.Name, err)
 	}
 	gen := prev.Generation + 1
-	req := ca.IssueRequest{Identity: id, Validity: validity}
+	req := ca.IssueRequest{Identity: id, Validity: validity, RequestedAt: now}
 	var key crypto.Signer
 	var iss ca.Issued
 	if ks, ok := be.(ca.KeySigner); ok {
@@ -472,6 +480,7 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 		if p := prev.Pending; p != nil && p.Backend == b.Name && p.Fingerprint == fp && now.Sub(p.StartedAt) < pendingReuseWindow {
 			pend = p // a restart or retry: send the very same request again
 			gen = p.Generation
+			req.RequestedAt = p.StartedAt
 		}
 		if pend != nil {
 			key, err = ParseKey([]byte(pend.KeyPEM))
@@ -660,18 +669,23 @@ func (m *Manager) backendBundle(ctx context.Context, mesh string, b api.MTLSBack
 func (m *Manager) handle(ctx context.Context, ev store.Event) {
 	switch ev.Record.Type {
 	case api.TypeMesh:
-		m.mu.Lock()
-		defer m.mu.Unlock()
 		if ev.Kind == store.EventDeleted {
+			m.mu.Lock()
 			delete(m.meshes, ev.Record.Name)
+			m.mu.Unlock()
 			return
 		}
 		res, err := resources.FromRecord(ev.Record)
 		if err != nil {
 			return
 		}
+		m.mu.Lock()
 		m.setMeshLocked(ctx, res.(*api.Mesh), ev.Record.Version)
-		m.refreshBundleLocked(ctx, ev.Record.Name)
+		m.mu.Unlock()
+		// Peers learn a new CA's root before anyone holds its certificates.
+		m.refreshBundle(ctx, ev.Record.Name)
+		m.mu.Lock()
+		defer m.mu.Unlock()
 		for k, st := range m.dps {
 			if k.mesh == ev.Record.Name {
 				m.considerLocked(k, st)
@@ -716,10 +730,13 @@ func (m *Manager) handle(ctx context.Context, ev store.Event) {
 		// A CA's material may live in a Secret (provided CA, builtin root):
 		// recompute the mesh's bundle so a change reaches every data plane.
 		m.mu.Lock()
-		defer m.mu.Unlock()
-		if ms := m.meshes[ev.Record.Mesh]; ms != nil {
+		ms := m.meshes[ev.Record.Mesh]
+		if ms != nil {
 			ms.bundles = map[string][]byte{}
-			m.refreshBundleLocked(ctx, ev.Record.Mesh)
+		}
+		m.mu.Unlock()
+		if ms != nil {
+			m.refreshBundle(ctx, ev.Record.Mesh)
 		}
 	}
 }
@@ -744,44 +761,65 @@ func (m *Manager) setMeshLocked(ctx context.Context, mesh *api.Mesh, version int
 	}
 }
 
-// refreshBundleLocked recomputes what a mesh's data planes must trust: the
-// roots of the enabled backend and of every backend whose certificates are
-// still in service, so no connection breaks while a mesh changes CA.
-func (m *Manager) refreshBundleLocked(ctx context.Context, mesh string) {
+// refreshBundle recomputes what a mesh's data planes must trust: the roots
+// of the enabled backend and of every backend whose certificates are still in
+// service, so no connection breaks while a mesh changes CA. Missing bundles
+// are fetched without holding the manager's lock (an external CA may be slow).
+func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
+	m.mu.Lock()
 	ms := m.meshes[mesh]
 	if ms == nil || ms.mesh == nil || ms.mesh.MTLS == nil {
+		m.mu.Unlock()
 		return
 	}
-	var parts [][]byte
+	var want []api.MTLSBackend
 	for _, b := range ms.mesh.MTLS.Backends {
-		if !(ms.mtls && b.Name == ms.enabled.Name) && ms.inUse[b.Name] <= 0 {
+		if (ms.mtls && b.Name == ms.enabled.Name) || ms.inUse[b.Name] > 0 {
+			want = append(want, b)
+		}
+	}
+	have := make(map[string][]byte, len(ms.bundles))
+	for k, v := range ms.bundles {
+		have[k] = v
+	}
+	m.mu.Unlock()
+
+	var parts [][]byte
+	fetched := map[string][]byte{}
+	for _, b := range want {
+		if tb, ok := have[b.Name]; ok {
+			parts = append(parts, tb)
 			continue
 		}
-		tb, ok := ms.bundles[b.Name]
-		if !ok {
-			be, err := m.cas.Get(b.Type)
-			if err != nil {
-				continue
-			}
-			// Ensure/TrustBundle of local backends are cheap; external ones
-			// cache their chain after the first fetch.
-			tctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
-			err = be.Ensure(tctx, mesh, b)
-			if err == nil {
-				tb, err = be.TrustBundle(tctx, mesh, b)
-			}
-			cancel()
-			if err != nil {
-				ms.lastErr = err.Error()
-				m.logger.Warn("trust bundle unavailable", "mesh", mesh, "backend", b.Name, "error", err)
-				continue
-			}
-			ms.bundles[b.Name] = tb
+		be, err := m.cas.Get(b.Type)
+		if err != nil {
+			continue
 		}
+		tctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
+		err = be.Ensure(tctx, mesh, b)
+		var tb []byte
+		if err == nil {
+			tb, err = be.TrustBundle(tctx, mesh, b)
+		}
+		cancel()
+		if err != nil {
+			m.logger.Warn("trust bundle unavailable", "mesh", mesh, "backend", b.Name, "error", err)
+			continue
+		}
+		fetched[b.Name] = tb
 		parts = append(parts, tb)
 	}
 	bundle := dedupePEM(parts...)
-	if bytes.Equal(bundle, ms.bundle) {
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.meshes[mesh] != ms {
+		return // replaced meanwhile; its own refresh follows
+	}
+	for k, v := range fetched {
+		ms.bundles[k] = v
+	}
+	if len(bundle) == 0 || bytes.Equal(bundle, ms.bundle) {
 		return
 	}
 	ms.bundle = bundle

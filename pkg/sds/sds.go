@@ -4,8 +4,11 @@
 // # Design
 //
 // The xDS protocol machinery (SotW and delta streams, nonces, ACK/NACK,
-// per-resource versions) is go-control-plane's server/v3 on a per-node
-// SnapshotCache. This package adds what go-control-plane leaves to its users:
+// per-resource versions) is go-control-plane's sotw/v3 and delta/v3 servers
+// on a SnapshotCache keyed by node id (one snapshot per connected dataplane).
+// (server/v3, which only bundles them, is not used: it imports the ratelimit
+// module, which go.mod does not carry.) This package adds what
+// go-control-plane leaves to its users:
 //
 //   - Authentication. Every stream must carry the dataplane token in gRPC
 //     metadata (`authorization: Bearer <token>`, as Kuma's proxies send it).

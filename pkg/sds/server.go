@@ -130,12 +130,15 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	s.Register(ctx, gs)
+	// sctx also ends if gs.Serve fails, so streams and the stopper end too.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.Register(sctx, gs)
 
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		<-ctx.Done()
+		<-sctx.Done()
 		done := make(chan struct{})
 		go func() { gs.GracefulStop(); close(done) }()
 		t := time.NewTimer(shutdownGrace)
@@ -149,11 +152,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 	}()
 	s.log.Info("SDS server listening", "address", lis.Addr().String())
 	err := gs.Serve(lis)
+	cancel()
+	<-stopped
 	if ctx.Err() != nil {
-		<-stopped
 		return nil
 	}
-	gs.Stop()
 	return fmt.Errorf("sds: serve: %w", err)
 }
 
@@ -237,7 +240,9 @@ func (s *Server) refresh(n *node) {
 	}
 	if err := s.cache.SetSnapshot(context.Background(), n.id, snap); err != nil {
 		s.log.Error("cannot set SDS snapshot", "node", n.id, "error", err)
+		return
 	}
+	s.log.Debug("SDS snapshot set", "node", n.id, "source_version", sec.Version, "version", snap.GetVersion(resource.SecretType))
 }
 
 func snapshot(mesh string, sec Secrets) (*cachev3.Snapshot, error) {

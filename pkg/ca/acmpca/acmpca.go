@@ -125,20 +125,11 @@ type state struct {
 	client   pcaClient
 	sem      chan struct{}
 	verified *verified
-	// notAfter remembers the validity sent for an idempotency token, so a
-	// retry sends identical arguments (ACM refuses a token reused with
-	// different ones).
-	notAfter map[string]validityMemo
 	// seen are certificate ARNs already counted as issued.
 	seen map[string]time.Time
 }
 
-type validityMemo struct {
-	notAfter time.Time
-	at       time.Time
-}
-
-// memoTTL outlives ACM PCA's 5-minute idempotency window.
+// memoTTL (how long issued ARNs are remembered) outlives ACM PCA's 5-minute idempotency window.
 const memoTTL = 10 * time.Minute
 
 // verified is the outcome of a successful Ensure for one conf hash.
@@ -338,10 +329,9 @@ func (b *backend) prepare(ctx context.Context, mesh string, mb api.MTLSBackend) 
 	st := b.states[key]
 	if st == nil {
 		st = &state{
-			limiter:  rate.NewLimiter(rate.Limit(p.rps), 1),
-			sem:      make(chan struct{}, p.concurrency),
-			notAfter: map[string]validityMemo{},
-			seen:     map[string]time.Time{},
+			limiter: rate.NewLimiter(rate.Limit(p.rps), 1),
+			sem:     make(chan struct{}, p.concurrency),
+			seen:    map[string]time.Time{},
 		}
 		b.states[key] = st
 	}
@@ -661,7 +651,14 @@ func (b *backend) issue(ctx context.Context, mesh string, mb api.MTLSBackend, re
 	defer stop()
 
 	token := idempotencyToken(req.IdempotencyKey)
-	notAfter := st.validityFor(token, csrPEM, b.hooks.now(), validity)
+	// The validity derives from when the request was first made, so a request
+	// re-sent after a retry or restart carries identical arguments (ACM
+	// refuses an idempotency token reused with different ones).
+	requestedAt := req.RequestedAt
+	if requestedAt.IsZero() {
+		requestedAt = b.hooks.now()
+	}
+	notAfter := requestedAt.Add(validity)
 	in := &awspca.IssueCertificateInput{
 		CertificateAuthorityArn: aws.String(rc.conf.Arn),
 		Csr:                     csrPEM,
@@ -745,29 +742,6 @@ func (st *state) acquire(ctx context.Context) (func(), error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-// validityFor returns the notAfter to send for a token: the one sent before
-// for the same token and CSR within memoTTL, else now+validity.
-func (st *state) validityFor(token string, csrPEM []byte, now time.Time, validity time.Duration) time.Time {
-	notAfter := now.Add(validity)
-	if token == "" {
-		return notAfter
-	}
-	sum := sha256.Sum256(bytes.TrimSpace(csrPEM))
-	key := token + "\x00" + hex.EncodeToString(sum[:])
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for k, m := range st.notAfter {
-		if now.Sub(m.at) > memoTTL {
-			delete(st.notAfter, k)
-		}
-	}
-	if m, ok := st.notAfter[key]; ok {
-		return m.notAfter
-	}
-	st.notAfter[key] = validityMemo{notAfter: notAfter, at: now}
-	return notAfter
 }
 
 // firstSeen records a certificate ARN and reports whether it is new (an

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"meshca/pkg/api"
+	"meshca/pkg/sds"
+	"meshca/pkg/sds/sdstest"
+	"meshca/pkg/store"
+	"meshca/pkg/store/memory"
+	"meshca/pkg/tokens"
+)
+
+func TestRefusedTokenExitsNonZero(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { _ = st.Close() })
+	spec, err := api.MarshalSpec(&api.Mesh{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Create(context.Background(), st, store.Record{Key: store.Key{Type: api.TypeMesh, Name: "default"}, Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	tk := tokens.New(st, nil)
+	tok, err := tk.Generate(context.Background(), "default", "backend-1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := sdstest.NewSource()
+	src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
+
+	dir := t.TempDir()
+	tlsConf, caPEM, err := sds.LoadOrCreateServerTLS(dir, "", "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	srv := sds.NewServer(src, sds.TokenAuthenticator{Tokens: tk}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	go func() { served <- srv.Serve(ctx, lis, tlsConf) }()
+	t.Cleanup(func() { cancel(); <-served })
+
+	caFile := filepath.Join(dir, "cp-ca.pem")
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	code := run([]string{"run", "--cp-address", lis.Addr().String(), "--cp-ca-cert", caFile,
+		"--token-file", tokFile, "--mesh", "default", "--name", "web-1", "--out", filepath.Join(dir, "out")}, &stderr)
+	if code != 2 {
+		t.Fatalf("exit code %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "refused the dataplane token") {
+		t.Fatalf("stderr does not explain the refusal:\n%s", stderr.String())
+	}
+	if strings.Contains(stderr.String(), tok) {
+		t.Fatal("stderr contains the token")
+	}
+}
+
+func TestFlagsFromEnv(t *testing.T) {
+	t.Setenv("MESHCA_DP_NAME", "from-env")
+	t.Setenv("MESHCA_DP_MESH", "env-mesh")
+	cmd := newRunCmd(&bytes.Buffer{})
+	if err := cmd.Flags().Parse([]string{"--mesh", "flag-mesh"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := flagsFromEnv(cmd.Flags()); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := cmd.Flags().GetString("name"); v != "from-env" {
+		t.Fatalf("name = %q, want from environment", v)
+	}
+	if v, _ := cmd.Flags().GetString("mesh"); v != "flag-mesh" {
+		t.Fatalf("mesh = %q, want the flag to win", v)
+	}
+}
