@@ -23,10 +23,11 @@
 //     idempotency key as IdempotencyToken, then polls GetCertificate while
 //     ACM answers RequestInProgressException (never re-issuing). The chain
 //     returned is verified against the trust bundle.
-//   - Budget: one token bucket per (mesh, backend) at
-//     conf.maxRequestsPerSecond (burst 1) paces every ACM PCA request of the
-//     backend, all operations and SDK retries alike, so the sum never exceeds
-//     the configured rate. conf.maxConcurrentIssues bounds issuances in
+//   - Budget: per (mesh, backend), IssueCertificate attempts (SDK retries
+//     included) are paced at conf.maxRequestsPerSecond (burst 1), and every
+//     other call (GetCertificate polling, Describe...) by a second bucket at
+//     three times that rate, as ACM's default quotas are (25/s and 75/s).
+//     conf.maxConcurrentIssues bounds issuances in
 //     flight. Time waiting for the bucket or a concurrency slot is not
 //     counted against dpCert.requestTimeout / rootChain.requestTimeout.
 //   - Throttling and 5xx are retried by the SDK's standard retryer with
@@ -61,7 +62,6 @@ import (
 	awspca "github.com/aws/aws-sdk-go-v2/service/acmpca"
 	pcatypes "github.com/aws/aws-sdk-go-v2/service/acmpca/types"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
@@ -113,9 +113,9 @@ type backend struct {
 
 // state is what the backend keeps for one (mesh, backend).
 type state struct {
-	// limiter paces every ACM PCA request of the backend; it survives
-	// client rebuilds so a changed Secret does not reset the budget.
-	limiter *rate.Limiter
+	// budget paces the backend's ACM PCA requests; it survives client
+	// rebuilds so a changed Secret does not reset it.
+	budget budget
 
 	// ensureMu serialises the network part of Ensure.
 	ensureMu sync.Mutex
@@ -329,9 +329,9 @@ func (b *backend) prepare(ctx context.Context, mesh string, mb api.MTLSBackend) 
 	st := b.states[key]
 	if st == nil {
 		st = &state{
-			limiter: rate.NewLimiter(rate.Limit(p.rps), 1),
-			sem:     make(chan struct{}, p.concurrency),
-			seen:    map[string]time.Time{},
+			budget: newBudget(p.rps),
+			sem:    make(chan struct{}, p.concurrency),
+			seen:   map[string]time.Time{},
 		}
 		b.states[key] = st
 	}
@@ -346,9 +346,7 @@ func (b *backend) prepare(ctx context.Context, mesh string, mb api.MTLSBackend) 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if st.limiter.Limit() != rate.Limit(p.rps) {
-		st.limiter.SetLimit(rate.Limit(p.rps))
-	}
+	st.budget.setRate(p.rps)
 	if cap(st.sem) != p.concurrency {
 		st.sem = make(chan struct{}, p.concurrency)
 	}
@@ -385,7 +383,7 @@ func (b *backend) buildClient(ctx context.Context, st *state, rc *resolved) (pca
 	}
 	return b.hooks.newClient(cfg, func(o *awspca.Options) {
 		o.Retryer = b.hooks.newRetryer()
-		o.APIOptions = append(o.APIOptions, addBudgetMiddleware(st.limiter, b.m))
+		o.APIOptions = append(o.APIOptions, addBudgetMiddleware(st.budget, b.m))
 		if b.hooks.endpoint != "" {
 			o.BaseEndpoint = aws.String(b.hooks.endpoint)
 		}

@@ -169,7 +169,7 @@ func timedOut(ctx context.Context) bool {
 // budgetMiddleware runs once per SDK attempt (after the retry middleware):
 // it takes a token from the backend's bucket, with the request timer paused,
 // and counts the attempt's outcome.
-func budgetMiddleware(limiter *rate.Limiter, m *metrics) middleware.FinalizeMiddleware {
+func budgetMiddleware(b budget, m *metrics) middleware.FinalizeMiddleware {
 	return middleware.FinalizeMiddlewareFunc("meshcaACMPCABudget", func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 		op := awsmiddleware.GetOperationName(ctx)
 		rt := timerFrom(ctx)
@@ -177,7 +177,7 @@ func budgetMiddleware(limiter *rate.Limiter, m *metrics) middleware.FinalizeMidd
 			rt.pause()
 		}
 		start := time.Now()
-		werr := limiter.Wait(ctx)
+		werr := b.limiter(op).Wait(ctx)
 		m.budgetWait.Observe(time.Since(start).Seconds())
 		if rt != nil {
 			rt.resume()
@@ -198,10 +198,39 @@ func budgetMiddleware(limiter *rate.Limiter, m *metrics) middleware.FinalizeMidd
 	})
 }
 
-func addBudgetMiddleware(limiter *rate.Limiter, m *metrics) func(*middleware.Stack) error {
+func addBudgetMiddleware(b budget, m *metrics) func(*middleware.Stack) error {
 	return func(s *middleware.Stack) error {
-		return s.Finalize.Insert(budgetMiddleware(limiter, m), "Retry", middleware.After)
+		return s.Finalize.Insert(budgetMiddleware(b, m), "Retry", middleware.After)
 	}
+}
+
+// budget holds the backend's token buckets. maxRequestsPerSecond bounds
+// IssueCertificate, the billed call with the lowest ACM PCA quota (25/s by
+// default); every other call (GetCertificate polling, Describe...) has its
+// own bucket at readRatio times that rate, mirroring ACM's default quotas
+// (GetCertificate 75/s), so polling never eats the issuing budget.
+type budget struct {
+	issue, other *rate.Limiter
+}
+
+const readRatio = 3
+
+func newBudget(rps float64) budget {
+	return budget{issue: rate.NewLimiter(rate.Limit(rps), 1), other: rate.NewLimiter(rate.Limit(rps*readRatio), 1)}
+}
+
+func (b budget) setRate(rps float64) {
+	if b.issue.Limit() != rate.Limit(rps) {
+		b.issue.SetLimit(rate.Limit(rps))
+		b.other.SetLimit(rate.Limit(rps * readRatio))
+	}
+}
+
+func (b budget) limiter(op string) *rate.Limiter {
+	if op == "IssueCertificate" {
+		return b.issue
+	}
+	return b.other
 }
 
 // credentialsError marks a failure to obtain AWS credentials (the default

@@ -38,8 +38,9 @@ type Conf struct {
 	// SigningAlgorithm defaults to SHA256WITHECDSA for EC CA keys and
 	// SHA256WITHRSA for RSA CA keys (from DescribeCertificateAuthority).
 	SigningAlgorithm string `json:"signingAlgorithm,omitempty"`
-	// MaxRequestsPerSecond bounds every ACM PCA request of the backend
-	// (all operations, retries included). Default DefaultMaxRequestsPerSecond.
+	// MaxRequestsPerSecond bounds IssueCertificate requests of the backend
+	// (retries included); other calls get three times it, as ACM's default
+	// quotas do. Default DefaultMaxRequestsPerSecond.
 	MaxRequestsPerSecond *float64 `json:"maxRequestsPerSecond,omitempty"`
 	// MaxConcurrentIssues bounds issuances in flight. Default
 	// DefaultMaxConcurrentIssues.

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"time"
+)
+
+// report is the outcome of one run (also the --json document).
+type report struct {
+	Command       string       `json:"command"`
+	StartedAt     time.Time    `json:"startedAt"`
+	Machine       machine      `json:"machine"`
+	Config        reportConfig `json:"config"`
+	Phases        phases       `json:"phases"`
+	Memory        memory       `json:"memory"`
+	CPU           cpuUsage     `json:"cpu"`
+	CleanShutdown bool         `json:"cleanShutdown"`
+	Targets       []target     `json:"targets"`
+	Notes         []string     `json:"notes,omitempty"`
+	Error         string       `json:"error,omitempty"`
+	TempDir       string       `json:"tempDir,omitempty"`
+}
+
+type machine struct {
+	NumCPU      int     `json:"nproc"`
+	GoVersion   string  `json:"goVersion"`
+	OS          string  `json:"os"`
+	CPUModel    string  `json:"cpuModel,omitempty"`
+	MemTotalMiB float64 `json:"memTotalMiB,omitempty"`
+	CPVersion   string  `json:"meshcaCPVersion"`
+}
+
+type reportConfig struct {
+	Dataplanes       int    `json:"dataplanes"`
+	Store            string `json:"store"`
+	Expiration       string `json:"expiration"`
+	RotateExpiration string `json:"rotateExpiration"`
+	KeyType          string `json:"keyType"`
+	Concurrency      int    `json:"concurrency"`
+	SDSClients       int    `json:"sdsClients"`
+	StreamsPerConn   int    `json:"streamsPerConn"`
+	SDSConnections   int    `json:"sdsConnections"`
+	IssuanceWorkers  int    `json:"issuanceWorkers"` // 0: meshca-cp's default
+	CPLogLevel       string `json:"cpLogLevel"`
+}
+
+type phases struct {
+	StartupSeconds                float64        `json:"startupSeconds"`
+	Register                      *registerStats `json:"register,omitempty"`
+	AllCertifiedSeconds           float64        `json:"allCertifiedSeconds"`
+	CertifiedAfterRegisterSeconds float64        `json:"certifiedAfterRegisterSeconds"`
+	TokensSeconds                 float64        `json:"tokensSeconds,omitempty"`
+	SDSConnectSeconds             float64        `json:"sdsConnectSeconds,omitempty"`
+	Rotation                      *rotationStats `json:"rotation,omitempty"`
+	ShutdownSeconds               float64        `json:"shutdownSeconds"`
+}
+
+type registerStats struct {
+	Seconds    float64 `json:"seconds"`
+	PerSecond  float64 `json:"perSecond"`
+	ValidAtEnd int     `json:"validAtEnd"` // certified when the last registration returned
+}
+
+type rotationStats struct {
+	ApplySeconds       float64       `json:"applySeconds"`       // the mesh PUT itself
+	AllReissuedSeconds float64       `json:"allReissuedSeconds"` // trigger to all n re-issued (server counter)
+	AllReceivedSeconds float64       `json:"allReceivedSeconds"` // trigger to every client holding its new certificate
+	Client             durationStats `json:"client"`             // per client: trigger to new identity_cert received
+	Server             serverPush    `json:"server"`             // meshca_sds_push_latency_seconds during the rotation
+}
+
+type serverPush struct {
+	Count   int          `json:"count"`
+	Mean    float64      `json:"meanSeconds"`
+	P50     float64      `json:"p50Seconds"`
+	P90     float64      `json:"p90Seconds"`
+	P99     float64      `json:"p99Seconds"`
+	Buckets []histBucket `json:"buckets,omitempty"`
+}
+
+type histBucket struct {
+	LE    float64 `json:"le"`
+	Count int     `json:"cumulativeCount"`
+}
+
+type memory struct {
+	PeakHWMMiB       float64 `json:"peakVmHWMMiB"`
+	SampledMaxRSSMiB float64 `json:"sampledMaxVmRSSMiB"`
+	FinalRSSMiB      float64 `json:"finalVmRSSMiB"`
+	Samples          int     `json:"samples"`
+}
+
+type cpuUsage struct {
+	TotalSeconds float64      `json:"totalSeconds"`
+	Phases       []phaseUsage `json:"phases"`
+}
+
+type phaseUsage struct {
+	Name        string  `json:"name"`
+	WallSeconds float64 `json:"wallSeconds"`
+	CPUSeconds  float64 `json:"cpSeconds"`
+	CPUCores    float64 `json:"cpCores"`
+	MaxRSSMiB   float64 `json:"maxRSSMiB"`
+}
+
+type target struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	Value  string `json:"value"`
+	Pass   bool   `json:"pass"`
+	// Measured is false when the run did not get far enough to measure it.
+	Measured bool `json:"measured"`
+}
+
+func newReport(cfg config) *report {
+	return &report{
+		Command:   commandLine(),
+		StartedAt: time.Now().UTC().Truncate(time.Second),
+		Machine:   machineInfo(),
+		Config: reportConfig{
+			Dataplanes: cfg.n, Store: cfg.store, Expiration: cfg.expiration, RotateExpiration: cfg.rotateExpiration,
+			KeyType: "EC_P256", Concurrency: cfg.concurrency, SDSClients: cfg.sdsClients, StreamsPerConn: cfg.perConn,
+			IssuanceWorkers: cfg.workers, CPLogLevel: cfg.cpLogLevel,
+		},
+	}
+}
+
+func commandLine() string {
+	parts := make([]string, len(os.Args))
+	for i, a := range os.Args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts[i] = a
+	}
+	return strings.Join(parts, " ")
+}
+
+// evaluate fills Targets.
+func (r *report) evaluate() {
+	n := r.Config.Dataplanes
+	certified := r.Phases.AllCertifiedSeconds
+	r.Targets = append(r.Targets, target{
+		Name:     fmt.Sprintf("all %d dataplanes certified (since first registration)", n),
+		Target:   "< " + targetCertified.String(),
+		Value:    secs(certified),
+		Pass:     certified > 0 && certified < targetCertified.Seconds(),
+		Measured: certified > 0,
+	})
+	hwm := r.Memory.PeakHWMMiB * (1 << 20)
+	r.Targets = append(r.Targets, target{
+		Name:     "meshca-cp peak RSS (VmHWM)",
+		Target:   fmt.Sprintf("< %.0f MB", targetRSSBytes/1e6),
+		Value:    fmt.Sprintf("%.1f MB (%.1f MiB)", hwm/1e6, r.Memory.PeakHWMMiB),
+		Pass:     hwm > 0 && hwm < targetRSSBytes,
+		Measured: hwm > 0,
+	})
+	rot := r.Phases.Rotation
+	srv := target{Name: "SDS push p99, server view (secret change -> response sent)", Target: "< " + targetPushP99.String(), Value: "not measured"}
+	cli := target{Name: "SDS push p99, client view (rotation trigger -> new identity_cert received)", Target: "< " + targetPushP99.String(), Value: "not measured"}
+	if rot != nil {
+		if rot.Server.Count > 0 && !math.IsNaN(rot.Server.P99) {
+			srv.Value = fmt.Sprintf("%s (histogram estimate, %d pushes)", secs(rot.Server.P99), rot.Server.Count)
+			srv.Pass, srv.Measured = rot.Server.P99 < targetPushP99.Seconds(), true
+		}
+		if rot.Client.Count > 0 {
+			cli.Value = fmt.Sprintf("%s (%d of %d clients)", secs(rot.Client.P99), rot.Client.Count, r.Config.SDSClients)
+			cli.Pass = rot.Client.P99 < targetPushP99.Seconds() && rot.Client.Count == r.Config.SDSClients
+			cli.Measured = true
+		}
+	}
+	r.Targets = append(r.Targets, srv, cli)
+}
+
+func (r *report) allPass() bool {
+	if r.Error != "" {
+		return false
+	}
+	for _, t := range r.Targets {
+		if t.Measured && !t.Pass {
+			return false
+		}
+	}
+	return true
+}
+
+func secs(s float64) string {
+	if math.IsNaN(s) {
+		return "n/a"
+	}
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
+}
+
+// writeText prints the human-readable report.
+func (r *report) writeText(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p("meshca control-plane load test")
+	p("  command:   %s", r.Command)
+	p("  started:   %s", r.StartedAt.Format(time.RFC3339))
+	m := r.Machine
+	p("  machine:   nproc=%d  %s  %s  mem=%.0f MiB", m.NumCPU, m.OS, m.CPUModel, m.MemTotalMiB)
+	p("  go:        %s   meshca-cp %s", m.GoVersion, m.CPVersion)
+	c := r.Config
+	workers := "default"
+	if c.IssuanceWorkers > 0 {
+		workers = fmt.Sprint(c.IssuanceWorkers)
+	}
+	p("  config:    dataplanes=%d store=%s keyType=%s expiration=%s (rotation to %s) api-concurrency=%d issuance-workers=%s cp-log-level=%s",
+		c.Dataplanes, c.Store, c.KeyType, c.Expiration, c.RotateExpiration, c.Concurrency, workers, c.CPLogLevel)
+	p("             sds-clients=%d over %d gRPC connections (%d streams each)", c.SDSClients, c.SDSConnections, c.StreamsPerConn)
+	p("")
+	ph := r.Phases
+	p("phases")
+	p("  startup (exec to /readyz):            %s", secs(ph.StartupSeconds))
+	if ph.Register != nil {
+		p("  register %d dataplanes:            %s  (%.0f/s; %d already certified when the last returned)",
+			c.Dataplanes, secs(ph.Register.Seconds), ph.Register.PerSecond, ph.Register.ValidAtEnd)
+	}
+	if ph.AllCertifiedSeconds > 0 {
+		p("  all certified, since 1st registration: %s  (%s after the last registration)", secs(ph.AllCertifiedSeconds), secs(ph.CertifiedAfterRegisterSeconds))
+	}
+	if ph.TokensSeconds > 0 {
+		p("  fetch %d dataplane tokens:         %s", c.SDSClients, secs(ph.TokensSeconds))
+	}
+	if ph.SDSConnectSeconds > 0 {
+		p("  open %d SDS streams, 1st secrets:  %s", c.SDSClients, secs(ph.SDSConnectSeconds))
+	}
+	if rot := ph.Rotation; rot != nil {
+		p("  rotation of all (mesh re-applied, PUT took %s):", secs(rot.ApplySeconds))
+		p("    all %d re-issued (server counter):   %s", c.Dataplanes, secs(rot.AllReissuedSeconds))
+		p("    all clients hold the new cert:       %s", secs(rot.AllReceivedSeconds))
+		cl := rot.Client
+		p("    client trigger->receive (n=%d):    p50 %s  p90 %s  p99 %s  max %s", cl.Count, secs(cl.P50), secs(cl.P90), secs(cl.P99), secs(cl.Max))
+		s := rot.Server
+		p("    server push latency (n=%d):         p50 %s  p90 %s  p99 %s  mean %s  (meshca_sds_push_latency_seconds, bucket-interpolated)",
+			s.Count, secs(s.P50), secs(s.P90), secs(s.P99), secs(s.Mean))
+		if len(s.Buckets) > 0 {
+			var b strings.Builder
+			for _, bk := range s.Buckets {
+				fmt.Fprintf(&b, " le=%g:%d", bk.LE, bk.Count)
+			}
+			p("      buckets (cumulative):%s", b.String())
+		}
+	}
+	p("  shutdown (SIGTERM to exit):            %s  clean=%t", secs(ph.ShutdownSeconds), r.CleanShutdown)
+	p("")
+	p("meshca-cp resources")
+	p("  peak RSS (VmHWM):     %.1f MiB", r.Memory.PeakHWMMiB)
+	p("  sampled max VmRSS:    %.1f MiB (%d samples every %s)   final VmRSS %.1f MiB", r.Memory.SampledMaxRSSMiB, r.Memory.Samples, rssSampleEvery, r.Memory.FinalRSSMiB)
+	p("  CPU total:            %.1f s", r.CPU.TotalSeconds)
+	for _, u := range r.CPU.Phases {
+		p("    %-30s wall %8s  cpu %7.2fs  (%.2f cores)  max RSS %.1f MiB", u.Name, secs(u.WallSeconds), u.CPUSeconds, u.CPUCores, u.MaxRSSMiB)
+	}
+	p("")
+	p("targets")
+	for _, t := range r.Targets {
+		verdict := "FAIL"
+		switch {
+		case !t.Measured:
+			verdict = "N/A "
+		case t.Pass:
+			verdict = "PASS"
+		}
+		p("  [%s] %s: %s (target %s)", verdict, t.Name, t.Value, t.Target)
+	}
+	for _, n := range r.Notes {
+		p("note: %s", n)
+	}
+	if r.TempDir != "" {
+		p("temp dir kept: %s", r.TempDir)
+	}
+	if r.Error != "" {
+		p("ERROR: %s", r.Error)
+	}
+}
