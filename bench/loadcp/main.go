@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -151,6 +152,7 @@ type runner struct {
 	hc     *http.Client
 	rss    *rssSampler
 	cpuAt  time.Duration // control-plane CPU time at the start of the current phase
+	selfAt time.Duration // loadcp's own CPU time at the start of the current phase
 	phase0 time.Time
 }
 
@@ -236,6 +238,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (*report, error) 
 	if stopErr != nil {
 		r.rep.Notes = append(r.rep.Notes, "shutdown: "+stopErr.Error())
 	}
+	r.rep.Machine.LoadAvgEnd = loadAvg()
 	r.rep.evaluate()
 	return r.rep, runErr
 }
@@ -277,6 +280,9 @@ func (r *runner) beginPhase() {
 	if ps, err := readProc(r.cp.cmd.Process.Pid); err == nil {
 		r.cpuAt = ps.cpu
 	}
+	if ps, err := readProc(os.Getpid()); err == nil {
+		r.selfAt = ps.cpu
+	}
 	r.rss.takePhaseMax()
 }
 
@@ -289,8 +295,18 @@ func (r *runner) endPhase(name string) {
 		r.cpuAt = ps.cpu
 		p.MaxRSSMiB = max(p.MaxRSSMiB, kib2mib(ps.rssKiB))
 	}
+	if ps, err := readProc(os.Getpid()); err == nil {
+		p.LoadcpCPUSeconds = (ps.cpu - r.selfAt).Seconds()
+		r.selfAt = ps.cpu
+	}
 	if p.WallSeconds > 0 {
 		p.CPUCores = p.CPUSeconds / p.WallSeconds
+	}
+	// The control plane's Go runtime view, for attributing memory.
+	if s, err := scrape(context.Background(), r.hc, r.cp.apiURL); err == nil {
+		p.Goroutines = int(s["go_goroutines"])
+		p.HeapInuseMiB = kib2mib(int64(s["go_memstats_heap_inuse_bytes"]) / 1024)
+		p.StackInuseMiB = kib2mib(int64(s["go_memstats_stack_inuse_bytes"]) / 1024)
 	}
 	r.rep.CPU.Phases = append(r.rep.CPU.Phases, p)
 	r.phase0 = time.Now()
@@ -351,6 +367,8 @@ func (r *runner) registerAndCertify(ctx context.Context) error {
 		certified <- pollResult{at, err}
 	}()
 
+	var done atomic.Int64
+	finished := make([]time.Duration, n) // by completion order
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.concurrency)
 	for i := range n {
@@ -358,6 +376,7 @@ func (r *runner) registerAndCertify(ctx context.Context) error {
 			if _, err := r.api.Apply(gctx, r.dataplane(i), false); err != nil {
 				return fmt.Errorf("register dataplane %s: %w", dpName(i), err)
 			}
+			finished[done.Add(1)-1] = time.Since(t0)
 			return nil
 		})
 	}
@@ -367,6 +386,17 @@ func (r *runner) registerAndCertify(ctx context.Context) error {
 	regDone := time.Since(t0)
 	r.rep.Phases.Register = &registerStats{
 		Seconds: regDone.Seconds(), PerSecond: float64(n) / regDone.Seconds(),
+	}
+	// Rate per tenth of the registrations: a falling rate means per-request
+	// cost grows with the number of dataplanes already registered.
+	prev := time.Duration(0)
+	for d := 1; d <= 10; d++ {
+		end := finished[max(d*n/10-1, 0)]
+		cnt := d*n/10 - (d-1)*n/10
+		if span := end - prev; span > 0 && cnt > 0 {
+			r.rep.Phases.Register.RatePerTenth = append(r.rep.Phases.Register.RatePerTenth, math.Round(float64(cnt)/span.Seconds()))
+		}
+		prev = end
 	}
 	if s, err := scrape(ctx, r.hc, r.cp.apiURL); err == nil {
 		r.rep.Phases.Register.ValidAtEnd = int(s[metricValid])
@@ -583,7 +613,7 @@ func cpVersion(ctx context.Context, bin string) string {
 
 // machineInfo describes the host.
 func machineInfo() machine {
-	m := machine{NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	m := machine{NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadAvgStart: loadAvg()}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -605,4 +635,17 @@ func machineInfo() machine {
 		}
 	}
 	return m
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages (the box may be shared).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }

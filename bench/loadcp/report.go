@@ -32,6 +32,9 @@ type machine struct {
 	CPUModel    string  `json:"cpuModel,omitempty"`
 	MemTotalMiB float64 `json:"memTotalMiB,omitempty"`
 	CPVersion   string  `json:"meshcaCPVersion"`
+	// Load averages at start and end: other work on the box skews every number.
+	LoadAvgStart string `json:"loadAvgStart"`
+	LoadAvgEnd   string `json:"loadAvgEnd"`
 }
 
 type reportConfig struct {
@@ -63,6 +66,8 @@ type registerStats struct {
 	Seconds    float64 `json:"seconds"`
 	PerSecond  float64 `json:"perSecond"`
 	ValidAtEnd int     `json:"validAtEnd"` // certified when the last registration returned
+	// RatePerTenth is registrations/s over each tenth of them, in order.
+	RatePerTenth []float64 `json:"ratePerTenth"`
 }
 
 type rotationStats struct {
@@ -105,6 +110,12 @@ type phaseUsage struct {
 	CPUSeconds  float64 `json:"cpSeconds"`
 	CPUCores    float64 `json:"cpCores"`
 	MaxRSSMiB   float64 `json:"maxRSSMiB"`
+	// LoadcpCPUSeconds is this load generator's own CPU time (it shares the box).
+	LoadcpCPUSeconds float64 `json:"loadcpCPUSeconds"`
+	// Go runtime of meshca-cp at the end of the phase.
+	Goroutines    int     `json:"goroutines"`
+	HeapInuseMiB  float64 `json:"heapInuseMiB"`
+	StackInuseMiB float64 `json:"stackInuseMiB"`
 }
 
 type target struct {
@@ -204,6 +215,7 @@ func (r *report) writeText(w io.Writer) {
 	m := r.Machine
 	p("  machine:   nproc=%d  %s  %s  mem=%.0f MiB", m.NumCPU, m.OS, m.CPUModel, m.MemTotalMiB)
 	p("  go:        %s   meshca-cp %s", m.GoVersion, m.CPVersion)
+	p("  loadavg:   %s at start, %s at end (other load on the box skews the numbers)", m.LoadAvgStart, m.LoadAvgEnd)
 	c := r.Config
 	workers := "default"
 	if c.IssuanceWorkers > 0 {
@@ -219,6 +231,7 @@ func (r *report) writeText(w io.Writer) {
 	if ph.Register != nil {
 		p("  register %d dataplanes:            %s  (%.0f/s; %d already certified when the last returned)",
 			c.Dataplanes, secs(ph.Register.Seconds), ph.Register.PerSecond, ph.Register.ValidAtEnd)
+		p("    registrations/s per tenth:           %v", ph.Register.RatePerTenth)
 	}
 	if ph.AllCertifiedSeconds > 0 {
 		p("  all certified, since 1st registration: %s  (%s after the last registration)", secs(ph.AllCertifiedSeconds), secs(ph.CertifiedAfterRegisterSeconds))
@@ -252,8 +265,10 @@ func (r *report) writeText(w io.Writer) {
 	p("  peak RSS (VmHWM):     %.1f MiB", r.Memory.PeakHWMMiB)
 	p("  sampled max VmRSS:    %.1f MiB (%d samples every %s)   final VmRSS %.1f MiB", r.Memory.SampledMaxRSSMiB, r.Memory.Samples, rssSampleEvery, r.Memory.FinalRSSMiB)
 	p("  CPU total:            %.1f s", r.CPU.TotalSeconds)
+	p("    %-29s %8s %9s %6s %9s %11s %8s %9s %9s", "phase", "wall", "cp cpu", "cores", "loadcp", "max RSS", "gorout.", "heap", "stacks")
 	for _, u := range r.CPU.Phases {
-		p("    %-30s wall %8s  cpu %7.2fs  (%.2f cores)  max RSS %.1f MiB", u.Name, secs(u.WallSeconds), u.CPUSeconds, u.CPUCores, u.MaxRSSMiB)
+		p("    %-29s %8s %8.2fs %6.2f %8.2fs %7.1f MiB %8d %5.1f MiB %5.1f MiB", u.Name, secs(u.WallSeconds), u.CPUSeconds, u.CPUCores,
+			u.LoadcpCPUSeconds, u.MaxRSSMiB, u.Goroutines, u.HeapInuseMiB, u.StackInuseMiB)
 	}
 	p("")
 	p("targets")

@@ -226,6 +226,7 @@ func (a *agent) stream(ctx context.Context) (received bool, err error) {
 		return false, recvErr(st, err)
 	}
 	accepted := ""
+	nacks := 0
 	for {
 		resp, err := st.Recv()
 		if err != nil {
@@ -243,9 +244,18 @@ func (a *agent) stream(ctx context.Context) (received bool, err error) {
 			a.log.Error("rejecting secrets from the control plane", "version", resp.GetVersionInfo(), "error", applyErr)
 			next.VersionInfo = accepted
 			next.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
+			// A control plane may answer a NACK at once with the same
+			// content: wait before NACKing again so that is no hot loop.
+			nacks++
+			select {
+			case <-time.After(min(time.Duration(nacks)*time.Second, 30*time.Second)):
+			case <-ctx.Done():
+				return received, nil
+			}
 		case applyErr != nil:
 			return received, applyErr // local failure (disk): reconnect and retry with full state
 		default:
+			nacks = 0
 			accepted = resp.GetVersionInfo()
 			next.VersionInfo = accepted
 		}

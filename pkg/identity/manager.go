@@ -545,10 +545,9 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 	} else if err := keyMatches(keyPEM, leaf); err != nil {
 		return nil, fmt.Errorf("backend %q: %w", b.Name, err)
 	}
-	certPEM := iss.CertPEM
-	if len(certs) > 1 {
-		certPEM = ca.EncodeCertificates(leaf)
-	}
+	// Re-encoded rather than kept as received: ACM returns PEM without a
+	// final newline, which would fuse with the chain appended to it.
+	certPEM := ca.EncodeCertificates(leaf)
 	rec := record{
 		Backend: b.Name, BackendType: b.Type,
 		CertPEM: string(certPEM), ChainPEM: string(chainAfterLeaf(certs[1:], iss.ChainPEM)), KeyPEM: string(keyPEM),
