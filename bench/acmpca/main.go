@@ -38,6 +38,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -348,6 +349,8 @@ func run(ctx context.Context, c config) (*report, error) {
 	logf("registering %d dataplanes (concurrency %d); max-rps %v, issue-rate %v/s, floor %v", c.n, c.concurrency, effRPS, c.issueRate, rep.floor)
 	runCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	rep.cpus, rep.loadStart = runtime.NumCPU(), loadAvg()
+	cpCPU0, pcaCPU0 := cpuSeconds(cp.cmd.Process.Pid), cpuSeconds(pca.cmd.Process.Pid)
 	t0 := time.Now()
 	regErr := make(chan error, 1)
 	go func() { regErr <- register(runCtx, apiURL, c, func(d time.Duration) { rep.registered = d }, t0) }()
@@ -392,6 +395,9 @@ func run(ctx context.Context, c config) (*report, error) {
 			return nil, fmt.Errorf("register: %w", err)
 		}
 	}
+	rep.loadEnd = loadAvg()
+	rep.cpCPU = cpuSeconds(cp.cmd.Process.Pid) - cpCPU0
+	rep.pcaCPU = cpuSeconds(pca.cmd.Process.Pid) - pcaCPU0
 	if rep.timedOut {
 		logf("timed out after %v with %.0f valid", c.timeout, last.get(`meshca_dataplanes_by_cert_state{state="valid"}`))
 	} else {
@@ -504,6 +510,10 @@ type report struct {
 	emuGetTotal       int64
 	budgetWaitAvg     float64
 	budgetWaitCount   float64
+	// Host contention: other processes compete with the two under test.
+	cpus               int
+	loadStart, loadEnd string
+	cpCPU, pcaCPU      float64
 }
 
 func (r *report) fill(pre, post samples, a, b stats) {
@@ -581,6 +591,10 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "  meshca:                  billed %.0f; requests %s; throttles %s; budget wait avg %.2fs over %.0f attempts\n",
 		r.meshcaBilled, fmtMap(r.meshcaRequests), fmtMap(r.meshcaThrottles), r.budgetWaitAvg, r.budgetWaitCount)
 	fmt.Fprintf(w, "  surfaced to data planes: %.0f issuance errors (meshca_certificates_issued_total{backend_type=\"acmpca\",result=\"error\"})\n", r.surfacedErrors)
+	if secs > 0 {
+		fmt.Fprintf(w, "  host:                    %d CPUs, load average %s at start, %s at end; CPU used during certification: meshca-cp %.1fs (%.0f %% of one CPU), acmpca-local %.1fs\n",
+			r.cpus, r.loadStart, r.loadEnd, r.cpCPU, 100*r.cpCPU/secs, r.pcaCPU)
+	}
 	fmt.Fprintln(w, "targets:")
 	for _, c := range r.checks() {
 		v := "PASS"
