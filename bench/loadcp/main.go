@@ -97,7 +97,9 @@ func main() {
 		if cfg.jsonOut {
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "  ")
-			_ = enc.Encode(rep)
+			if jerr := enc.Encode(rep); jerr != nil {
+				err = errors.Join(err, fmt.Errorf("encode JSON report: %w", jerr))
+			}
 		} else {
 			rep.writeText(os.Stdout)
 		}
@@ -568,12 +570,12 @@ func (r *runner) sdsRotation(ctx context.Context) error {
 	}
 	if scrapeErr == nil {
 		h := histogramOf(after, before, metricPush)
-		rot.Server = serverPush{Count: int(h.count), P50: h.quantile(0.5), P90: h.quantile(0.9), P99: h.quantile(0.99)}
+		rot.Server = serverPush{Count: int(h.count), P50: jsonFloat(h.quantile(0.5)), P90: jsonFloat(h.quantile(0.9)), P99: jsonFloat(h.quantile(0.99))}
 		if h.count > 0 {
-			rot.Server.Mean = h.sum / h.count
+			rot.Server.Mean = jsonFloat(h.sum / h.count)
 		}
 		for _, b := range h.buckets {
-			rot.Server.Buckets = append(rot.Server.Buckets, histBucket{LE: b.le, Count: int(b.count)})
+			rot.Server.Buckets = append(rot.Server.Buckets, histBucket{LE: jsonFloat(b.le), Count: int(b.count)})
 		}
 	}
 	if waitErr != nil {

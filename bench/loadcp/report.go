@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -80,16 +81,27 @@ type rotationStats struct {
 
 type serverPush struct {
 	Count   int          `json:"count"`
-	Mean    float64      `json:"meanSeconds"`
-	P50     float64      `json:"p50Seconds"`
-	P90     float64      `json:"p90Seconds"`
-	P99     float64      `json:"p99Seconds"`
+	Mean    jsonFloat    `json:"meanSeconds"`
+	P50     jsonFloat    `json:"p50Seconds"`
+	P90     jsonFloat    `json:"p90Seconds"`
+	P99     jsonFloat    `json:"p99Seconds"`
 	Buckets []histBucket `json:"buckets,omitempty"`
 }
 
 type histBucket struct {
-	LE    float64 `json:"le"`
-	Count int     `json:"cumulativeCount"`
+	LE    jsonFloat `json:"le"` // +Inf is written as null
+	Count int       `json:"cumulativeCount"`
+}
+
+// jsonFloat is a float64 written as null when it is NaN or infinite, which
+// encoding/json refuses.
+type jsonFloat float64
+
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(f))
 }
 
 type memory struct {
@@ -174,9 +186,9 @@ func (r *report) evaluate() {
 	srv := target{Name: "SDS push p99, server view (secret change -> response sent)", Target: "< " + targetPushP99.String(), Value: "not measured"}
 	cli := target{Name: "SDS push p99, client view (rotation trigger -> new identity_cert received)", Target: "< " + targetPushP99.String(), Value: "not measured"}
 	if rot != nil {
-		if rot.Server.Count > 0 && !math.IsNaN(rot.Server.P99) {
-			srv.Value = fmt.Sprintf("%s (histogram estimate, %d pushes)", secs(rot.Server.P99), rot.Server.Count)
-			srv.Pass, srv.Measured = rot.Server.P99 < targetPushP99.Seconds(), true
+		if p99 := float64(rot.Server.P99); rot.Server.Count > 0 && !math.IsNaN(p99) {
+			srv.Value = fmt.Sprintf("%s (histogram estimate, %d pushes)", secs(p99), rot.Server.Count)
+			srv.Pass, srv.Measured = p99 < targetPushP99.Seconds(), true
 		}
 		if rot.Client.Count > 0 {
 			cli.Value = fmt.Sprintf("%s (%d of %d clients)", secs(rot.Client.P99), rot.Client.Count, r.Config.SDSClients)
@@ -250,11 +262,11 @@ func (r *report) writeText(w io.Writer) {
 		p("    client trigger->receive (n=%d):    p50 %s  p90 %s  p99 %s  max %s", cl.Count, secs(cl.P50), secs(cl.P90), secs(cl.P99), secs(cl.Max))
 		s := rot.Server
 		p("    server push latency (n=%d):         p50 %s  p90 %s  p99 %s  mean %s  (meshca_sds_push_latency_seconds, bucket-interpolated)",
-			s.Count, secs(s.P50), secs(s.P90), secs(s.P99), secs(s.Mean))
+			s.Count, secs(float64(s.P50)), secs(float64(s.P90)), secs(float64(s.P99)), secs(float64(s.Mean)))
 		if len(s.Buckets) > 0 {
 			var b strings.Builder
 			for _, bk := range s.Buckets {
-				fmt.Fprintf(&b, " le=%g:%d", bk.LE, bk.Count)
+				fmt.Fprintf(&b, " le=%g:%d", float64(bk.LE), bk.Count)
 			}
 			p("      buckets (cumulative):%s", b.String())
 		}

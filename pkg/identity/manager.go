@@ -69,16 +69,15 @@ type dpState struct {
 }
 
 type meshState struct {
-	mesh     *api.Mesh
-	enabled  api.MTLSBackend
-	mtls     bool
-	backend  ca.Backend
-	bundles  map[string][]byte // backend name -> its trust bundle
-	bundle   []byte            // what peers must trust now
-	inUse    map[string]int    // backend name -> data planes holding its certificate
-	version  int64
-	lastErr  string
-	bundleMu sync.Mutex
+	mesh    *api.Mesh
+	enabled api.MTLSBackend
+	mtls    bool
+	backend ca.Backend
+	bundles map[string][]byte // backend name -> its trust bundle
+	bundle  []byte            // what peers must trust now
+	inUse   map[string]int    // backend name -> data planes holding its certificate
+	version int64
+	lastErr string
 }
 
 // Manager runs the issuance and rotation loop for every data plane.
