@@ -19,6 +19,12 @@
 //     (meshca_certificates_issued_total{backend_type="acmpca",result="error"} = 0);
 //   - exactly N certificates billed (the emulator's "issued").
 //
+// The report also prints the host's load and the CPU time both processes
+// used, because the floor is only reachable when neither is CPU-starved:
+// acmpca-local rewrites (and fsyncs) its whole state.json on every
+// IssueCertificate, so its cost per certificate grows with the number
+// already issued.
+//
 // Exit status: 0 when every target passes, 1 when one fails, 2 on a setup
 // error.
 package main

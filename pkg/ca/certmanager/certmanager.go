@@ -252,9 +252,8 @@ func (b *Backend) Validate(ctx context.Context, mesh string, mb api.MTLSBackend)
 			return err
 		}
 	}
-	if _, err := b.requests(); err != nil {
-		return err
-	}
+	// A cluster is needed only once the backend is enabled (Ensure, Issue):
+	// a Mesh may list a certmanager backend on a control plane with none.
 	return nil
 }
 

@@ -485,8 +485,11 @@ func TestNoCluster(t *testing.T) {
 	}
 	mb := mtlsBackend(t, issuerConf, "1s")
 	const want = "no Kubernetes cluster configured: set --kubeconfig or run in a cluster"
-	if err := b.Validate(t.Context(), testMesh, mb); !errors.Is(err, ErrNoCluster) || err.Error() != want {
-		t.Errorf("Validate error = %v, want %q", err, want)
+	if err := b.Validate(t.Context(), testMesh, mb); err != nil {
+		t.Errorf("Validate of a listed, not enabled backend needs no cluster: %v", err)
+	}
+	if err := b.Ensure(t.Context(), testMesh, mb); !errors.Is(err, ErrNoCluster) || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("Ensure error = %v, want %q", err, want)
 	}
 	if _, err := b.Issue(t.Context(), testMesh, mb, issueRequest(t, "dp", "web")); !errors.Is(err, ErrNoCluster) {
 		t.Errorf("Issue error = %v, want ErrNoCluster", err)
@@ -531,12 +534,12 @@ current-context: x
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = b.Validate(t.Context(), testMesh, mtlsBackend(t, issuerConf, ""))
+			_, err = b.(*Backend).requests()
 			switch {
 			case tt.wantErr == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
+				t.Fatalf("client: %v", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("Validate error = %v, want %q", err, tt.wantErr)
+				t.Fatalf("client error = %v, want %q", err, tt.wantErr)
 			}
 		})
 	}
