@@ -640,7 +640,7 @@ func (s *Server) issueCertificate(ctx context.Context, c call) (any, error) {
 	}
 	s.issued++
 	s.issuedByCA[ca.ARN]++
-	if err := s.saveLocked(); err != nil {
+	if err := s.journalLocked(rec, idemKey); err != nil {
 		return nil, err
 	}
 	s.log.InfoContext(ctx, "certificate issued", "ca_arn", ca.ARN, "serial", rec.Serial,

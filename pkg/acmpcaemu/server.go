@@ -1,6 +1,7 @@
 package acmpcaemu
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -584,10 +585,92 @@ func (s *Server) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(s.opts.StateDir, stateFileName), data, 0o600)
+	if err := writeFileAtomic(filepath.Join(s.opts.StateDir, stateFileName), data, 0o600); err != nil {
+		return err
+	}
+	// state.json now holds everything the journal did.
+	if err := os.Remove(filepath.Join(s.opts.StateDir, journalFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("truncate journal: %w", err)
+	}
+	return nil
+}
+
+// journalFileName holds one JSON line per certificate issued since the last
+// full save: appending is O(1) per issuance, where rewriting state.json
+// would grow with every certificate ever issued.
+const journalFileName = "issued.jsonl"
+
+type journalEntry struct {
+	Cert    *certState `json:"cert"`
+	IdemKey string     `json:"idemKey,omitempty"`
+	Idem    idemState  `json:"idem,omitzero"`
+}
+
+// journalLocked appends an issued certificate (and its idempotency entry) to
+// the journal.
+func (s *Server) journalLocked(rec *certState, idemKey string) error {
+	if s.opts.StateDir == "" {
+		return nil
+	}
+	e := journalEntry{Cert: rec, IdemKey: idemKey}
+	if idemKey != "" {
+		e.Idem = s.idem[idemKey]
+	}
+	line, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode journal entry: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.opts.StateDir, journalFileName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("journal: %w", err)
+	}
+	return f.Close()
+}
+
+// replayJournal applies the journal written after the last full save.
+func (s *Server) replayJournal() error {
+	path := filepath.Join(s.opts.StateDir, journalFileName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	n := 0
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var e journalEntry
+		if err := json.Unmarshal(line, &e); err != nil || e.Cert == nil {
+			s.log.Warn("ignoring a torn journal line", "path", path)
+			continue
+		}
+		s.certs[e.Cert.ARN] = e.Cert
+		if e.IdemKey != "" {
+			s.idem[e.IdemKey] = e.Idem
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Info("journal replayed", "path", path, "certificates", n)
+	}
+	return nil
 }
 
 func (s *Server) load() error {
+	if err := s.loadState(); err != nil {
+		return err
+	}
+	return s.replayJournal()
+}
+
+func (s *Server) loadState() error {
 	path := filepath.Join(s.opts.StateDir, stateFileName)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
