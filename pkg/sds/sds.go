@@ -3,12 +3,14 @@
 //
 // # Design
 //
-// The xDS protocol machinery (SotW and delta streams, nonces, ACK/NACK,
-// per-resource versions) is go-control-plane's sotw/v3 and delta/v3 servers
-// on a SnapshotCache keyed by node id (one snapshot per connected dataplane).
-// (server/v3, which only bundles them, is not used: it imports the ratelimit
-// module, which go.mod does not carry.) This package adds what
-// go-control-plane leaves to its users:
+// The xDS protocol (SotW and delta, nonces, ACK/NACK, resource
+// subscriptions) is implemented here directly on the generated
+// SecretDiscoveryServiceServer (go-control-plane's protos), because a
+// connected data plane must cost little: per stream there is the goroutine
+// gRPC runs the handler on plus one goroutine that receives requests, one
+// Source subscription, and a few hundred bytes of protocol state. Nothing is
+// cached per data plane: responses are built from Source.Current when sent.
+// Responsibilities:
 //
 //   - Authentication. Every stream must carry the dataplane token in gRPC
 //     metadata (`authorization: Bearer <token>`, as Kuma's proxies send it).
@@ -17,21 +19,32 @@
 //   - Authorization. The node id must be `<mesh>.<name>` of the token's
 //     dataplane (Kuma's convention); any other node id ends the stream with
 //     codes.PermissionDenied. The node is checked on every request carrying one.
-//   - Content. One snapshot per connected dataplane holds two
-//     envoy.extensions.transport_sockets.tls.v3.Secret resources:
-//     `identity_cert:secret:<mesh>` (certificate chain + private key) and
-//     `mesh_ca:secret:<mesh>` (trusted CA bundle). The snapshot is built from
-//     Source.Current when the first stream of a dataplane opens, and rebuilt
-//     on every Source.Subscribe signal; the cache then pushes to open streams
-//     without the client asking. Snapshot versions are content hashes, so a
-//     signal without a change pushes nothing.
-//   - Revocation. A token is re-verified before every response is sent; if
-//     it is no longer acceptable (revoked, expired, signing key removed) the
-//     stream ends with codes.Unauthenticated instead of receiving the push.
-//     Open streams are also re-verified periodically (WithReverifyInterval,
-//     default one minute) so a revoked dataplane is cut off even when nothing
-//     is pushed. Transient verification failures (store unreachable) are
-//     logged and do not end a stream that was already authenticated.
+//   - Content. Two envoy.extensions.transport_sockets.tls.v3.Secret
+//     resources: `identity_cert:secret:<mesh>` (certificate chain + private
+//     key) and `mesh_ca:secret:<mesh>` (trusted CA bundle), built from
+//     Source.Current. Every stream subscribes to its data plane's Source
+//     signals and pushes without the client asking when the content changed.
+//     Versions are content hashes, so a signal without a change pushes nothing.
+//   - Protocol. SotW: a response is sent when the version of the requested
+//     resources (both if resource_names is empty or "*") differs from the one
+//     last sent on the stream (on a new stream: from the request's
+//     version_info); requests with a stale nonce are ignored; a NACK
+//     (error_detail) is logged and the NACKed version is not sent again until
+//     the content changes. Delta: wildcard or named subscriptions,
+//     initial_resource_versions, only changed resources are sent, a NACKed
+//     resource version is not resent, and resources sent on the stream that
+//     disappear from the source (the data plane was deleted) are removed.
+//   - Revocation. A token is re-verified before a response is sent; if it is
+//     no longer acceptable (revoked, expired, signing key removed) the stream
+//     ends with codes.Unauthenticated instead of receiving the push. When the
+//     Authenticator is a GenerationAuthenticator (TokenAuthenticator over
+//     Tokens whose Run is watching the store), the re-verification is
+//     skipped while the mesh's generation is unchanged and the token is not
+//     expired. All open streams are also re-verified by one shared loop
+//     (WithReverifyInterval, default one minute), so a revoked dataplane is
+//     cut off even when nothing is pushed. Transient verification failures
+//     (store unreachable) are logged and do not end a stream that was
+//     already authenticated.
 //
 // FetchSecrets (REST-style polling) answers codes.Unimplemented.
 package sds
@@ -39,12 +52,11 @@ package sds
 import (
 	"context"
 	"errors"
-
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"time"
 )
 
 // SecretTypeURL is the type URL of the resources this server sends.
-const SecretTypeURL = resource.SecretType
+const SecretTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 // IdentityCertName is the resource name of a dataplane's certificate and key.
 func IdentityCertName(mesh string) string { return "identity_cert:secret:" + mesh }
@@ -76,6 +88,22 @@ type Source interface {
 // any other error is taken as transient (codes.Unavailable: proxies retry).
 type Authenticator interface {
 	Verify(ctx context.Context, token string) (mesh, name string, err error)
+}
+
+// GenerationAuthenticator is an Authenticator that can tell when its verdicts
+// may have changed, which lets the server skip re-verifying the token of an
+// open stream before each push.
+type GenerationAuthenticator interface {
+	Authenticator
+	// VerifyUntil is Verify that also returns when a positive verdict lapses
+	// by itself (the token's expiry).
+	VerifyUntil(ctx context.Context, token string) (mesh, name string, until time.Time, err error)
+	// Generation returns a value that changes whenever the verdict for a
+	// token of mesh may have changed other than by time passing (revocation
+	// list or signing keys changed). ok=false means it cannot tell; the
+	// server then re-verifies before every push. The server takes it before
+	// calling VerifyUntil.
+	Generation(mesh string) (gen uint64, ok bool)
 }
 
 // ErrRejected marks an Authenticator error as a definitive refusal.

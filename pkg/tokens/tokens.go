@@ -16,6 +16,19 @@
 // dataplane-token-revocations-<mesh>, separated by commas or newlines. The
 // revocation list is read on every Verify, so a revocation takes effect at once.
 //
+// # Caches and change tracking
+//
+// Generate signs with the newest key; its serial is cached per mesh (listing a
+// mesh's Secrets is O(Secrets)). Run watches the store: it keeps that cache
+// current (also for keys created or deleted by other control planes sharing a
+// PostgreSQL store) and maintains a per-mesh generation (Generation) that
+// changes whenever the mesh's revocation list or one of its signing keys
+// changes. Holders of verified tokens (the SDS server) re-verify only when
+// the generation changed, instead of before every use. Without Run, the
+// serial cache is checked with one store read per Generate (is there a key
+// with the next serial? is the cached key still there?) and Generation
+// reports that it cannot tell, so holders re-verify every time.
+//
 // Claims carry `Name` and `Mesh` (Kuma's claim names) and the registered
 // `jti`, `iat` and `exp`. Tokens generated without an explicit validity live
 // DefaultValidity (one year; Kuma defaults to ten, which we consider too long
@@ -96,6 +109,13 @@ type Tokens struct {
 
 	mu   sync.Mutex
 	keys map[store.Key]cachedKey
+
+	gmu      sync.RWMutex
+	watching bool              // Run's store watch is established
+	counter  uint64            // last generation handed out
+	floor    uint64            // generation at the last (re)start or stop of the watch
+	meshGen  map[string]uint64 // generation of the mesh's last relevant change
+	serials  map[string]int    // newest signing-key serial per mesh (cache)
 }
 
 // cachedKey is a parsed signing key, valid while the stored record still has
@@ -113,7 +133,169 @@ func New(st store.Store, now func() time.Time) *Tokens {
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{store: st, now: now, keys: make(map[store.Key]cachedKey)}
+	return &Tokens{
+		store:   st,
+		now:     now,
+		keys:    make(map[store.Key]cachedKey),
+		meshGen: make(map[string]uint64),
+		serials: make(map[string]int),
+	}
+}
+
+// watchRetry is the pause before Run re-establishes a store watch whose
+// channel closed while its context was still live.
+const watchRetry = time.Second
+
+// Run watches the store for changes of signing keys and revocation lists
+// until ctx is done, keeping the signing-key cache current and Generation
+// meaningful. It returns nil when ctx ends. Start it once, in its own
+// goroutine, next to the servers that use these Tokens.
+func (t *Tokens) Run(ctx context.Context) error {
+	for {
+		ch := t.store.Watch(ctx)
+		// Changes made before the watch was established were not seen:
+		// start a new generation for every mesh.
+		t.setWatching(true)
+		for ev := range ch {
+			t.observe(ev)
+		}
+		t.setWatching(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(watchRetry):
+		}
+	}
+}
+
+func (t *Tokens) setWatching(on bool) {
+	t.gmu.Lock()
+	defer t.gmu.Unlock()
+	t.watching = on
+	t.counter++
+	t.floor = t.counter
+	if !on {
+		// Unwatched, the serial cache is validated on use; keep it.
+		clear(t.meshGen)
+	}
+}
+
+// Generation returns a value that changes whenever the verdict of Verify for
+// a token of mesh may have changed other than by time passing: the mesh's
+// revocation list or one of its signing keys was created, changed or deleted
+// (as seen by Run's store watch, which includes other control planes on a
+// shared store). ok is false while Run is not watching the store: every
+// verdict must then be re-checked with Verify.
+//
+// Take the generation before calling Verify: if it is unchanged later, the
+// verdict still holds (until the token expires).
+func (t *Tokens) Generation(mesh string) (gen uint64, ok bool) {
+	t.gmu.RLock()
+	defer t.gmu.RUnlock()
+	if !t.watching {
+		return 0, false
+	}
+	return max(t.meshGen[mesh], t.floor), true
+}
+
+// observe updates caches and generations from one store event.
+func (t *Tokens) observe(ev store.Event) {
+	r := ev.Record
+	if r.Type != api.TypeSecret || r.Mesh == "" {
+		return
+	}
+	if rest, ok := strings.CutPrefix(r.Name, revocationsPrefix); ok && rest == r.Mesh {
+		t.bump(r.Mesh, nil)
+		return
+	}
+	rest, ok := strings.CutPrefix(r.Name, signingKeyPrefix)
+	if !ok {
+		return
+	}
+	rest, ok = strings.CutPrefix(rest, r.Mesh+"-")
+	if !ok {
+		return
+	}
+	serial, ok := parseSerial(rest)
+	if !ok {
+		return
+	}
+	t.bump(r.Mesh, func() {
+		if ev.Kind == store.EventDeleted {
+			if t.serials[r.Mesh] == serial {
+				delete(t.serials, r.Mesh) // re-listed on the next Generate
+			}
+		} else if cur, ok := t.serials[r.Mesh]; ok && serial > cur {
+			t.serials[r.Mesh] = serial
+		}
+	})
+	if ev.Kind == store.EventDeleted {
+		t.mu.Lock()
+		delete(t.keys, r.Key)
+		t.mu.Unlock()
+	}
+}
+
+// bump gives mesh a new generation, running also (if not nil) under the same lock.
+func (t *Tokens) bump(mesh string, also func()) {
+	t.gmu.Lock()
+	defer t.gmu.Unlock()
+	t.counter++
+	t.meshGen[mesh] = t.counter
+	if also != nil {
+		also()
+	}
+}
+
+// signingSerial returns the newest signing-key serial of mesh (0 if none),
+// from the cache when it can be trusted.
+func (t *Tokens) signingSerial(ctx context.Context, mesh string) (int, error) {
+	t.gmu.RLock()
+	serial, ok := t.serials[mesh]
+	watching := t.watching
+	t.gmu.RUnlock()
+	if ok && !watching {
+		// Nobody tells us about rotations by other control planes: one
+		// read for the next serial instead of listing the mesh's Secrets.
+		_, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial+1)})
+		switch {
+		case err == nil:
+			ok = false
+		case !errors.Is(err, store.ErrNotFound):
+			return 0, fmt.Errorf("read signing key %d of mesh %q: %w", serial+1, mesh, err)
+		}
+	}
+	if ok {
+		return serial, nil
+	}
+	serial, err := t.newestSerial(ctx, mesh)
+	if err != nil {
+		return 0, err
+	}
+	t.noteSerial(mesh, serial)
+	return serial, nil
+}
+
+// noteSerial records that a signing key with serial exists in mesh.
+func (t *Tokens) noteSerial(mesh string, serial int) {
+	if serial < 1 {
+		return
+	}
+	t.gmu.Lock()
+	defer t.gmu.Unlock()
+	t.serials[mesh] = max(t.serials[mesh], serial)
+}
+
+// forgetSerial drops the cached serial of mesh if it is serial (that key is gone).
+func (t *Tokens) forgetSerial(mesh string, serial int) {
+	t.gmu.Lock()
+	defer t.gmu.Unlock()
+	if t.serials[mesh] == serial {
+		delete(t.serials, mesh)
+	}
 }
 
 // Generate issues a token for dataplane name in mesh, valid for validFor
@@ -131,28 +313,7 @@ func (t *Tokens) Generate(ctx context.Context, mesh, name string, validFor time.
 	if err := t.checkMesh(ctx, mesh); err != nil {
 		return "", fmt.Errorf("generate dataplane token: %w", err)
 	}
-	serial, err := t.newestSerial(ctx, mesh)
-	if err != nil {
-		return "", fmt.Errorf("generate dataplane token: %w", err)
-	}
-	if serial == 0 {
-		serial, err = t.createKey(ctx, mesh, 1)
-		if errors.Is(err, store.ErrAlreadyExists) {
-			// A concurrent caller created it first; use whatever is newest now.
-			serial, err = t.newestSerial(ctx, mesh)
-			if err == nil && serial == 0 {
-				err = errors.New("signing key vanished after concurrent creation")
-			}
-		}
-		if err != nil {
-			return "", fmt.Errorf("generate dataplane token: %w", err)
-		}
-	}
-	rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)})
-	if err != nil {
-		return "", fmt.Errorf("generate dataplane token: read signing key %d of mesh %q: %w", serial, mesh, err)
-	}
-	key, err := t.parseKey(rec)
+	key, serial, err := t.signingKey(ctx, mesh)
 	if err != nil {
 		return "", fmt.Errorf("generate dataplane token: %w", err)
 	}
@@ -177,6 +338,44 @@ func (t *Tokens) Generate(ctx context.Context, mesh, name string, validFor time.
 		return "", fmt.Errorf("generate dataplane token: sign: %w", err)
 	}
 	return signed, nil
+}
+
+// signingKey returns the newest signing key of mesh and its serial, creating
+// the first one if there is none.
+func (t *Tokens) signingKey(ctx context.Context, mesh string) (*rsa.PrivateKey, int, error) {
+	for attempt := 0; ; attempt++ {
+		serial, err := t.signingSerial(ctx, mesh)
+		if err != nil {
+			return nil, 0, err
+		}
+		if serial == 0 {
+			serial, err = t.createKey(ctx, mesh, 1)
+			if errors.Is(err, store.ErrAlreadyExists) {
+				// A concurrent caller created it first; use whatever is newest now.
+				serial, err = t.newestSerial(ctx, mesh)
+				if err == nil && serial == 0 {
+					err = errors.New("signing key vanished after concurrent creation")
+				}
+			}
+			if err != nil {
+				return nil, 0, err
+			}
+			t.noteSerial(mesh, serial)
+		}
+		rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)})
+		if errors.Is(err, store.ErrNotFound) && attempt == 0 {
+			t.forgetSerial(mesh, serial) // deleted since cached: list again
+			continue
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("read signing key %d of mesh %q: %w", serial, mesh, err)
+		}
+		key, err := t.parseKey(rec)
+		if err != nil {
+			return nil, 0, err
+		}
+		return key, serial, nil
+	}
 }
 
 // Verify checks a token's signature (with the key its kid names), expiry and
@@ -259,6 +458,7 @@ func (t *Tokens) RotateSigningKey(ctx context.Context, mesh string) (int, error)
 		if err != nil {
 			return 0, fmt.Errorf("rotate signing key: %w", err)
 		}
+		t.noteSerial(mesh, created)
 		return created, nil
 	}
 	return 0, fmt.Errorf("rotate signing key of mesh %q: too many concurrent rotations", mesh)
@@ -288,13 +488,21 @@ func (t *Tokens) newestSerial(ctx context.Context, mesh string) (int, error) {
 		if !ok {
 			continue
 		}
-		n, err := strconv.Atoi(rest)
-		if err != nil || n < 1 || strconv.Itoa(n) != rest {
-			continue
+		if n, ok := parseSerial(rest); ok {
+			newest = max(newest, n)
 		}
-		newest = max(newest, n)
 	}
 	return newest, nil
+}
+
+// parseSerial parses the serial suffix of a signing-key name (canonical
+// decimal, at least 1).
+func parseSerial(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || strconv.Itoa(n) != s {
+		return 0, false
+	}
+	return n, true
 }
 
 func (t *Tokens) createKey(ctx context.Context, mesh string, serial int) (int, error) {

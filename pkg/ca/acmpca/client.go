@@ -190,6 +190,9 @@ func budgetMiddleware(b budget, m *metrics) middleware.FinalizeMiddleware {
 		m.requests.WithLabelValues(op, outcome).Inc()
 		if isThrottle(err) {
 			m.throttles.WithLabelValues(op).Inc()
+			b.throttled(op)
+		} else if err == nil {
+			b.succeeded(op)
 		}
 		if err != nil && rt != nil && ctx.Err() == nil {
 			rt.setLastErr(err)
@@ -209,29 +212,76 @@ func addBudgetMiddleware(b budget, m *metrics) func(*middleware.Stack) error {
 // default); every other call (GetCertificate polling, Describe...) has its
 // own bucket at readRatio times that rate, mirroring ACM's default quotas
 // (GetCertificate 75/s), so polling never eats the issuing budget.
+//
+// The configured rate is a ceiling. The account quota is shared with other
+// clients, so a ThrottlingException halves the bucket's rate (not below
+// minRate) and each success wins back a small step towards the ceiling:
+// after a throttle the backend settles just under what ACM grants instead of
+// spending its retries against the quota.
 type budget struct {
-	issue, other *rate.Limiter
+	issue, other *adaptive
 }
 
-const readRatio = 3
+const (
+	readRatio = 3
+	minRate   = 0.5
+	// recoverSteps successes bring a halved rate back to the ceiling.
+	recoverSteps = 50
+)
 
-func newBudget(rps float64) budget {
-	return budget{issue: rate.NewLimiter(rate.Limit(rps), 1), other: rate.NewLimiter(rate.Limit(rps*readRatio), 1)}
+type adaptive struct {
+	mu      sync.Mutex
+	ceiling float64
+	lim     *rate.Limiter
 }
 
-func (b budget) setRate(rps float64) {
-	if b.issue.Limit() != rate.Limit(rps) {
-		b.issue.SetLimit(rate.Limit(rps))
-		b.other.SetLimit(rate.Limit(rps * readRatio))
+func newAdaptive(rps float64) *adaptive {
+	return &adaptive{ceiling: rps, lim: rate.NewLimiter(rate.Limit(rps), 1)}
+}
+
+func (a *adaptive) setCeiling(rps float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ceiling != rps {
+		a.ceiling = rps
+		a.lim.SetLimit(rate.Limit(rps))
 	}
 }
 
-func (b budget) limiter(op string) *rate.Limiter {
+func (a *adaptive) throttled() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.lim.SetLimit(rate.Limit(max(float64(a.lim.Limit())/2, minRate)))
+}
+
+func (a *adaptive) succeeded() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur := float64(a.lim.Limit()); cur < a.ceiling {
+		a.lim.SetLimit(rate.Limit(min(cur+a.ceiling/recoverSteps, a.ceiling)))
+	}
+}
+
+func newBudget(rps float64) budget {
+	return budget{issue: newAdaptive(rps), other: newAdaptive(rps * readRatio)}
+}
+
+func (b budget) setRate(rps float64) {
+	b.issue.setCeiling(rps)
+	b.other.setCeiling(rps * readRatio)
+}
+
+func (b budget) bucket(op string) *adaptive {
 	if op == "IssueCertificate" {
 		return b.issue
 	}
 	return b.other
 }
+
+func (b budget) throttled(op string) { b.bucket(op).throttled() }
+func (b budget) succeeded(op string) { b.bucket(op).succeeded() }
+
+func (b budget) limiter(op string) *rate.Limiter { return b.bucket(op).lim }
 
 // credentialsError marks a failure to obtain AWS credentials (the default
 // chain found none, a web identity exchange failed, ...).

@@ -3,10 +3,29 @@
 //
 // The database holds CA keys: its directory is created 0700 and the file is
 // kept at 0600 (SQLite gives the -wal and -shm files the mode of the
-// database file). Writes are serialized in-process by a mutex and across
-// processes by BEGIN IMMEDIATE plus busy_timeout, so concurrent commits wait
-// instead of failing with SQLITE_BUSY. WAL mode lets readers run alongside the
-// writer. Times are stored as UTC unix nanoseconds.
+// database file). WAL mode lets readers run alongside the writer. Times are
+// stored as UTC unix nanoseconds.
+//
+// # Group commit
+//
+// Every transaction ends with an fsync (synchronous=FULL: the file holds CA
+// keys), so one transaction per Commit caps throughput at one commit per
+// fsync. Instead, Commit calls are queued to a single writer goroutine. The
+// writer takes everything queued (up to maxBatch calls), runs ONE transaction
+// and applies each call's ops inside its own SAVEPOINT: a call whose ops fail
+// is rolled back to its savepoint and gets its error alone, the others are
+// released. One COMMIT (one fsync) then makes the whole batch durable, the
+// events of the successful calls are published in commit order, and every
+// caller gets its result. Calls of a batch are applied one after another, so
+// a call sees the changes of the calls before it exactly as if each had been
+// committed on its own; per-call atomicity and error semantics are unchanged.
+// The writer never waits to fill a batch: a lone Commit runs at once, and
+// batches form naturally from the calls that queue up while the previous
+// batch is being fsynced.
+//
+// Across processes, writes are serialized by BEGIN IMMEDIATE plus
+// busy_timeout, so concurrent writers wait instead of failing with
+// SQLITE_BUSY.
 //
 // Watchers see only commits made through this Store value.
 package sqlite
@@ -22,6 +41,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -32,23 +52,60 @@ import (
 
 const (
 	busyTimeout = 10 * time.Second
-	// maxConns bounds the pool: one writer at a time plus concurrent readers.
+	// maxConns bounds the pool: the writer goroutine plus concurrent readers.
 	maxConns = 4
+	// maxBatch bounds how many Commit calls share one transaction, which
+	// bounds the latency a batch adds to its last call.
+	maxBatch = 256
 )
+
+// ErrClosed is returned by Commit once the Store is closed, including to
+// calls that were still queued (not yet applied) when Close was called.
+var ErrClosed = errors.New("sqlite store: closed")
 
 // Store is a store.Store backed by one SQLite file.
 type Store struct {
-	db      *sql.DB
-	getStmt *sql.Stmt // prepared once: Get is the hot path
-	logger  *slog.Logger
-	hub     *storeutil.Hub
+	db     *sql.DB
+	logger *slog.Logger
+	hub    *storeutil.Hub
 
-	// wmu serializes commits and their Publish calls, so watchers see events
-	// in commit order and in-process writers never contend inside SQLite.
-	wmu       sync.Mutex
+	// Prepared once on the pool; transactions reuse them per connection.
+	getStmt, upsertStmt, deleteStmt      *sql.Stmt
+	savepointStmt, releaseStmt, undoStmt *sql.Stmt
+
+	// The Commit queue, drained by the writer goroutine. Only the writer
+	// writes to the database and publishes events, so watchers see events in
+	// commit order and in-process writers never contend inside SQLite.
+	qmu        sync.Mutex
+	queue      []*request
+	closed     bool          // guarded by qmu; no request is queued once set
+	wake       chan struct{} // capacity 1: "queue is non-empty or closed"
+	writerDone chan struct{} // closed when the writer goroutine has exited
+
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// request is one Commit call waiting for the writer.
+type request struct {
+	ctx context.Context
+	ops []store.Op
+	// state moves once from reqQueued to reqClaimed (the writer will apply
+	// the ops, or fail the call, and send the result on done) or to
+	// reqAbandoned (the caller's ctx ended first: the ops are never applied
+	// and nothing is sent).
+	state atomic.Int32
+	done  chan error // capacity 1
+
+	err    error         // writer only: the call's own outcome
+	events []store.Event // writer only: the call's events if it succeeded
+}
+
+const (
+	reqQueued int32 = iota
+	reqClaimed
+	reqAbandoned
+)
 
 var _ store.Store = (*Store)(nil)
 
@@ -100,15 +157,34 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 	db.SetMaxIdleConns(maxConns)
 	db.SetConnMaxIdleTime(0)
 
-	s := &Store{db: db, logger: logger.With("store", "sqlite", "path", abs), hub: storeutil.NewHub()}
+	s := &Store{
+		db:         db,
+		logger:     logger.With("store", "sqlite", "path", abs),
+		hub:        storeutil.NewHub(),
+		wake:       make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+	}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("sqlite store: %s: %w", abs, err)
 	}
-	if s.getStmt, err = db.PrepareContext(ctx, getQuery); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("sqlite store: %s: prepare: %w", abs, err)
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&s.getStmt, getQuery},
+		{&s.upsertStmt, upsertQuery},
+		{&s.deleteStmt, deleteQuery},
+		{&s.savepointStmt, `SAVEPOINT commit_call`},
+		{&s.releaseStmt, `RELEASE commit_call`},
+		{&s.undoStmt, `ROLLBACK TO commit_call`},
+	} {
+		if *p.stmt, err = db.PrepareContext(ctx, p.query); err != nil {
+			_ = db.Close() // also closes the statements prepared so far
+			return nil, fmt.Errorf("sqlite store: %s: prepare: %w", abs, err)
+		}
 	}
+	go s.writer()
 	return s, nil
 }
 
@@ -136,9 +212,8 @@ func prepareFile(path string, logger *slog.Logger) error {
 	return nil
 }
 
+// migrate runs from Open, before the writer goroutine starts.
 func (s *Store) migrate(ctx context.Context) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -179,8 +254,13 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 const (
-	columns  = `type, mesh, name, version, spec, labels, created_at, modified_at`
-	getQuery = `SELECT ` + columns + ` FROM resources WHERE type = ? AND mesh = ? AND name = ?`
+	columns     = `type, mesh, name, version, spec, labels, created_at, modified_at`
+	getQuery    = `SELECT ` + columns + ` FROM resources WHERE type = ? AND mesh = ? AND name = ?`
+	deleteQuery = `DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?`
+	upsertQuery = `INSERT INTO resources (` + columns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (type, mesh, name) DO UPDATE SET
+			version = excluded.version, spec = excluded.spec, labels = excluded.labels,
+			created_at = excluded.created_at, modified_at = excluded.modified_at`
 )
 
 type scanner interface{ Scan(dest ...any) error }
@@ -255,7 +335,11 @@ func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, err
 	return out, nil
 }
 
-// Commit implements store.Store: all ops run in one IMMEDIATE transaction.
+// Commit implements store.Store. The call is queued to the writer goroutine,
+// which applies it atomically inside its own savepoint of a group
+// transaction (see the package documentation). If ctx ends while the call is
+// still queued, Commit returns ctx.Err() and the ops are never applied; once
+// the writer has started applying them, Commit reports what happened.
 func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	if err := storeutil.ValidateOps(ops); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -263,44 +347,206 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("commit: begin: %w", err)
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	defer func() { _ = tx.Rollback() }()
+	req := &request{ctx: ctx, ops: ops, done: make(chan error, 1)}
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		return fmt.Errorf("commit: %w", ErrClosed)
+	}
+	s.queue = append(s.queue, req)
+	s.qmu.Unlock()
+	s.signal()
 
-	getStmt := tx.StmtContext(ctx, s.getStmt)
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		if req.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			return ctx.Err()
+		}
+		// The writer claimed the call first: report its outcome.
+		return <-req.done
+	}
+}
+
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// claim hands the call to the writer, unless its caller has abandoned it.
+func (r *request) claim() bool {
+	return r.state.CompareAndSwap(reqQueued, reqClaimed)
+}
+
+// writer is the only goroutine that writes to the database. It takes up to
+// maxBatch queued calls at a time, without waiting for more to arrive, until
+// Close; then it fails the calls still queued.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	var batch []*request
+	for {
+		s.qmu.Lock()
+		if s.closed {
+			pending := s.queue
+			s.queue = nil
+			s.qmu.Unlock()
+			err := fmt.Errorf("commit: %w", ErrClosed)
+			for _, r := range pending {
+				if r.claim() {
+					r.done <- err
+				}
+			}
+			return
+		}
+		n := min(len(s.queue), maxBatch)
+		batch = append(batch[:0], s.queue[:n]...)
+		rest := copy(s.queue, s.queue[n:])
+		clear(s.queue[rest:])
+		s.queue = s.queue[:rest]
+		s.qmu.Unlock()
+
+		if n == 0 {
+			<-s.wake
+			continue
+		}
+		s.commitBatch(batch)
+		clear(batch)
+	}
+}
+
+// txStmts are the Store's prepared statements bound to one transaction.
+type txStmts struct {
+	get, upsert, delete, savepoint, release, undo *sql.Stmt
+}
+
+// commitBatch applies the calls of batch, in order, each in its own
+// savepoint of one transaction, commits it, publishes the events of the
+// calls that succeeded and hands every claimed call its result.
+func (s *Store) commitBatch(batch []*request) {
+	// Callers' contexts must not reach SQLite: an interrupted statement can
+	// roll back the whole shared transaction. A call's ctx is checked before
+	// its ops are applied; after that, the call runs to completion.
+	ctx := context.Background()
+	fail := func(reqs []*request, err error) {
+		for _, r := range reqs {
+			if r.claim() {
+				r.done <- err
+			}
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock in the DSN)
+	if err != nil {
+		fail(batch, fmt.Errorf("commit: begin: %w", err))
+		return
+	}
+	st := &txStmts{
+		get:       tx.StmtContext(ctx, s.getStmt),
+		upsert:    tx.StmtContext(ctx, s.upsertStmt),
+		delete:    tx.StmtContext(ctx, s.deleteStmt),
+		savepoint: tx.StmtContext(ctx, s.savepointStmt),
+		release:   tx.StmtContext(ctx, s.releaseStmt),
+		undo:      tx.StmtContext(ctx, s.undoStmt),
+	}
+
+	claimed := make([]*request, 0, len(batch))
+	for i, r := range batch {
+		if !r.claim() {
+			continue // its caller gave up while it was queued
+		}
+		claimed = append(claimed, r)
+		if err := r.ctx.Err(); err != nil {
+			r.err = err
+			continue
+		}
+		if err := applyCall(ctx, st, r); err != nil {
+			// The transaction is no longer usable (e.g. SQLite rolled it
+			// back after an I/O error or a full disk): nothing of this batch
+			// is committed. Calls that already had their own outcome keep
+			// it; the others get the error.
+			_ = tx.Rollback()
+			err = fmt.Errorf("commit: batch aborted: %w", err)
+			s.logger.Error("group commit aborted", "calls", len(batch), "error", err)
+			for _, c := range claimed {
+				if c.err != nil {
+					c.done <- c.err
+				} else {
+					c.done <- err
+				}
+			}
+			fail(batch[i+1:], err)
+			return
+		}
+	}
+
+	if err := tx.Commit(); err != nil {
+		err = fmt.Errorf("commit: %w", err)
+		for _, r := range claimed {
+			r.done <- err
+		}
+		return
+	}
+	var events []store.Event
+	for _, r := range claimed {
+		events = append(events, r.events...)
+	}
+	s.hub.Publish(events) // before any caller returns, as with a lone commit
+	for _, r := range claimed {
+		r.done <- r.err
+	}
+}
+
+// applyCall applies r's ops atomically inside a savepoint. If they fail, the
+// failure is recorded in r.err and the savepoint is rolled back; otherwise
+// r.events holds their events. A returned error means the transaction itself
+// is no longer usable.
+func applyCall(ctx context.Context, st *txStmts, r *request) error {
+	if _, err := st.savepoint.ExecContext(ctx); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	events, err := applyOps(ctx, st, r.ops)
+	if err != nil {
+		r.err = fmt.Errorf("commit: %w", err)
+		if _, err := st.undo.ExecContext(ctx); err != nil {
+			return fmt.Errorf("rollback to savepoint after %w: %w", r.err, err)
+		}
+	}
+	if _, err := st.release.ExecContext(ctx); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	r.events = events
+	return nil
+}
+
+func applyOps(ctx context.Context, st *txStmts, ops []store.Op) ([]store.Event, error) {
 	now := storeutil.Now()
 	events := make([]store.Event, 0, len(ops))
 	for _, op := range ops {
 		key := op.Record.Key
-		cur, err := get(ctx, getStmt, key)
+		cur, err := get(ctx, st.get, key)
 		if err != nil {
-			return fmt.Errorf("commit: read %s: %w", key, err)
+			return nil, fmt.Errorf("read %s: %w", key, err)
 		}
 		next, ev, err := storeutil.Apply(cur, op, now)
 		if err != nil {
-			return fmt.Errorf("commit: %w", err)
+			return nil, err
 		}
-		if err := write(ctx, tx, key, next); err != nil {
-			return fmt.Errorf("commit: write %s: %w", key, err)
+		if err := write(ctx, st, key, next); err != nil {
+			return nil, fmt.Errorf("write %s: %w", key, err)
 		}
 		events = append(events, ev)
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	s.hub.Publish(events)
-	return nil
+	return events, nil
 }
 
-func write(ctx context.Context, tx *sql.Tx, key store.Key, next *store.Record) error {
+func write(ctx context.Context, st *txStmts, key store.Key, next *store.Record) error {
 	if next == nil {
-		_, err := tx.ExecContext(ctx, `DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?`,
-			key.Type, key.Mesh, key.Name)
+		_, err := st.delete.ExecContext(ctx, key.Type, key.Mesh, key.Name)
 		return err
 	}
 	labels := []byte("{}")
@@ -310,11 +556,7 @@ func write(ctx context.Context, tx *sql.Tx, key store.Key, next *store.Record) e
 			return err
 		}
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO resources (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (type, mesh, name) DO UPDATE SET
-			version = excluded.version, spec = excluded.spec, labels = excluded.labels,
-			created_at = excluded.created_at, modified_at = excluded.modified_at`,
-		key.Type, key.Mesh, key.Name, next.Version, next.Spec, string(labels),
+	_, err := st.upsert.ExecContext(ctx, key.Type, key.Mesh, key.Name, next.Version, next.Spec, string(labels),
 		next.CreationTime.UnixNano(), next.ModificationTime.UnixNano())
 	return err
 }
@@ -326,12 +568,21 @@ func (s *Store) Watch(ctx context.Context) <-chan store.Event {
 
 // Close implements store.Store: it closes watch channels and the database.
 // It is safe to call more than once.
+// A batch already being applied completes (its callers get its outcome);
+// Commit calls still queued, or made later, fail with ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.qmu.Lock()
+		s.closed = true
+		s.qmu.Unlock()
+		s.signal()
+		<-s.writerDone
 		s.hub.Close()
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-		s.closeErr = errors.Join(s.getStmt.Close(), s.db.Close())
+		var errs []error
+		for _, st := range []*sql.Stmt{s.getStmt, s.upsertStmt, s.deleteStmt, s.savepointStmt, s.releaseStmt, s.undoStmt} {
+			errs = append(errs, st.Close())
+		}
+		s.closeErr = errors.Join(append(errs, s.db.Close())...)
 	})
 	return s.closeErr
 }

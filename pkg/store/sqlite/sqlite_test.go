@@ -1,7 +1,10 @@
 package sqlite_test
 
 import (
+	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"meshca/pkg/store"
 	"meshca/pkg/store/sqlite"
@@ -247,4 +251,197 @@ func BenchmarkCommitParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+}
+
+// lockDB holds the database's write lock from another connection (standing in
+// for another process) until the returned function is called, so the Store's
+// writer blocks in BEGIN IMMEDIATE (busy_timeout) on its next batch.
+func lockDB(t *testing.T, path string) (unlock func()) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(t.Context(), `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(context.Background(), `COMMIT`); err != nil {
+				t.Error(err)
+			}
+			_ = conn.Close()
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// commitAsync starts a Commit and returns the channel its result arrives on.
+func commitAsync(ctx context.Context, s store.Store, ops ...store.Op) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- s.Commit(ctx, ops...) }()
+	return ch
+}
+
+func createOp(name string) store.Op {
+	return store.Op{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Type: "T", Name: name}}}
+}
+
+func result(t *testing.T, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("Commit did not return")
+		return nil
+	}
+}
+
+// waitQueued gives a started Commit time to reach the writer's queue (or, for
+// the first one, the writer blocked in BEGIN).
+func waitQueued() { time.Sleep(100 * time.Millisecond) }
+
+// A caller whose ctx ends while its commit is queued gets ctx.Err() at once,
+// and its ops are never applied, even though the batch around it commits.
+func TestCommitCanceledWhileQueued(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshca.db")
+	s := open(t, path)
+	ch := s.Watch(t.Context())
+	unlock := lockDB(t, path)
+
+	a := commitAsync(t.Context(), s, createOp("a"))
+	waitQueued()
+	ctx, cancel := context.WithCancel(t.Context())
+	b := commitAsync(ctx, s, createOp("b"))
+	c := commitAsync(t.Context(), s, createOp("c"))
+	waitQueued()
+	cancel()
+	if err := result(t, b); err != context.Canceled {
+		t.Fatalf("canceled Commit = %v, want context.Canceled", err)
+	}
+	unlock()
+	for name, ch := range map[string]<-chan error{"a": a, "c": c} {
+		if err := result(t, ch); err != nil {
+			t.Errorf("Commit %s = %v", name, err)
+		}
+	}
+	if _, err := s.Get(t.Context(), store.Key{Type: "T", Name: "b"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("canceled commit was applied: Get = %v", err)
+	}
+	for _, name := range []string{"a", "c"} {
+		if ev := <-ch; ev.Record.Name != name {
+			t.Fatalf("event %s, want %s", ev.Record.Name, name)
+		}
+	}
+	if err := store.Create(t.Context(), s, store.Record{Key: store.Key{Type: "T", Name: "marker"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-ch; ev.Record.Name != "marker" {
+		t.Fatalf("event %s, want marker", ev.Record.Name)
+	}
+}
+
+// Close lets the batch in progress finish and fails the commits still queued.
+func TestCloseFailsQueuedCommits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshca.db")
+	s := open(t, path)
+	unlock := lockDB(t, path)
+
+	a := commitAsync(t.Context(), s, createOp("a")) // taken by the writer, blocked in BEGIN
+	waitQueued()
+	b := commitAsync(t.Context(), s, createOp("b")) // queued behind it
+	waitQueued()
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	waitQueued()
+	unlock()
+	if err := result(t, a); err != nil {
+		t.Errorf("in-flight Commit = %v, want nil", err)
+	}
+	if err := result(t, b); !errors.Is(err, sqlite.ErrClosed) {
+		t.Errorf("queued Commit = %v, want ErrClosed", err)
+	}
+	if err := result(t, closed); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if err := store.Create(t.Context(), s, store.Record{Key: store.Key{Type: "T", Name: "late"}}); !errors.Is(err, sqlite.ErrClosed) {
+		t.Errorf("Commit after Close = %v, want ErrClosed", err)
+	}
+
+	s2 := open(t, path)
+	if _, err := s2.Get(t.Context(), store.Key{Type: "T", Name: "a"}); err != nil {
+		t.Errorf("in-flight commit lost: %v", err)
+	}
+	if _, err := s2.Get(t.Context(), store.Key{Type: "T", Name: "b"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("failed commit applied: Get = %v", err)
+	}
+}
+
+// Calls queued together share one transaction, yet each sees the calls before
+// it as committed and fails or succeeds on its own.
+func TestBatchedCallsAreIndependent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshca.db")
+	s := open(t, path)
+	ch := s.Watch(t.Context())
+	unlock := lockDB(t, path)
+
+	first := commitAsync(t.Context(), s, createOp("first"))
+	waitQueued()
+	k := store.Key{Type: "T", Name: "k"}
+	upd := func(version int64, spec string) store.Op {
+		return store.Op{Kind: store.OpUpdate, Record: store.Record{Key: k, Version: version, Spec: []byte(spec)}}
+	}
+	steps := []struct {
+		ops  []store.Op
+		want error
+	}{
+		{[]store.Op{createOp("k")}, nil},
+		{[]store.Op{createOp("k")}, store.ErrAlreadyExists},
+		{[]store.Op{upd(1, "v2")}, nil},
+		{[]store.Op{createOp("partial"), upd(1, "stale")}, store.ErrConflict}, // nothing of it applied
+		{[]store.Op{upd(2, "v3"), createOp("j")}, nil},
+		{[]store.Op{{Kind: store.OpDelete, Record: store.Record{Key: store.Key{Type: "T", Name: "partial"}}}}, store.ErrNotFound},
+		{[]store.Op{{Kind: store.OpDelete, Record: store.Record{Key: store.Key{Type: "T", Name: "j"}, Version: 1}}}, nil},
+	}
+	results := make([]<-chan error, len(steps))
+	for i, st := range steps {
+		results[i] = commitAsync(t.Context(), s, st.ops...)
+		time.Sleep(20 * time.Millisecond) // keep the queue order
+	}
+	unlock()
+	if err := result(t, first); err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range steps {
+		if err := result(t, results[i]); !errors.Is(err, st.want) || (err == nil) != (st.want == nil) {
+			t.Errorf("step %d = %v, want %v", i, err, st.want)
+		}
+	}
+	got, err := s.Get(t.Context(), k)
+	if err != nil || got.Version != 3 || string(got.Spec) != "v3" {
+		t.Errorf("k = %+v, %v; want version 3 spec v3", got, err)
+	}
+	all, err := s.List(t.Context(), "T", "")
+	if err != nil || len(all) != 2 {
+		t.Errorf("List = %v, %v; want first and k", all, err)
+	}
+	wants := []string{"1 first v1", "1 k v1", "2 k v2", "2 k v3", "1 j v1", "3 j v1"}
+	for _, w := range wants {
+		select {
+		case ev := <-ch:
+			if g := fmt.Sprintf("%d %s v%d", ev.Kind, ev.Record.Name, ev.Record.Version); g != w {
+				t.Fatalf("event %q, want %q", g, w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no event, want %q", w)
+		}
+	}
 }
