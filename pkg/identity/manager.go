@@ -648,6 +648,8 @@ func (m *Manager) backendBundle(ctx context.Context, mesh string, b api.MTLSBack
 		}
 	}
 	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
+	defer cancel()
 	if err := be.Ensure(ctx, mesh, b); err != nil {
 		return nil, err
 	}

@@ -57,6 +57,19 @@ func (e *emulator) stats(t *testing.T) emuStats {
 	return s
 }
 
+// admin posts to one of the emulator's admin endpoints (faults, rates).
+func (e *emulator) admin(t *testing.T, what, body string) {
+	t.Helper()
+	resp, err := http.Post(e.url+"/_acmpca-local/"+what, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST %s %s: %s", what, body, resp.Status)
+	}
+}
+
 func (e *emulator) chain(t *testing.T, arn string) []byte {
 	t.Helper()
 	id := arn[strings.LastIndex(arn, "/")+1:]
@@ -179,6 +192,61 @@ mtls:
 		})
 		if got := emu.stats(t).Issued; got != issued+1 {
 			t.Errorf("emulator issued %d certificates for one data plane across a crash", got-issued)
+		}
+	})
+
+	t.Run("100 dataplanes against an IssueCertificate quota of 5/s", func(t *testing.T) {
+		emu.admin(t, "rates", `{"IssueCertificate":5}`)
+		defer emu.admin(t, "rates", `{"IssueCertificate":25}`)
+		issued := emu.stats(t).Issued
+		var docs []string
+		for i := 0; i < 100; i++ {
+			docs = append(docs, fmt.Sprintf("type: Dataplane\nmesh: default\nname: load-%d\nnetworking: {address: 127.0.0.1, inbound: [{port: %d, tags: {kuma.io/service: load}}]}\n", i, 10000+i))
+		}
+		start := time.Now()
+		cp.apply(t, strings.Join(docs, "---\n"))
+		waitFor(t, 90*time.Second, "100 more certificates", func() bool { return cp.metric(t, `meshca_dataplanes_by_cert_state{state="valid"}`) == 103 })
+		t.Logf("100 dataplanes certified in %v at 5/s", time.Since(start).Round(time.Millisecond))
+		if got := emu.stats(t).Issued - issued; got != 100 {
+			t.Errorf("emulator issued %d certificates for 100 dataplanes", got)
+		}
+		if errs := cp.metric(t, `meshca_certificates_issued_total{backend_type="acmpca",result="error"}`); errs != 0 {
+			t.Errorf("%v issuance failures surfaced to data planes", errs)
+		}
+		for i := 0; i < 100; i++ {
+			req, _ := http.NewRequest(http.MethodDelete, fmt.Sprintf("http://%s/meshes/default/dataplanes/load-%d", cp.api, i), nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	})
+
+	t.Run("an ACM outage during rotation keeps the old certificates in service", func(t *testing.T) {
+		b0, w0 := backend.leaf(), web.leaf()
+		emu.admin(t, "faults", `{"outageFor":"60s"}`)
+		defer emu.admin(t, "faults", `{"outageFor":"0s"}`)
+		seed, err := os.ReadFile(filepath.Join("..", "..", "examples", "acmpca", "mesh-universal.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp.apply(t, strings.Replace(string(seed), "expiration: 24h", "expiration: 23h", 1))
+		waitFor(t, 50*time.Second, "the failed rotation surfaced", func() bool {
+			out, err := cp.meshctl("inspect", "dataplane", "backend-1", "-m", "default", "-o", "json")
+			return err == nil && strings.Contains(out, `"lastError"`)
+		})
+		if b := backend.leaf(); b.SerialNumber.Cmp(b0.SerialNumber) != 0 {
+			t.Fatal("backend-1's certificate changed during the outage")
+		}
+		if _, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); serverSaw != "spiffe://default/web" {
+			t.Errorf("during the outage server saw %q", serverSaw)
+		}
+		emu.admin(t, "faults", `{"outageFor":"0s"}`)
+		waitFor(t, 60*time.Second, "rotation after the outage", func() bool {
+			b, w := backend.leaf(), web.leaf()
+			return b.SerialNumber.Cmp(b0.SerialNumber) != 0 && w.SerialNumber.Cmp(w0.SerialNumber) != 0
+		})
+		if left := time.Until(backend.leaf().NotAfter); left > 23*time.Hour+time.Minute {
+			t.Errorf("rotated certificate lives %v, want 23h", left)
 		}
 	})
 

@@ -2,6 +2,7 @@ package acmpca
 
 import (
 	"testing"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -11,7 +12,10 @@ import (
 // configured ceiling on successes, and leaves the read bucket alone.
 func TestBudgetAdaptsToThrottling(t *testing.T) {
 	b := newBudget(20)
+	now := time.Unix(1000, 0)
+	b.issue.now = func() time.Time { return now }
 	b.throttled("IssueCertificate")
+	b.throttled("IssueCertificate") // an echo of the same burst
 	if got := b.limiter("IssueCertificate").Limit(); got != 10 {
 		t.Fatalf("after one throttle: %v/s, want 10", got)
 	}
@@ -19,6 +23,7 @@ func TestBudgetAdaptsToThrottling(t *testing.T) {
 		t.Fatalf("reads followed issuing: %v/s", got)
 	}
 	for i := 0; i < 20; i++ {
+		now = now.Add(cutCooldown)
 		b.throttled("IssueCertificate")
 	}
 	if got := b.limiter("IssueCertificate").Limit(); got != rate.Limit(minRate) {

@@ -71,12 +71,27 @@ func defaultHooks() hooks {
 // quota: the backend's own token bucket already paces every attempt, and the
 // quota would otherwise turn a burst of throttles into errors surfacing to
 // data planes.
+//
+// A throttled attempt is retried without the SDK's backoff: the adaptive
+// bucket has just slowed down and paces the retry, and time waiting for the
+// bucket does not count against the request timeout where a backoff sleep
+// would.
 func (h hooks) newRetryer() aws.Retryer {
 	return retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = h.maxAttempts
 		o.MaxBackoff = h.maxBackoff
 		o.RateLimiter = ratelimit.None
+		o.Backoff = throttleAwareBackoff{retry.NewExponentialJitterBackoff(h.maxBackoff)}
 	})
+}
+
+type throttleAwareBackoff struct{ next retry.BackoffDelayer }
+
+func (b throttleAwareBackoff) BackoffDelay(attempt int, err error) (time.Duration, error) {
+	if isThrottle(err) {
+		return 0, nil
+	}
+	return b.next.BackoffDelay(attempt, err)
 }
 
 // requestTimer enforces a request timeout (dpCert.requestTimeout,
@@ -227,16 +242,23 @@ const (
 	minRate   = 0.5
 	// recoverSteps successes bring a halved rate back to the ceiling.
 	recoverSteps = 50
+	// cutCooldown is how long after a cut further throttles are taken as
+	// echoes of the same burst.
+	cutCooldown = 2 * time.Second
 )
 
 type adaptive struct {
 	mu      sync.Mutex
 	ceiling float64
 	lim     *rate.Limiter
+	// cut is when the rate was last halved: the throttles of one burst of
+	// concurrent requests halve it once, not once each.
+	cut time.Time
+	now func() time.Time
 }
 
 func newAdaptive(rps float64) *adaptive {
-	return &adaptive{ceiling: rps, lim: rate.NewLimiter(rate.Limit(rps), 1)}
+	return &adaptive{ceiling: rps, lim: rate.NewLimiter(rate.Limit(rps), 1), now: time.Now}
 }
 
 func (a *adaptive) setCeiling(rps float64) {
@@ -251,6 +273,11 @@ func (a *adaptive) setCeiling(rps float64) {
 func (a *adaptive) throttled() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	now := a.now()
+	if now.Sub(a.cut) < cutCooldown {
+		return
+	}
+	a.cut = now
 	a.lim.SetLimit(rate.Limit(max(float64(a.lim.Limit())/2, minRate)))
 }
 
