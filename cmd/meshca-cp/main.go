@@ -75,6 +75,7 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the certmanager backend (default: in-cluster)")
 	f.StringVar(&cfg.K8sNamespace, "k8s-namespace", "meshca-system", "namespace for cert-manager CertificateRequests")
 	f.IntVar(&cfg.Workers, "issuance-workers", 64, "concurrent certificate issuances")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiling endpoints under /debug/pprof/ on the API address (local diagnosis only)")
 	f.StringVar(&logLevel, "log-level", envOr("MESHCA_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd

@@ -47,6 +47,8 @@ type Config struct {
 
 	// Workers bounds concurrent issuances.
 	Workers int
+	// Pprof serves net/http/pprof under /debug/pprof/ on the API address.
+	Pprof bool
 
 	Version string
 	Logger  *slog.Logger
@@ -126,6 +128,9 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	errs := make(chan error, 3)
 	go func() { errs <- ids.Run(ctx) }()
+	// Tokens follow signing-key and revocation changes, so the SDS server
+	// re-verifies an open stream's token only when they changed.
+	go func() { _ = toks.Run(ctx) }()
 
 	api := apiserver.New(mgr, apiserver.Options{
 		Logger:  logger,
@@ -139,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 				return errors.New("loading identities")
 			}
 		},
-		Extra: extraEndpoints(mgr, ids, toks, logger),
+		Extra: extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
 	})
 	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"meshca/pkg/api"
@@ -34,8 +35,8 @@ type DataplaneInsightItem struct {
 	DataplaneInsight identity.Insight `json:"dataplaneInsight"`
 }
 
-func extraEndpoints(mgr *resources.Manager, ids *identity.Manager, toks *tokens.Tokens, logger *slog.Logger) map[string]http.Handler {
-	return map[string]http.Handler{
+func extraEndpoints(mgr *resources.Manager, ids *identity.Manager, toks *tokens.Tokens, logger *slog.Logger, withPprof bool) map[string]http.Handler {
+	eps := map[string]http.Handler{
 		"POST /tokens/dataplane": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
 			if err != nil {
@@ -106,4 +107,10 @@ func extraEndpoints(mgr *resources.Manager, ids *identity.Manager, toks *tokens.
 			apiserver.WriteJSON(w, http.StatusOK, map[string]any{"total": len(items), "items": items, "next": nil})
 		}),
 	}
+	if withPprof {
+		eps["GET /debug/pprof/"] = http.HandlerFunc(pprof.Index)
+		eps["GET /debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
+		eps["GET /debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
+	}
+	return eps
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,6 +96,9 @@ func TestStreamFootprint(t *testing.T) {
 			t.Errorf("Serve: %v", err)
 		}
 	}()
+	if os.Getenv("MESHCA_SDS_FOOTPRINT_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1
+	}
 	time.Sleep(50 * time.Millisecond)
 	g0, m0 := settle()
 
@@ -132,6 +136,16 @@ func TestStreamFootprint(t *testing.T) {
 	await("READY")
 	opened := time.Since(start)
 	g1, m1 := settle()
+	if f := os.Getenv("MESHCA_SDS_FOOTPRINT_HEAPPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(out); err != nil {
+			t.Fatal(err)
+		}
+		_ = out.Close()
+	}
 
 	perStream := func(a, b uint64) float64 { return (float64(b) - float64(a)) / float64(n) }
 	goroutines := float64(g1-g0) / float64(n)
@@ -156,8 +170,11 @@ func TestStreamFootprint(t *testing.T) {
 	if max := 2.2; goroutines > max {
 		t.Errorf("%.2f goroutines per stream, want at most %.1f", goroutines, max)
 	}
+	// grpc-go alone costs about 12.5 KB per stream (a handler goroutine
+	// with an 8 KiB stack and its stream state), 18 KB with the receiving
+	// goroutine a server needs to end streams itself (revocation).
 	if !raceEnabled {
-		if max := 10240.0; heap+stack > max {
+		if max := 24576.0; heap+stack > max {
 			t.Errorf("%.0f bytes per stream, want at most %.0f", heap+stack, max)
 		}
 	}

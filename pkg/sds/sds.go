@@ -40,7 +40,9 @@
 //     Authenticator is a GenerationAuthenticator (TokenAuthenticator over
 //     Tokens whose Run is watching the store), the re-verification is
 //     skipped while the mesh's generation is unchanged and the token is not
-//     expired. All open streams are also re-verified by one shared loop
+//     expired: a revocation or signing-key change then takes effect for
+//     pushes as soon as the store delivers its change event (milliseconds;
+//     on PostgreSQL also for other control planes' changes). All open streams are also re-verified by one shared loop
 //     (WithReverifyInterval, default one minute), so a revoked dataplane is
 //     cut off even when nothing is pushed. Transient verification failures
 //     (store unreachable) are logged and do not end a stream that was
@@ -98,11 +100,13 @@ type GenerationAuthenticator interface {
 	// VerifyUntil is Verify that also returns when a positive verdict lapses
 	// by itself (the token's expiry).
 	VerifyUntil(ctx context.Context, token string) (mesh, name string, until time.Time, err error)
-	// Generation returns a value that changes whenever the verdict for a
-	// token of mesh may have changed other than by time passing (revocation
-	// list or signing keys changed). ok=false means it cannot tell; the
-	// server then re-verifies before every push. The server takes it before
-	// calling VerifyUntil.
+	// Generation returns a counter that never decreases and grows past every
+	// value returned before whenever the verdict for a token of mesh may
+	// have changed other than by time passing (revocation list or signing
+	// keys changed); mesh "" stands for all meshes. ok=false means it cannot
+	// tell; the server then re-verifies before every push. The server takes
+	// it before calling VerifyUntil and trusts the verdict while
+	// Generation(mesh) is not larger.
 	Generation(mesh string) (gen uint64, ok bool)
 }
 

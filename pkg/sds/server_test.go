@@ -45,6 +45,13 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...sds.Option) *env {
 	t.Helper()
+	return newEnvAuth(t, nil, opts...)
+}
+
+// newEnvAuth is newEnv with an authenticator made from the env's Tokens
+// (TokenAuthenticator if auth is nil).
+func newEnvAuth(t *testing.T, auth func(*tokens.Tokens) sds.Authenticator, opts ...sds.Option) *env {
+	t.Helper()
 	st := memory.New()
 	t.Cleanup(func() { _ = st.Close() })
 	spec, err := api.MarshalSpec(&api.Mesh{})
@@ -56,7 +63,11 @@ func newEnv(t *testing.T, opts ...sds.Option) *env {
 	}
 	e := &env{t: t, st: st, tokens: tokens.New(st, nil), src: sdstest.NewSource(), reg: prometheus.NewRegistry(), served: make(chan error, 1)}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := sds.NewServer(e.src, sds.TokenAuthenticator{Tokens: e.tokens}, logger, e.reg, opts...)
+	var a sds.Authenticator = sds.TokenAuthenticator{Tokens: e.tokens}
+	if auth != nil {
+		a = auth(e.tokens)
+	}
+	srv := sds.NewServer(e.src, a, logger, e.reg, opts...)
 
 	tlsConf, caPEM, err := sds.LoadOrCreateServerTLS(t.TempDir(), "", "", nil, nil)
 	if err != nil {

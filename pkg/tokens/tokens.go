@@ -107,8 +107,9 @@ type Tokens struct {
 	store store.Store
 	now   func() time.Time
 
-	mu   sync.Mutex
-	keys map[store.Key]cachedKey
+	mu      sync.Mutex
+	keys    map[store.Key]cachedKey
+	revoked map[store.Key]cachedRevocations
 
 	gmu      sync.RWMutex
 	watching bool              // Run's store watch is established
@@ -127,6 +128,14 @@ type cachedKey struct {
 	key     *rsa.PrivateKey
 }
 
+// cachedRevocations is a parsed revocation list, valid while the stored
+// record has the same version and spec bytes.
+type cachedRevocations struct {
+	version int64
+	spec    []byte
+	ids     map[string]struct{}
+}
+
 // New returns Tokens using st for keys and revocations and now as the clock
 // (time.Now if nil).
 func New(st store.Store, now func() time.Time) *Tokens {
@@ -137,6 +146,7 @@ func New(st store.Store, now func() time.Time) *Tokens {
 		store:   st,
 		now:     now,
 		keys:    make(map[store.Key]cachedKey),
+		revoked: make(map[store.Key]cachedRevocations),
 		meshGen: make(map[string]uint64),
 		serials: make(map[string]int),
 	}
@@ -183,20 +193,29 @@ func (t *Tokens) setWatching(on bool) {
 	}
 }
 
-// Generation returns a value that changes whenever the verdict of Verify for
-// a token of mesh may have changed other than by time passing: the mesh's
-// revocation list or one of its signing keys was created, changed or deleted
-// (as seen by Run's store watch, which includes other control planes on a
-// shared store). ok is false while Run is not watching the store: every
-// verdict must then be re-checked with Verify.
+// Generation returns a counter that never decreases and grows past every
+// value returned before whenever the verdict of Verify for a token of mesh
+// may have changed other than by time passing: the mesh's revocation list or
+// one of its signing keys was created, changed or deleted (as seen by Run's
+// store watch, which includes other control planes on a shared store), or
+// the watch was (re)established. Mesh "" stands for all meshes. ok is false
+// while Run is not watching the store: every verdict must then be re-checked
+// with Verify.
 //
-// Take the generation before calling Verify: if it is unchanged later, the
-// verdict still holds (until the token expires).
+// Take the generation before calling Verify: while Generation(mesh) is not
+// larger, the verdict holds (until the token expires). Changes are seen
+// when the store delivers their event, a few milliseconds after the commit
+// (longer for another control plane's commit on PostgreSQL; events lost
+// while its listener reconnects are not seen at all, so holders should
+// still re-verify periodically).
 func (t *Tokens) Generation(mesh string) (gen uint64, ok bool) {
 	t.gmu.RLock()
 	defer t.gmu.RUnlock()
 	if !t.watching {
 		return 0, false
+	}
+	if mesh == "" {
+		return t.counter, true
 	}
 	return max(t.meshGen[mesh], t.floor), true
 }
@@ -578,18 +597,27 @@ func (t *Tokens) isRevoked(ctx context.Context, mesh, id string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read revocations of mesh %q: %w", mesh, err)
 	}
-	data, err := secretData(rec)
-	if err != nil {
-		return false, err
-	}
-	for _, f := range strings.FieldsFunc(string(data), func(r rune) bool {
-		return r == ',' || r == '\n' || r == '\r' || r == ' ' || r == '\t'
-	}) {
-		if f == id {
-			return true, nil
+	t.mu.Lock()
+	c, ok := t.revoked[rec.Key]
+	t.mu.Unlock()
+	if !ok || c.version != rec.Version || !bytes.Equal(c.spec, rec.Spec) {
+		data, err := secretData(rec)
+		if err != nil {
+			return false, err
 		}
+		ids := make(map[string]struct{})
+		for _, f := range strings.FieldsFunc(string(data), func(r rune) bool {
+			return r == ',' || r == '\n' || r == '\r' || r == ' ' || r == '\t'
+		}) {
+			ids[f] = struct{}{}
+		}
+		c = cachedRevocations{version: rec.Version, spec: bytes.Clone(rec.Spec), ids: ids}
+		t.mu.Lock()
+		t.revoked[rec.Key] = c
+		t.mu.Unlock()
 	}
-	return false, nil
+	_, revoked := c.ids[id]
+	return revoked, nil
 }
 
 func secretData(rec store.Record) ([]byte, error) {

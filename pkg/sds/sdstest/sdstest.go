@@ -54,6 +54,21 @@ func (s *Source) Set(mesh, name string, sec sds.Secrets) {
 	}
 }
 
+// Delete removes mesh/name's secrets (as when the data plane is deleted)
+// and signals its subscribers.
+func (s *Source) Delete(mesh, name string) {
+	id := sds.NodeID(mesh, name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.secrets, id)
+	for ch := range s.subs[id] {
+		select {
+		case *ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Current implements sds.Source.
 func (s *Source) Current(mesh, name string) (sds.Secrets, bool) {
 	s.mu.Lock()
