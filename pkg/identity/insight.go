@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"strings"
 	"time"
+
+	"meshca/pkg/ca"
 )
 
 // Insight is the mTLS state of one data plane, as Kuma's DataplaneInsight
@@ -57,13 +59,15 @@ func (m *Manager) Insight(mesh, name string) (Insight, bool) {
 	if st.scheduled {
 		mi.NextRotation = st.due
 	}
-	if c := st.cur; c != nil && c.leaf != nil {
+	if c := st.cur; c.issued() {
 		mi.IssuedBackend, mi.IssuedBackendType = c.rec.Backend, c.rec.BackendType
 		mi.CertificateExpirationTime = c.rec.NotAfter
 		mi.LastCertificateRegeneration = c.rec.IssuedAt
 		mi.CertificateRegenerations = c.rec.Rotations
 		mi.CertificateRef = c.rec.Ref
-		describe(mi, c.leaf)
+		if certs, err := ca.ParseCertificates([]byte(c.rec.CertPEM)); err == nil {
+			describe(mi, certs[0])
+		}
 	}
 	in.MTLS = mi
 	return in, true

@@ -44,12 +44,16 @@ type Options struct {
 
 type dpKey struct{ mesh, name string }
 
-// current is the certificate in service for one data plane.
+// current is the certificate in service for one data plane. Only the PEM
+// forms are kept (a parsed certificate costs several KiB per data plane);
+// insights parse on demand.
 type current struct {
-	rec      record
-	leaf     *x509.Certificate
-	chainPEM []byte // leaf followed by intermediates, as served
+	rec    record
+	serial string // hex, for logs
 }
+
+// issued reports whether c holds a certificate (not only a pending request).
+func (c *current) issued() bool { return c != nil && c.rec.CertPEM != "" }
 
 type dpState struct {
 	dp  *api.Dataplane
@@ -257,7 +261,7 @@ func (m *Manager) restoreLocked(st *dpState, r record) {
 		st.cur = &current{rec: record{Generation: r.Generation, Rotations: r.Rotations, Pending: r.Pending}}
 		return
 	}
-	st.cur = &current{rec: r, leaf: certs[0], chainPEM: []byte(r.CertPEM + r.ChainPEM)}
+	st.cur = &current{rec: r, serial: certs[0].SerialNumber.Text(16)}
 	if ms := m.meshes[st.dp.Mesh]; ms != nil {
 		ms.inUse[r.Backend]++
 	}
@@ -280,7 +284,7 @@ func (m *Manager) considerLocked(k dpKey, st *dpState) {
 	fp := fingerprint(id, ms.enabled)
 	c := st.cur
 	switch {
-	case c == nil || c.leaf == nil, c.rec.Pending != nil, c.rec.Fingerprint != fp, !now.Before(c.rec.NotAfter):
+	case !c.issued(), c.rec.Pending != nil, c.rec.Fingerprint != fp, !now.Before(c.rec.NotAfter):
 		m.enqueueLocked(k, st, now)
 	default:
 		m.enqueueLocked(k, st, RotateAt(c.rec.IssuedAt, c.rec.NotAfter, m.opts.Jitter()))
@@ -424,7 +428,7 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 		return false
 	}
 	old := st.cur
-	if old != nil && old.leaf != nil {
+	if old.issued() {
 		ms.inUse[old.rec.Backend]--
 	}
 	ms.inUse[c.rec.Backend]++
@@ -432,7 +436,7 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 	st.attempts, st.lastErr, st.lastErrAt = 0, "", time.Time{}
 	st.lastRotated = now
 	m.logger.Info("certificate issued", "mesh", k.mesh, "dataplane", k.name, "backend", b.Name,
-		"serial", c.leaf.SerialNumber.Text(16), "notAfter", c.rec.NotAfter, "duration", elapsed.Round(time.Microsecond))
+		"serial", c.serial, "notAfter", c.rec.NotAfter, "duration", elapsed.Round(time.Microsecond))
 	if st.again {
 		st.again = false
 		m.considerLocked(k, st)
@@ -559,7 +563,7 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 	if err := m.persist(ctx, dp, rec); err != nil {
 		return nil, err
 	}
-	return &current{rec: rec, leaf: leaf, chainPEM: []byte(rec.CertPEM + rec.ChainPEM)}, nil
+	return &current{rec: rec, serial: leaf.SerialNumber.Text(16)}, nil
 }
 
 func (m *Manager) persist(ctx context.Context, dp *api.Dataplane, rec record) error {
@@ -697,7 +701,7 @@ func (m *Manager) handle(ctx context.Context, ev store.Event) {
 		defer m.mu.Unlock()
 		if ev.Kind == store.EventDeleted {
 			if st := m.dps[k]; st != nil {
-				if ms := m.meshes[k.mesh]; ms != nil && st.cur != nil && st.cur.leaf != nil {
+				if ms := m.meshes[k.mesh]; ms != nil && st.cur.issued() {
 					ms.inUse[st.cur.rec.Backend]--
 				}
 				if len(st.subs) > 0 {
@@ -874,14 +878,15 @@ func (m *Manager) Current(mesh, name string) (Secrets, bool) {
 	defer m.mu.Unlock()
 	st := m.dps[dpKey{mesh, name}]
 	ms := m.meshes[mesh]
-	if st == nil || st.cur == nil || st.cur.leaf == nil || ms == nil {
+	if st == nil || !st.cur.issued() || ms == nil {
 		return Secrets{}, false
 	}
+	chain := []byte(st.cur.rec.CertPEM + st.cur.rec.ChainPEM)
 	h := sha256.New()
-	h.Write(st.cur.chainPEM)
+	h.Write(chain)
 	h.Write(ms.bundle)
 	return Secrets{
-		CertChainPEM:   st.cur.chainPEM,
+		CertChainPEM:   chain,
 		KeyPEM:         []byte(st.cur.rec.KeyPEM),
 		TrustBundlePEM: ms.bundle,
 		Version:        hex.EncodeToString(h.Sum(nil)[:8]),

@@ -66,7 +66,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		switch {
-		case st.cur == nil || st.cur.leaf == nil:
+		case !st.cur.issued():
 			counts["missing"]++
 		case !now.Before(st.cur.rec.NotAfter):
 			counts["expired"]++
@@ -75,7 +75,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		default:
 			counts["valid"]++
 		}
-		if st.cur != nil && st.cur.leaf != nil && (earliest.IsZero() || st.cur.rec.NotAfter.Before(earliest)) {
+		if st.cur.issued() && (earliest.IsZero() || st.cur.rec.NotAfter.Before(earliest)) {
 			earliest = st.cur.rec.NotAfter
 		}
 	}

@@ -218,7 +218,10 @@ func newRequest(t *testing.T, key string, validity time.Duration) ca.IssueReques
 	if err != nil {
 		t.Fatal(err)
 	}
+	// RequestedAt is set as the identity layer sets it: a re-sent request
+	// carries the time it was first made, so its arguments are identical.
 	return ca.IssueRequest{
+		RequestedAt:    time.Now(),
 		CSR:            csr,
 		CSRPEM:         pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
 		Identity:       ca.Identity{Mesh: mesh, Dataplane: "backend-1", Services: []string{"backend"}, URIs: []*url.URL{u}, CommonName: "backend.mesh"},
