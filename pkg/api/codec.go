@@ -1,11 +1,9 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"regexp"
 	"strings"
@@ -110,33 +108,10 @@ func DecodeUniversal(js []byte) (Resource, error) {
 		return nil, FieldErr("type", "%v", err)
 	}
 	r := d.New()
-	if err := decodeStrict(js, r, ""); err != nil {
+	if err := DecodeStrict(js, r, ""); err != nil {
 		return nil, err
 	}
 	return r, nil
-}
-
-var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
-
-// decodeStrict decodes JSON refusing unknown fields, and turns the standard
-// library's messages into errors that name the field.
-func decodeStrict(js []byte, into any, path string) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
-			return FieldErr(JoinPath(path, m[1]), "unknown field")
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return FieldErr(JoinPath(path, jsonFieldPath(te.Field)), "must be %s, got %s", kindName(te.Type), te.Value)
-		}
-		return PrefixErr(path, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return PrefixErr(path, errors.New("unexpected data after the object"))
-	}
-	return nil
 }
 
 type kubeMeta struct {
@@ -169,7 +144,7 @@ type kubeObject struct {
 func decodeKubernetes(head map[string]json.RawMessage) (Resource, error) {
 	js, _ := json.Marshal(head)
 	var o kubeObject
-	if err := decodeStrict(js, &o, ""); err != nil {
+	if err := DecodeStrict(js, &o, ""); err != nil {
 		return nil, err
 	}
 	if o.Metadata.Name == "" {
@@ -202,7 +177,7 @@ func decodeKubernetes(head map[string]json.RawMessage) (Resource, error) {
 			return nil, FieldErr("mesh", "must be empty: a Mesh belongs to no mesh")
 		}
 		m := &Mesh{Meta: meta}
-		if err := decodeStrict(spec, &m.MeshSpec, "spec"); err != nil {
+		if err := DecodeStrict(spec, &m.MeshSpec, "spec"); err != nil {
 			return nil, err
 		}
 		return m, nil
@@ -215,7 +190,7 @@ func decodeKubernetes(head map[string]json.RawMessage) (Resource, error) {
 			meta.Mesh = kubeDefaultSecretMesh
 		}
 		d := &Dataplane{Meta: meta}
-		if err := decodeStrict(spec, &d.DataplaneSpec, "spec"); err != nil {
+		if err := DecodeStrict(spec, &d.DataplaneSpec, "spec"); err != nil {
 			return nil, err
 		}
 		return d, nil
@@ -262,20 +237,6 @@ func MarshalYAML(r Resource) ([]byte, error) {
 		return nil, err
 	}
 	return yaml.JSONToYAML(js)
-}
-
-// jsonFieldPath drops the Go names of embedded structs from a path the
-// standard library reports ("MeshSpec.mtls.backends" -> "mtls.backends").
-func jsonFieldPath(p string) string {
-	parts := strings.Split(p, ".")
-	out := parts[:0]
-	for _, s := range parts {
-		if s != "" && s[0] >= 'A' && s[0] <= 'Z' {
-			continue
-		}
-		out = append(out, s)
-	}
-	return strings.Join(out, ".")
 }
 
 func kindName(t reflect.Type) string {

@@ -154,7 +154,7 @@ func TestBadInput(t *testing.T) {
 		{"bad key type", strings.Replace(goodBackend, "type: builtin", "type: builtin\n    dpCert: {keyType: DSA}", 1), "mtls.backends[0].dpCert.keyType", "unknown key type"},
 		{"conf not an object", strings.Replace(goodBackend, "type: builtin", "type: builtin\n    conf: [1, 2]", 1), "mtls.backends[0].conf", "must be an object"},
 		{"unknown mesh field", goodBackend + "colour: blue\n", "colour", "unknown field"},
-		{"unknown backend field", strings.Replace(goodBackend, "type: builtin", "type: builtin\n    flavour: x", 1), "flavour", "unknown field"},
+		{"unknown backend field", strings.Replace(goodBackend, "type: builtin", "type: builtin\n    flavour: x", 1), "mtls.backends[0].flavour", "unknown field"},
 		{"unknown k8s spec field", "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  mtlsx: {}\n", "spec.mtlsx", "unknown field"},
 		{"wrong apiVersion", "apiVersion: kuma.io/v1\nkind: Mesh\nmetadata: {name: m}\nspec: {}\n", "apiVersion", `must be "kuma.io/v1alpha1"`},
 		{"wrong secret apiVersion", "apiVersion: kuma.io/v1alpha1\nkind: Secret\nmetadata: {name: s}\ndata: {value: aGk=}\ntype: system.kuma.io/secret\n", "apiVersion", `must be "v1"`},

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -146,7 +145,7 @@ func parseConf(raw json.RawMessage) (*parsedConf, error) {
 		v.Addf(fConf, "must be set: arn and caCert are required")
 		return nil, v
 	}
-	unknownFields(v, trimmed, reflect.TypeFor[Conf](), fConf)
+	api.UnknownFields(v, trimmed, reflect.TypeFor[Conf](), fConf)
 	if err := v.OrNil(); err != nil {
 		return nil, err
 	}
@@ -240,41 +239,4 @@ func validateExpiration(mb api.MTLSBackend) error {
 		return api.FieldErr(fExpiration, "%s is too short: ACM PCA certificates must live at least %s", mb.DpCert.Rotation.Expiration, MinValidity)
 	}
 	return nil
-}
-
-// unknownFields reports every key of raw (and of nested objects) that typ
-// does not declare, as "path.key: unknown field".
-func unknownFields(v *api.ValidationError, raw json.RawMessage, typ reflect.Type, path string) {
-	for typ.Kind() == reflect.Pointer {
-		typ = typ.Elem()
-	}
-	if typ.Kind() != reflect.Struct {
-		return
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		return // type errors are reported by the real decoding
-	}
-	fields := map[string]reflect.Type{}
-	for i := range typ.NumField() {
-		sf := typ.Field(i)
-		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		fields[name] = sf.Type
-	}
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		ft, ok := fields[k]
-		if !ok {
-			v.Addf(api.JoinPath(path, k), "unknown field")
-			continue
-		}
-		unknownFields(v, obj[k], ft, api.JoinPath(path, k))
-	}
 }

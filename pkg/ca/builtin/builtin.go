@@ -70,11 +70,11 @@ func ParseConf(raw json.RawMessage) (Conf, error) {
 	var top struct {
 		CACert json.RawMessage `json:"caCert"`
 	}
-	if err := casign.DecodeStrict(raw, &top, "conf"); err != nil {
+	if err := api.DecodeStrict(raw, &top, "conf"); err != nil {
 		return Conf{}, err
 	}
 	var c Conf
-	if err := casign.DecodeStrict(top.CACert, &c.CACert, "conf.caCert"); err != nil {
+	if err := api.DecodeStrict(top.CACert, &c.CACert, "conf.caCert"); err != nil {
 		return Conf{}, err
 	}
 	v := &api.ValidationError{}

@@ -13,17 +13,14 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net/url"
-	"regexp"
 	"time"
 
-	"meshca/pkg/api"
 	"meshca/pkg/ca"
 )
 
@@ -236,34 +233,3 @@ func IsCA(c *x509.Certificate) bool {
 	return c.BasicConstraintsValid && c.IsCA && c.KeyUsage&x509.KeyUsageCertSign != 0
 }
 
-var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
-
-// DecodeStrict decodes one JSON object into v, refusing unknown fields. Its
-// errors are *api.ValidationError naming the field under path ("conf"). The
-// standard library does not name the parents of a nested unknown field, so
-// callers decode nested objects as json.RawMessage and call DecodeStrict
-// again with the nested path. Empty or null input leaves v unchanged.
-func DecodeStrict(js []byte, v any, path string) error {
-	if len(bytes.TrimSpace(js)) == 0 || string(bytes.TrimSpace(js)) == "null" {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
-			return api.FieldErr(api.JoinPath(path, m[1]), "unknown field")
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			if te.Field == "" {
-				return api.FieldErr(path, "must be an object, got %s", te.Value)
-			}
-			return api.FieldErr(api.JoinPath(path, te.Field), "must be %s, got %s", te.Type.String(), te.Value)
-		}
-		return api.FieldErr(path, "invalid JSON: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return api.FieldErr(path, "unexpected data after the object")
-	}
-	return nil
-}

@@ -9,12 +9,9 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
-	"slices"
 	"strings"
 	"testing"
 
-	"meshca/pkg/api"
 	"meshca/pkg/ca/casign"
 )
 
@@ -58,48 +55,6 @@ func TestParsePrivateKey(t *testing.T) {
 			}
 			if casign.KeyMatches(rk.Public(), ec) || casign.KeyMatches(ec.Public(), rk) {
 				t.Error("KeyMatches accepted keys of different types")
-			}
-		})
-	}
-}
-
-func TestDecodeStrict(t *testing.T) {
-	type conf struct {
-		A int    `json:"a"`
-		B string `json:"b"`
-	}
-	tests := []struct {
-		in         string
-		wantFields []string
-		want       conf
-	}{
-		{in: `{"a":1,"b":"x"}`, want: conf{A: 1, B: "x"}},
-		{in: ``},
-		{in: `null`},
-		{in: `{"c":1}`, wantFields: []string{"conf.c"}},
-		{in: `{"a":"1"}`, wantFields: []string{"conf.a"}},
-		{in: `[1]`, wantFields: []string{"conf"}},
-		{in: `{"a":1}{}`, wantFields: []string{"conf"}},
-		{in: `{"a":`, wantFields: []string{"conf"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			var c conf
-			err := casign.DecodeStrict([]byte(tt.in), &c, "conf")
-			var ve *api.ValidationError
-			var got []string
-			if errors.As(err, &ve) {
-				for _, cause := range ve.Causes {
-					got = append(got, cause.Field)
-				}
-			} else if err != nil {
-				t.Fatalf("error %v is not a ValidationError", err)
-			}
-			if !slices.Equal(got, tt.wantFields) {
-				t.Fatalf("fields = %v, want %v (%v)", got, tt.wantFields, err)
-			}
-			if err == nil && c != tt.want {
-				t.Errorf("decoded %+v, want %+v", c, tt.want)
 			}
 		})
 	}

@@ -3,8 +3,6 @@ package certmanager
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"regexp"
 	"strings"
 
@@ -61,23 +59,23 @@ func parseConf(raw json.RawMessage) (Conf, error) {
 	var c Conf
 	var rc rawConf
 	if len(bytes.TrimSpace(raw)) > 0 && string(bytes.TrimSpace(raw)) != "null" {
-		if err := decodeStrict(raw, &rc, "conf"); err != nil {
+		if err := api.DecodeStrict(raw, &rc, "conf"); err != nil {
 			return Conf{}, err
 		}
 	}
 	if isSet(rc.IssuerRef) {
-		v.AddErr("", decodeStrict(rc.IssuerRef, &c.IssuerRef, "conf.issuerRef"))
+		v.AddErr("", api.DecodeStrict(rc.IssuerRef, &c.IssuerRef, "conf.issuerRef"))
 	}
 	if isSet(rc.CACert) {
 		c.CACert = &api.DataSource{}
-		if err := decodeStrict(rc.CACert, c.CACert, "conf.caCert"); err != nil {
+		if err := api.DecodeStrict(rc.CACert, c.CACert, "conf.caCert"); err != nil {
 			v.AddErr("", err)
 		} else {
 			api.ValidateDataSource(v, "conf.caCert", c.CACert, false)
 		}
 	}
 	if isSet(rc.CommonName) {
-		v.AddErr("", decodeStrict(rc.CommonName, &c.CommonName, "conf.commonName"))
+		v.AddErr("", api.DecodeStrict(rc.CommonName, &c.CommonName, "conf.commonName"))
 	}
 	if err := v.OrNil(); err != nil {
 		return Conf{}, err
@@ -116,31 +114,4 @@ var kindPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]*$`)
 func isSet(raw json.RawMessage) bool {
 	t := bytes.TrimSpace(raw)
 	return len(t) > 0 && string(t) != "null"
-}
-
-var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
-
-// decodeStrict decodes js into into refusing unknown fields, and names the
-// offending field relative to path.
-func decodeStrict(js []byte, into any, path string) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
-			return api.FieldErr(api.JoinPath(path, m[1]), "unknown field")
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			want := te.Type.Kind().String()
-			if want == "struct" {
-				want = "an object"
-			}
-			return api.FieldErr(api.JoinPath(path, te.Field), "must be %s, got %s", want, te.Value)
-		}
-		return api.PrefixErr(path, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return api.PrefixErr(path, errors.New("unexpected data after the value"))
-	}
-	return nil
 }

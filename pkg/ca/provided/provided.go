@@ -50,7 +50,7 @@ func ParseConf(raw json.RawMessage) (Conf, error) {
 		Cert json.RawMessage `json:"cert"`
 		Key  json.RawMessage `json:"key"`
 	}
-	if err := casign.DecodeStrict(raw, &top, "conf"); err != nil {
+	if err := api.DecodeStrict(raw, &top, "conf"); err != nil {
 		return Conf{}, err
 	}
 	var c Conf
@@ -65,7 +65,7 @@ func ParseConf(raw json.RawMessage) (Conf, error) {
 			continue
 		}
 		ds := &api.DataSource{}
-		if err := casign.DecodeStrict(f.raw, ds, f.name); err != nil {
+		if err := api.DecodeStrict(f.raw, ds, f.name); err != nil {
 			v.AddErr("", err)
 			continue
 		}
@@ -126,8 +126,14 @@ func (b *Backend) Validate(ctx context.Context, mesh string, mb api.MTLSBackend)
 	if err != nil {
 		return err
 	}
-	_, err = ParseCA(certPEM, keyPEM, b.now())
-	return err
+	if _, err = ParseCA(certPEM, keyPEM, b.now()); err != nil {
+		return err
+	}
+	if conf.Key.IsInline() {
+		b.log.Warn("provided CA: the CA private key is written inline in the Mesh; prefer a Secret or a file",
+			"mesh", mesh, "backend", mb.Name, "field", "conf.key")
+	}
+	return nil
 }
 
 // Ensure implements ca.Backend: it resolves the CA and parses it again only

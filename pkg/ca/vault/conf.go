@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/url"
 	"reflect"
-	"sort"
 	"strings"
 
 	"meshca/pkg/api"
@@ -104,7 +103,7 @@ func ParseConf(raw json.RawMessage) (*FromCp, error) {
 		v.Addf(fFromCp, "must be set")
 		return nil, v
 	}
-	unknownFields(v, raw, reflect.TypeFor[Conf](), fConf)
+	api.UnknownFields(v, raw, reflect.TypeFor[Conf](), fConf)
 	if err := v.OrNil(); err != nil {
 		return nil, err
 	}
@@ -197,42 +196,5 @@ func checkURL(v *api.ValidationError, field, s string, required bool) {
 	}
 	if u.User != nil {
 		v.Addf(field, "must not carry credentials")
-	}
-}
-
-// unknownFields reports every key of raw (and of nested objects) that typ
-// does not declare, as "path.key: unknown field".
-func unknownFields(v *api.ValidationError, raw json.RawMessage, typ reflect.Type, path string) {
-	for typ.Kind() == reflect.Pointer {
-		typ = typ.Elem()
-	}
-	if typ.Kind() != reflect.Struct {
-		return
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		return // type errors are reported by the real decoding
-	}
-	fields := map[string]reflect.Type{}
-	for i := range typ.NumField() {
-		sf := typ.Field(i)
-		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		fields[name] = sf.Type
-	}
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		ft, ok := fields[k]
-		if !ok {
-			v.Addf(api.JoinPath(path, k), "unknown field")
-			continue
-		}
-		unknownFields(v, obj[k], ft, api.JoinPath(path, k))
 	}
 }
