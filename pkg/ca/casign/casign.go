@@ -232,4 +232,3 @@ func KeyMatches(pub crypto.PublicKey, key crypto.Signer) bool {
 func IsCA(c *x509.Certificate) bool {
 	return c.BasicConstraintsValid && c.IsCA && c.KeyUsage&x509.KeyUsageCertSign != 0
 }
-
