@@ -34,6 +34,12 @@ func BenchmarkIssuanceBuiltin(b *testing.B) {
 	if err := be.Ensure(ctx, "default", backend); err != nil {
 		b.Fatal(err)
 	}
+	// The mesh is known, as in the running loop, so its trust bundle is cached.
+	mesh := &api.Mesh{Meta: api.Meta{Type: api.TypeMesh, Name: "default"}}
+	mesh.MTLS = &api.MTLS{EnabledBackend: "ca-1", Backends: []api.MTLSBackend{backend}}
+	m.mu.Lock()
+	m.setMeshLocked(ctx, mesh, 1)
+	m.mu.Unlock()
 	dp := &api.Dataplane{Meta: api.Meta{Type: api.TypeDataplane, Mesh: "default", Name: "backend-1"}}
 	dp.Networking.Address = "127.0.0.1"
 	dp.Networking.Inbound = []api.Inbound{{Port: 8080, Tags: map[string]string{api.ServiceTag: "backend"}}}
@@ -62,6 +68,23 @@ func BenchmarkRawFloor(b *testing.B) {
 		}
 		leaf := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
 		if _, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &k.PublicKey, caKey); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkKeyAndSignature is the strictest floor: one P-256 key pair and
+// one bare ECDSA signature, with no certificate around it.
+func BenchmarkKeyAndSignature(b *testing.B) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	digest := make([]byte, 32)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ecdsa.SignASN1(rand.Reader, caKey, digest); err != nil {
 			b.Fatal(err)
 		}
 	}

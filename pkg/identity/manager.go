@@ -100,7 +100,8 @@ type Manager struct {
 	work   chan dpKey
 	ready  chan struct{}
 	// bundleCerts caches parsed trust bundles by content (few distinct values).
-	bundleCerts sync.Map
+	bundleMu    sync.Mutex
+	bundleCerts map[string][]*x509.Certificate
 	// writes feeds the group-commit writer; nil until Run starts it.
 	writes chan writeReq
 }
@@ -613,11 +614,16 @@ func (m *Manager) checkLinkage(leaf *x509.Certificate, bundle, chainPEM []byte) 
 
 // parsedBundle parses a trust bundle once per distinct content.
 func (m *Manager) parsedBundle(bundle []byte) []*x509.Certificate {
-	if v, ok := m.bundleCerts.Load(string(bundle)); ok {
-		return v.([]*x509.Certificate)
+	m.bundleMu.Lock()
+	defer m.bundleMu.Unlock()
+	if certs, ok := m.bundleCerts[string(bundle)]; ok { // no copy of bundle for a lookup
+		return certs
 	}
 	certs, _ := ca.ParseCertificates(bundle)
-	m.bundleCerts.Store(string(bundle), certs)
+	if m.bundleCerts == nil || len(m.bundleCerts) >= 64 {
+		m.bundleCerts = map[string][]*x509.Certificate{} // CAs changed many times: start over
+	}
+	m.bundleCerts[string(bundle)] = certs
 	return certs
 }
 
