@@ -1,11 +1,14 @@
 package meshctl
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"meshca/pkg/tokens"
 )
 
 func newGenerateCmd(app *App) *cobra.Command {
@@ -43,6 +46,25 @@ func newGenerateCmd(app *App) *cobra.Command {
 	tok.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
 	tok.Flags().StringVar(&name, "name", "", "name of the Dataplane")
 	tok.Flags().StringVar(&validFor, "valid-for", "", "token lifetime, e.g. 24h or 30d (default: the server's, one year)")
-	cmd.AddCommand(tok)
+	cmd.AddCommand(tok, &cobra.Command{
+		Use:   "signing-key",
+		Short: "Generate a dataplane-token signing key",
+		Long: `Generate a dataplane-token signing key and print it base64-encoded, ready
+to be the data of a Secret. To rotate a mesh's signing key, apply it as the
+next serial, then delete the old one (its tokens stop working):
+
+  meshctl generate signing-key > key.b64
+  printf 'type: Secret\nmesh: default\nname: dataplane-token-signing-key-default-2\ndata: %s\n' "$(cat key.b64)" | meshctl apply -f -
+  meshctl delete secret dataplane-token-signing-key-default-1 -m default`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := tokens.NewSigningKey()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(key))
+			return nil
+		},
+	})
 	return cmd
 }

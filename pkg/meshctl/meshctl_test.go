@@ -2,6 +2,8 @@ package meshctl_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"meshca/pkg/meshctl"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
+	"meshca/pkg/tokens"
 )
 
 type result struct {
@@ -502,5 +505,20 @@ func TestAge(t *testing.T) {
 	}
 	if meshctl.Age(time.Time{}, now) != "-" {
 		t.Error("zero time")
+	}
+}
+
+func TestGenerateSigningKey(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := meshctl.Main(context.Background(), meshctl.Config{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }}, []string{"generate", "signing-key"})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	pemKey, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("output is not base64: %v", err)
+	}
+	if err := tokens.ParseSigningKey(pemKey); err != nil {
+		t.Fatalf("not a signing key: %v", err)
 	}
 }

@@ -40,3 +40,6 @@ func (a TokenAuthenticator) VerifyUntil(ctx context.Context, token string) (stri
 func (a TokenAuthenticator) Generation(mesh string) (uint64, bool) {
 	return a.Tokens.Generation(mesh)
 }
+
+// Changed implements ChangeNotifier.
+func (a TokenAuthenticator) Changed() <-chan struct{} { return a.Tokens.Changed() }

@@ -92,6 +92,15 @@ type Authenticator interface {
 	Verify(ctx context.Context, token string) (mesh, name string, err error)
 }
 
+// ChangeNotifier is implemented by authenticators that signal when their
+// verdicts may have changed (a revocation, a removed signing key); the server
+// then re-verifies every open stream whose verdict is stale at once instead
+// of at the next periodic check, so a revocation cuts a stream off even when
+// nothing is pushed to it.
+type ChangeNotifier interface {
+	Changed() <-chan struct{}
+}
+
 // GenerationAuthenticator is an Authenticator that can tell when its verdicts
 // may have changed, which lets the server skip re-verifying the token of an
 // open stream before each push.

@@ -290,12 +290,19 @@ func (s *Server) unregister(c *conn) {
 func (s *Server) reverifyLoop(stop <-chan struct{}) {
 	t := time.NewTicker(s.reverify)
 	defer t.Stop()
+	var changed <-chan struct{}
+	if cn, ok := s.auth.(ChangeNotifier); ok {
+		changed = cn.Changed()
+	}
 	var batch []*conn
 	for {
+		onlyStale := false
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+		case <-changed:
+			onlyStale = true // a revocation or key change: check the streams it may affect
 		}
 		s.mu.Lock()
 		for c := range s.conns {
@@ -309,7 +316,7 @@ func (s *Server) reverifyLoop(stop <-chan struct{}) {
 				return
 			default:
 			}
-			if c.ctx.Err() != nil {
+			if c.ctx.Err() != nil || (onlyStale && c.fresh()) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(c.ctx, verifyTimeout)

@@ -117,6 +117,7 @@ type Tokens struct {
 	floor    uint64            // generation at the last (re)start or stop of the watch
 	meshGen  map[string]uint64 // generation of the mesh's last relevant change
 	serials  map[string]int    // newest signing-key serial per mesh (cache)
+	changed  chan struct{}     // signalled (coalescing) on every bump
 }
 
 // cachedKey is a parsed signing key, valid while the stored record still has
@@ -149,8 +150,14 @@ func New(st store.Store, now func() time.Time) *Tokens {
 		revoked: make(map[store.Key]cachedRevocations),
 		meshGen: make(map[string]uint64),
 		serials: make(map[string]int),
+		changed: make(chan struct{}, 1),
 	}
 }
+
+// Changed is signalled (coalescing, never blocking the sender) whenever a
+// generation grows: a revocation list or a signing key changed. It has one
+// consumer, the SDS server, which then re-verifies the open streams at once.
+func (t *Tokens) Changed() <-chan struct{} { return t.changed }
 
 // watchRetry is the pause before Run re-establishes a store watch whose
 // channel closed while its context was still live.
@@ -266,6 +273,10 @@ func (t *Tokens) bump(mesh string, also func()) {
 	t.meshGen[mesh] = t.counter
 	if also != nil {
 		also()
+	}
+	select {
+	case t.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -524,12 +535,27 @@ func parseSerial(s string) (int, bool) {
 	return n, true
 }
 
-func (t *Tokens) createKey(ctx context.Context, mesh string, serial int) (int, error) {
+// NewSigningKey returns a new signing key as PEM, the form a
+// dataplane-token-signing-key Secret holds (base64 of it in its data).
+func NewSigningKey() ([]byte, error) {
 	key, err := rsa.GenerateKey(rand.Reader, KeyBits)
 	if err != nil {
-		return 0, fmt.Errorf("generate signing key: %w", err)
+		return nil, fmt.Errorf("generate signing key: %w", err)
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), nil
+}
+
+// ParseSigningKey checks that data (PEM) is a usable signing key.
+func ParseSigningKey(data []byte) error {
+	_, err := parsePrivateKey(data)
+	return err
+}
+
+func (t *Tokens) createKey(ctx context.Context, mesh string, serial int) (int, error) {
+	keyPEM, err := NewSigningKey()
+	if err != nil {
+		return 0, err
+	}
 	spec, err := api.MarshalSpec(&api.Secret{Data: base64.StdEncoding.EncodeToString(keyPEM)})
 	if err != nil {
 		return 0, fmt.Errorf("encode signing key: %w", err)

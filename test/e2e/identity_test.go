@@ -125,6 +125,23 @@ func TestDataplaneIdentity(t *testing.T) {
 	if !strings.Contains(strings.ToLower(thief.out_()), "denied") && !strings.Contains(strings.ToLower(thief.out_()), "refused") {
 		t.Errorf("no clear refusal in output:\n%s", thief.out_())
 	}
+
+	// Signing-key rotation, as a user does it: a new key is applied as the
+	// next serial, new tokens use it, and removing the old key cuts off the
+	// agents whose tokens it signed.
+	key := strings.TrimSpace(cp.mustMeshctl(t, "generate", "signing-key"))
+	cp.apply(t, "type: Secret\nmesh: default\nname: dataplane-token-signing-key-default-2\ndata: "+key+"\n")
+	fresh := startAgent(t, cp, "default", "web-1", "web-1")
+	fresh.waitCert(t)
+	cp.mustMeshctl(t, "delete", "secret", "dataplane-token-signing-key-default-1", "-m", "default")
+	for _, a := range []*agent{backend, web} {
+		if exited, err := a.exited(20 * time.Second); !exited || err == nil {
+			t.Errorf("agent %s with a token of the removed key: exited=%v err=%v", a.out, exited, err)
+		}
+	}
+	if exited, _ := fresh.exited(2 * time.Second); exited {
+		t.Errorf("agent with a token of the new key stopped:\n%s", fresh.out_())
+	}
 }
 
 func (a *agent) out_() string { return a.proc.out.String() }
