@@ -186,8 +186,8 @@ func TestPutRefusals(t *testing.T) {
 		field            string
 	}{
 		{"unknown field", "/meshes/m1", `{"type":"Mesh","name":"m1","bogus":1}`, "bogus"},
-		// pkg/api names only the leaf of a nested unknown field.
-		{"unknown nested field", "/meshes/m1", `{"type":"Mesh","name":"m1","mtls":{"backend":[]}}`, "backend"},
+		// The full path of a nested unknown field is named.
+		{"unknown nested field", "/meshes/m1", `{"type":"Mesh","name":"m1","mtls":{"backend":[]}}`, "mtls.backend"},
 		{"name mismatch", "/meshes/m1", `{"type":"Mesh","name":"m2"}`, "name"},
 		{"type mismatch", "/meshes/m1", `{"type":"Secret","name":"m1"}`, "type"},
 		{"kubernetes form", "/meshes/m1", `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh","metadata":{"name":"m1"}}`, "kind"},
