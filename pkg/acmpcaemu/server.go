@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"meshca/pkg/atomicfile"
 	"os"
 	"path/filepath"
 	"slices"
@@ -527,38 +528,10 @@ func (s *Server) writeChainLocked(ca *caState) (CAInfo, error) {
 		return info, nil
 	}
 	info.ChainFile = filepath.Join(s.opts.StateDir, p.CAID+"-chain.pem")
-	if err := writeFileAtomic(info.ChainFile, info.ChainPEM, 0o644); err != nil {
+	if err := atomicfile.Write(info.ChainFile, info.ChainPEM, 0o644); err != nil {
 		return info, err
 	}
 	return info, nil
-}
-
-// writeFileAtomic writes via a temporary file and rename, so readers and a
-// crash never see a partial file.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // saveLocked persists the state; it holds mu so the file always reflects a
@@ -585,7 +558,7 @@ func (s *Server) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.opts.StateDir, stateFileName), data, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.opts.StateDir, stateFileName), data, 0o600); err != nil {
 		return err
 	}
 	// state.json now holds everything the journal did.

@@ -58,6 +58,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"meshca/pkg/atomicfile"
 	"meshca/pkg/sds"
 )
 
@@ -347,7 +348,7 @@ func (a *agent) write(ca, key, chain []byte) (bool, error) {
 		{KeyFile, key, 0o600},
 		{CertFile, chain, 0o644},
 	}
-	changed := false
+	var set []atomicfile.File
 	for _, f := range files {
 		path := filepath.Join(a.cfg.OutDir, f.name)
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, f.data) {
@@ -355,12 +356,14 @@ func (a *agent) write(ca, key, chain []byte) (bool, error) {
 				continue
 			}
 		}
-		if err := writeFileAtomic(path, f.data, f.perm); err != nil {
-			return changed, err
-		}
-		changed = true
+		set = append(set, atomicfile.File{Name: f.name, Data: f.data, Perm: f.perm})
 	}
-	return changed, nil
+	if len(set) == 0 {
+		return false, nil
+	}
+	// All new contents are on disk before the first rename, so a reader
+	// can see a mix of old and new files only within a few renames.
+	return true, atomicfile.WriteSet(a.cfg.OutDir, set...)
 }
 
 func (a *agent) runHook(ctx context.Context) {
@@ -378,43 +381,4 @@ func (a *agent) runHook(ctx context.Context) {
 		return
 	}
 	a.log.Info("--on-rotate hook ran", "took", time.Since(start).Round(time.Millisecond))
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory (created with perm, fsynced, renamed, directory fsynced).
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	done := false
-	defer func() {
-		if !done {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	done = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }

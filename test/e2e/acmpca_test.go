@@ -15,6 +15,8 @@ import (
 const (
 	seedARN = "arn:aws:acm-pca:region:account:certificate-authority/12345678-1234-1234-1234-123456789012"
 	subARN  = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	// offARN is a CA that exists but is DISABLED.
+	offARN = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/dddddddd-dddd-dddd-dddd-dddddddddddd"
 	// seedKeyFile is the path the seed's Mesh reads accessKeySecret from.
 	seedKeyFile = "/tmp/accesss_key.txt"
 )
@@ -98,6 +100,7 @@ func TestACMPCASeed(t *testing.T) {
 	emu := startEmulator(t,
 		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
 		"--ca", "arn="+subARN+",type=SUBORDINATE,key=RSA_2048,mode=GENERAL_PURPOSE",
+		"--ca", "arn="+offARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE,status=DISABLED",
 		"--credentials", "AKIDFROMSEC2:secret-from-file",
 		"--credentials", "AKIDENV:secret-env",
 		"--in-progress", "3s")
@@ -234,7 +237,7 @@ mtls:
 			out, err := cp.meshctl("inspect", "dataplane", "backend-1", "-m", "default", "-o", "json")
 			return err == nil && strings.Contains(out, `"lastError"`)
 		})
-		if b := backend.leaf(); b.SerialNumber.Cmp(b0.SerialNumber) != 0 {
+		if !sameSerial(backend.leaf(), b0) {
 			t.Fatal("backend-1's certificate changed during the outage")
 		}
 		if _, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); serverSaw != "spiffe://default/web" {
@@ -243,7 +246,7 @@ mtls:
 		emu.admin(t, "faults", `{"outageFor":"0s"}`)
 		waitFor(t, 60*time.Second, "rotation after the outage", func() bool {
 			b, w := backend.leaf(), web.leaf()
-			return b.SerialNumber.Cmp(b0.SerialNumber) != 0 && w.SerialNumber.Cmp(w0.SerialNumber) != 0
+			return rotatedFrom(b, b0) && rotatedFrom(w, w0)
 		})
 		if left := time.Until(backend.leaf().NotAfter); left > 23*time.Hour+time.Minute {
 			t.Errorf("rotated certificate lives %v, want 23h", left)
@@ -255,9 +258,13 @@ mtls:
 			{"malformed ARN", "arn: arn:aws:acm:us-east-1:1:certificate/x\n      caCert: {secret: sec-1}", "conf.arn"},
 			{"missing secret", "arn: " + seedARN + "\n      caCert: {secret: nope}", `secret "nope" not found`},
 			{"caCert of another CA", "arn: " + seedARN + "\n      caCert: {secret: ca-other}", "conf.caCert"},
+			{"CA not ACTIVE", "arn: " + offARN + "\n      caCert: {secret: ca-off}", "DISABLED"},
 			{"unknown CA", "arn: arn:aws:acm-pca:us-east-1:1:certificate-authority/99999999-9999-9999-9999-999999999999\n      caCert: {secret: sec-1}", "ResourceNotFoundException"},
 			{"bad credentials", "arn: " + seedARN + "\n      caCert: {secret: sec-1}\n      auth: {awsCredentials: {accessKey: {inlineString: AKIDFROMSEC2}, accessKeySecret: {inlineString: wrong}}}", "conf.auth"},
 		} {
+			if tc.name == "CA not ACTIVE" {
+				cp.apply(t, fmt.Sprintf("type: Secret\nmesh: default\nname: ca-off\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, offARN))))
+			}
 			if tc.name == "caCert of another CA" {
 				cp.apply(t, fmt.Sprintf("type: Secret\nmesh: default\nname: ca-other\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, subARN))))
 			}

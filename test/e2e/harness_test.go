@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -254,17 +255,32 @@ func (a *agent) waitCert(t *testing.T) *x509.Certificate {
 	return leaf
 }
 
-// leaf returns the certificate currently on disk, or nil.
+// leaf returns the certificate currently in cert.pem, or nil. It reads
+// cert.pem alone: a rotation replaces key.pem and cert.pem one rename apart.
 func (a *agent) leaf() *x509.Certificate {
-	pair, err := tls.LoadX509KeyPair(filepath.Join(a.out, "cert.pem"), filepath.Join(a.out, "key.pem"))
+	b, err := os.ReadFile(filepath.Join(a.out, "cert.pem"))
 	if err != nil {
 		return nil
 	}
-	c, err := x509.ParseCertificate(pair.Certificate[0])
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
 		return nil
 	}
 	return c
+}
+
+// sameSerial reports whether c is non-nil and has the serial of ref.
+func sameSerial(c, ref *x509.Certificate) bool {
+	return c != nil && c.SerialNumber.Cmp(ref.SerialNumber) == 0
+}
+
+// rotatedFrom reports whether c is non-nil and differs from ref.
+func rotatedFrom(c, ref *x509.Certificate) bool {
+	return c != nil && c.SerialNumber.Cmp(ref.SerialNumber) != 0
 }
 
 // tlsFiles returns a tls.Config built only from the agent's files.

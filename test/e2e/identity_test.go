@@ -86,10 +86,10 @@ func TestDataplaneIdentity(t *testing.T) {
 	// A restart of the control plane re-issues nothing still valid.
 	cp.restart(t)
 	time.Sleep(2 * time.Second) // let the agents reconnect and receive
-	if b := backend.leaf(); b == nil || b.SerialNumber.Cmp(b1.SerialNumber) != 0 {
+	if !sameSerial(backend.leaf(), b1) {
 		t.Errorf("backend-1 serial changed across restart")
 	}
-	if w := web.leaf(); w == nil || w.SerialNumber.Cmp(w1.SerialNumber) != 0 {
+	if !sameSerial(web.leaf(), w1) {
 		t.Errorf("web-1 serial changed across restart")
 	}
 	if _, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); serverSaw != "spiffe://default/web" {
@@ -103,13 +103,13 @@ func TestDataplaneIdentity(t *testing.T) {
 	var b2 *x509.Certificate
 	waitFor(t, 15*time.Second, "re-issue for the 10s lifetime", func() bool {
 		b2 = backend.leaf()
-		return b2 != nil && b2.SerialNumber.Cmp(b1.SerialNumber) != 0 && b2.NotAfter.Sub(b2.NotBefore) < time.Minute+15*time.Second
+		return rotatedFrom(b2, b1) && b2.NotAfter.Sub(b2.NotBefore) < time.Minute+15*time.Second
 	})
 	w2 := web.leaf()
 	start := time.Now()
 	waitFor(t, 15*time.Second, "both rotated", func() bool {
 		b, w := backend.leaf(), web.leaf()
-		return b != nil && w != nil && b.SerialNumber.Cmp(b2.SerialNumber) != 0 && w.SerialNumber.Cmp(w2.SerialNumber) != 0
+		return rotatedFrom(b, b2) && rotatedFrom(w, w2)
 	})
 	t.Logf("both rotated %v after the first short-lived certificate", time.Since(start).Round(time.Millisecond))
 	if _, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); serverSaw != "spiffe://default/web" {
@@ -181,7 +181,7 @@ mtls:
 `)
 	waitFor(t, 20*time.Second, "both re-issued by the provided CA", func() bool {
 		b, w := backend.leaf(), web.leaf()
-		return b != nil && w != nil && b.SerialNumber.Cmp(b1.SerialNumber) != 0 && w.SerialNumber.Cmp(w1.SerialNumber) != 0 &&
+		return rotatedFrom(b, b1) && rotatedFrom(w, w1) &&
 			b.Issuer.CommonName == "provided root" && w.Issuer.CommonName == "provided root"
 	})
 	before.ping(t)

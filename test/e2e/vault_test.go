@@ -52,7 +52,7 @@ mtls:
 `, v.URL, v.Mount, vaulttest.DefaultRole, v.ServerName))
 	waitFor(t, 20*time.Second, "both re-issued by Vault", func() bool {
 		b, w := backend.leaf(), web.leaf()
-		return b != nil && w != nil && b.SerialNumber.Cmp(b1.SerialNumber) != 0 && w.SerialNumber.Cmp(w1.SerialNumber) != 0 &&
+		return rotatedFrom(b, b1) && rotatedFrom(w, w1) &&
 			b.Subject.CommonName == "backend.mesh" && w.Subject.CommonName == "web.mesh"
 	})
 	before.ping(t)
