@@ -11,33 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
-)
 
-// insight mirrors the answer of GET /meshes/{mesh}/dataplanes/{name}/_insight.
-type insight struct {
-	Mesh      string `json:"mesh"`
-	Dataplane string `json:"dataplane"`
-	MTLS      *struct {
-		IssuedBackend               string    `json:"issuedBackend"`
-		IssuedBackendType           string    `json:"issuedBackendType"`
-		SupportedBackends           []string  `json:"supportedBackends"`
-		CertificateExpirationTime   time.Time `json:"certificateExpirationTime"`
-		LastCertificateRegeneration time.Time `json:"lastCertificateRegeneration"`
-		CertificateRegenerations    int64     `json:"certificateRegenerations"`
-		NextRotation                time.Time `json:"nextRotation"`
-		LastError                   string    `json:"lastError"`
-		LastErrorTime               time.Time `json:"lastErrorTime"`
-		FailedAttempts              int       `json:"failedAttempts"`
-		Subject                     string    `json:"subject"`
-		Issuer                      string    `json:"issuer"`
-		Serial                      string    `json:"serial"`
-		URISANs                     []string  `json:"uriSANs"`
-		DNSSANs                     []string  `json:"dnsSANs"`
-		NotBefore                   time.Time `json:"notBefore"`
-		NotAfter                    time.Time `json:"notAfter"`
-		CertificateRef              string    `json:"certificateRef"`
-	} `json:"mTLS"`
-}
+	"meshca/pkg/identity"
+)
 
 func newInspectCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{
@@ -76,7 +52,7 @@ func newInspectCmd(app *App) *cobra.Command {
 			default:
 				return fmt.Errorf("--output %q: must be table, yaml or json", output)
 			}
-			var in insight
+			var in identity.Insight
 			if err := json.Unmarshal(raw, &in); err != nil {
 				return fmt.Errorf("decode insight: %w", err)
 			}

@@ -235,36 +235,23 @@ func (b *Backend) TrustBundle(ctx context.Context, mesh string, mb api.MTLSBacke
 	return c.TrustBundle(), nil
 }
 
-// Issue implements ca.Backend. It signs with the cached root; the store is
-// consulted at most every revalidateAfter.
+// Issue implements ca.Backend: it signs the CSR with the cached CA.
 func (b *Backend) Issue(ctx context.Context, mesh string, mb api.MTLSBackend, req ca.IssueRequest) (ca.Issued, error) {
-	c, err := b.current(ctx, caKey{mesh, mb.Name})
-	if err != nil {
-		return ca.Issued{}, err
-	}
-	validity := req.Validity
-	if validity <= 0 {
-		validity = mb.CertExpiration()
-	}
-	iss, err := c.Issue(ctx, req, validity, b.now())
-	if err != nil {
-		return ca.Issued{}, fmt.Errorf("builtin CA of mesh %q backend %q: %w", mesh, mb.Name, err)
-	}
-	return iss, nil
+	return b.issue(ctx, mesh, mb, req, nil)
 }
 
 // IssueForKey implements ca.KeySigner: the data-plane key was made in this
 // process, so no CSR is built or checked.
 func (b *Backend) IssueForKey(ctx context.Context, mesh string, mb api.MTLSBackend, pub crypto.PublicKey, req ca.IssueRequest) (ca.Issued, error) {
+	return b.issue(ctx, mesh, mb, req, pub)
+}
+
+func (b *Backend) issue(ctx context.Context, mesh string, mb api.MTLSBackend, req ca.IssueRequest, pub crypto.PublicKey) (ca.Issued, error) {
 	c, err := b.current(ctx, caKey{mesh, mb.Name})
 	if err != nil {
 		return ca.Issued{}, err
 	}
-	validity := req.Validity
-	if validity <= 0 {
-		validity = mb.CertExpiration()
-	}
-	iss, err := c.IssueForKey(ctx, pub, req, validity, b.now())
+	iss, err := c.IssueFor(ctx, mb, req, pub, b.now())
 	if err != nil {
 		return ca.Issued{}, fmt.Errorf("builtin CA of mesh %q backend %q: %w", mesh, mb.Name, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"time"
 
+	"meshca/pkg/api"
 	"meshca/pkg/ca"
 )
 
@@ -100,6 +101,19 @@ func (c *CA) Issue(ctx context.Context, req ca.IssueRequest, validity time.Durat
 // req.Identity. Otherwise it behaves as Issue.
 func (c *CA) IssueForKey(ctx context.Context, pub crypto.PublicKey, req ca.IssueRequest, validity time.Duration, now time.Time) (ca.Issued, error) {
 	return c.sign(ctx, pub, pkix.Name{CommonName: req.Identity.CommonName}, req.Identity.URIs, nil, validity, now)
+}
+
+// IssueFor issues from req.CSR when pub is nil, else for pub (ca.KeySigner),
+// valid for req.Validity or, when unset, the backend's dpCert expiration.
+func (c *CA) IssueFor(ctx context.Context, mb api.MTLSBackend, req ca.IssueRequest, pub crypto.PublicKey, now time.Time) (ca.Issued, error) {
+	validity := req.Validity
+	if validity <= 0 {
+		validity = mb.CertExpiration()
+	}
+	if pub == nil {
+		return c.Issue(ctx, req, validity, now)
+	}
+	return c.IssueForKey(ctx, pub, req, validity, now)
 }
 
 func (c *CA) sign(ctx context.Context, pub crypto.PublicKey, subject pkix.Name, uris []*url.URL, dnsNames []string, validity time.Duration, now time.Time) (ca.Issued, error) {
