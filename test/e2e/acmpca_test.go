@@ -89,13 +89,16 @@ func (e *emulator) chain(t *testing.T, arn string) []byte {
 // CA (chain of three) works, and killing the control plane in the middle of
 // an issuance buys no second certificate.
 func TestACMPCASeed(t *testing.T) {
-	if _, err := os.Stat(seedKeyFile); err == nil {
-		t.Skipf("%s exists and is not ours to overwrite", seedKeyFile)
+	// The seed's Mesh reads its secret key from this fixed path: keep
+	// whatever is there and put it back afterwards.
+	if old, err := os.ReadFile(seedKeyFile); err == nil {
+		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
+	} else {
+		t.Cleanup(func() { os.Remove(seedKeyFile) })
 	}
 	if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(seedKeyFile) })
 
 	emu := startEmulator(t,
 		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
