@@ -97,6 +97,14 @@ func (s *Server) describeLocked(ca *caState) *certificateAuthorityShape {
 }
 
 func (s *Server) describeCertificateAuthority(_ context.Context, c call) (any, error) {
+	return s.onCA(c, func(ca *caState) (any, error) {
+		return describeCAOutput{CertificateAuthority: s.describeLocked(ca)}, nil
+	})
+}
+
+// onCA decodes a request that names one CA and runs fn with that CA, under
+// the server's lock.
+func (s *Server) onCA(c call, fn func(ca *caState) (any, error)) (any, error) {
 	var in caArnInput
 	if err := c.decode(&in); err != nil {
 		return nil, err
@@ -107,7 +115,7 @@ func (s *Server) describeCertificateAuthority(_ context.Context, c call) (any, e
 	if err != nil {
 		return nil, err
 	}
-	return describeCAOutput{CertificateAuthority: s.describeLocked(ca)}, nil
+	return fn(ca)
 }
 
 func (s *Server) listCertificateAuthorities(_ context.Context, c call) (any, error) {
@@ -147,43 +155,27 @@ func (s *Server) listCertificateAuthorities(_ context.Context, c call) (any, err
 }
 
 func (s *Server) getCertificateAuthorityCertificate(_ context.Context, c call) (any, error) {
-	var in caArnInput
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ca, err := s.lookupCALocked(in.CertificateAuthorityArn)
-	if err != nil {
-		return nil, err
-	}
-	if ca.CertPEM == "" {
-		return nil, newAPIError(codeInvalidState, "The certificate authority %s is in the %s state and has no certificate.", ca.ARN, ca.Status)
-	}
-	return getCACertificateOutput{Certificate: ca.CertPEM, CertificateChain: strings.Join(ca.ChainPEM, "\n")}, nil
+	return s.onCA(c, func(ca *caState) (any, error) {
+		if ca.CertPEM == "" {
+			return nil, newAPIError(codeInvalidState, "The certificate authority %s is in the %s state and has no certificate.", ca.ARN, ca.Status)
+		}
+		return getCACertificateOutput{Certificate: ca.CertPEM, CertificateChain: strings.Join(ca.ChainPEM, "\n")}, nil
+	})
 }
 
 func (s *Server) getCertificateAuthorityCsr(_ context.Context, c call) (any, error) {
-	var in caArnInput
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ca, err := s.lookupCALocked(in.CertificateAuthorityArn)
-	if err != nil {
-		return nil, err
-	}
-	if ca.CSRPEM == "" {
-		// CAs from specs have no stored CSR; make one on demand so the
-		// operation behaves for every CA.
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: nameFromSubject(ca.Subject)}, ca.key)
-		if err != nil {
-			return nil, fmt.Errorf("create CSR: %w", err)
+	return s.onCA(c, func(ca *caState) (any, error) {
+		if ca.CSRPEM == "" {
+			// CAs from specs have no stored CSR; make one on demand so the
+			// operation behaves for every CA.
+			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: nameFromSubject(ca.Subject)}, ca.key)
+			if err != nil {
+				return nil, fmt.Errorf("create CSR: %w", err)
+			}
+			ca.CSRPEM = strings.TrimRight(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), "\n")
 		}
-		ca.CSRPEM = strings.TrimRight(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), "\n")
-	}
-	return getCACsrOutput{Csr: ca.CSRPEM}, nil
+		return getCACsrOutput{Csr: ca.CSRPEM}, nil
+	})
 }
 
 func (s *Server) updateCertificateAuthority(_ context.Context, c call) (any, error) {
