@@ -54,6 +54,7 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			controlplane.SetMemoryLimitFromCgroup(logger)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if err := controlplane.Run(ctx, cfg); err != nil {
