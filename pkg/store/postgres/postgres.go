@@ -164,35 +164,16 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 const (
-	columns  = `type, mesh, name, version, spec, labels, created_at, modified_at`
+	columns  = storeutil.Columns
 	getQuery = `SELECT ` + columns + ` FROM resources WHERE type = $1 AND mesh = $2 AND name = $3`
 )
-
-func scanRecord(row pgx.Row) (store.Record, error) {
-	var (
-		r                 store.Record
-		labels            string
-		created, modified int64
-	)
-	if err := row.Scan(&r.Type, &r.Mesh, &r.Name, &r.Version, &r.Spec, &labels, &created, &modified); err != nil {
-		return store.Record{}, err
-	}
-	if labels != "" && labels != "{}" {
-		if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
-			return store.Record{}, fmt.Errorf("decode labels of %s: %w", r.Key, err)
-		}
-	}
-	r.CreationTime = time.Unix(0, created).UTC()
-	r.ModificationTime = time.Unix(0, modified).UTC()
-	return storeutil.Clone(r), nil
-}
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 func get(ctx context.Context, q querier, query string, key store.Key) (*store.Record, error) {
-	r, err := scanRecord(q.QueryRow(ctx, query, key.Type, key.Mesh, key.Name))
+	r, err := storeutil.ScanRecord(q.QueryRow(ctx, query, key.Type, key.Mesh, key.Name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -233,15 +214,8 @@ func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, err
 		return nil, fmt.Errorf("list %s: %w", typ, err)
 	}
 	defer rows.Close()
-	var out []store.Record
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", typ, err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := storeutil.CollectRecords(rows)
+	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", typ, err)
 	}
 	return out, nil

@@ -254,7 +254,7 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 const (
-	columns     = `type, mesh, name, version, spec, labels, created_at, modified_at`
+	columns     = storeutil.Columns
 	getQuery    = `SELECT ` + columns + ` FROM resources WHERE type = ? AND mesh = ? AND name = ?`
 	deleteQuery = `DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?`
 	upsertQuery = `INSERT INTO resources (` + columns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -263,29 +263,8 @@ const (
 			created_at = excluded.created_at, modified_at = excluded.modified_at`
 )
 
-type scanner interface{ Scan(dest ...any) error }
-
-func scanRecord(sc scanner) (store.Record, error) {
-	var (
-		r                 store.Record
-		labels            string
-		created, modified int64
-	)
-	if err := sc.Scan(&r.Type, &r.Mesh, &r.Name, &r.Version, &r.Spec, &labels, &created, &modified); err != nil {
-		return store.Record{}, err
-	}
-	if labels != "" && labels != "{}" {
-		if err := json.Unmarshal([]byte(labels), &r.Labels); err != nil {
-			return store.Record{}, fmt.Errorf("decode labels of %s: %w", r.Key, err)
-		}
-	}
-	r.CreationTime = time.Unix(0, created).UTC()
-	r.ModificationTime = time.Unix(0, modified).UTC()
-	return storeutil.Clone(r), nil
-}
-
 func get(ctx context.Context, stmt *sql.Stmt, key store.Key) (*store.Record, error) {
-	r, err := scanRecord(stmt.QueryRowContext(ctx, key.Type, key.Mesh, key.Name))
+	r, err := storeutil.ScanRecord(stmt.QueryRowContext(ctx, key.Type, key.Mesh, key.Name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -321,15 +300,8 @@ func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, err
 		return nil, fmt.Errorf("list %s: %w", typ, err)
 	}
 	defer rows.Close()
-	var out []store.Record
-	for rows.Next() {
-		r, err := scanRecord(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", typ, err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := storeutil.CollectRecords(rows)
+	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", typ, err)
 	}
 	return out, nil
