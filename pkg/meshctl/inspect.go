@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"meshca/pkg/api"
+
 	"meshca/pkg/identity"
 )
 
@@ -88,8 +90,71 @@ func newInspectCmd(app *App) *cobra.Command {
 	}
 	dp.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
 	dp.Flags().StringVarP(&output, "output", "o", OutputTable, "output format: table, yaml or json")
-	cmd.AddCommand(dp)
+	cmd.AddCommand(dp, newInspectDataplanesCmd(app))
 	return cmd
+}
+
+// dataplaneOverviews is the answer of GET /meshes/{mesh}/dataplanes+insights.
+type dataplaneOverviews struct {
+	Items []struct {
+		Name             string           `json:"name"`
+		Dataplane        *api.Dataplane   `json:"dataplane"`
+		DataplaneInsight identity.Insight `json:"dataplaneInsight"`
+	} `json:"items"`
+}
+
+// newInspectDataplanesCmd lists a mesh's data planes with their certificate
+// state, as kumactl inspect dataplanes does.
+func newInspectDataplanesCmd(app *App) *cobra.Command {
+	var mesh string
+	cmd := &cobra.Command{
+		Use:   "dataplanes",
+		Short: "List a mesh's data planes with their certificate state",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, err := app.Client()
+			if err != nil {
+				return err
+			}
+			var list dataplaneOverviews
+			if _, err := client.Do(cmd.Context(), http.MethodGet, "/meshes/"+url.PathEscape(mesh)+"/dataplanes+insights", nil, nil, &list); err != nil {
+				return err
+			}
+			now := app.Now()
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 3, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSERVICES\tBACKEND\tCERT EXPIRES IN\tNEXT ROTATION IN\tROTATIONS\tLAST ERROR")
+			for _, it := range list.Items {
+				services := "-"
+				if it.Dataplane != nil {
+					services = orDash(strings.Join(it.Dataplane.Services(), ","))
+				}
+				backend, expires, next, rotations, lastErr := "-", "-", "-", "0", "-"
+				if m := it.DataplaneInsight.MTLS; m != nil {
+					backend = orDash(m.IssuedBackend)
+					if !m.CertificateExpirationTime.IsZero() {
+						expires = until(m.CertificateExpirationTime, now, "expired")
+					}
+					if !m.NextRotation.IsZero() {
+						next = until(m.NextRotation, now, "due")
+					}
+					rotations = fmt.Sprint(m.CertificateRegenerations)
+					lastErr = orDash(m.LastError)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.Name, services, backend, expires, next, rotations, lastErr)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh to list")
+	return cmd
+}
+
+// until renders how far ahead t is, or past when it is not ahead.
+func until(t, now time.Time, past string) string {
+	if !t.After(now) {
+		return past
+	}
+	return Age(now, t)
 }
 
 func ts(t time.Time) string {

@@ -83,6 +83,13 @@ func TestDataplaneIdentity(t *testing.T) {
 		}
 	}
 
+	list := cp.mustMeshctl(t, "inspect", "dataplanes", "-m", "default")
+	for _, want := range []string{"backend-1", "web-1", "ca-1", "CERT EXPIRES IN"} {
+		if !strings.Contains(list, want) {
+			t.Errorf("inspect dataplanes does not show %q:\n%s", want, list)
+		}
+	}
+
 	// A restart of the control plane re-issues nothing still valid.
 	cp.restart(t)
 	time.Sleep(2 * time.Second) // let the agents reconnect and receive
