@@ -34,6 +34,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"meshca/pkg/store"
 	"meshca/pkg/store/internal/storeutil"
@@ -53,7 +54,7 @@ const (
 
 // Store is a store.Store backed by PostgreSQL.
 type Store struct {
-	pool   *connPool
+	pool   *pgxpool.Pool
 	logger *slog.Logger
 	hub    *storeutil.Hub
 
@@ -89,24 +90,29 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	cfg, err := pgx.ParseConfig(dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: parse dsn: %w", err)
 	}
+	cfg.MaxConns = poolSize
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: %w", err)
+	}
 	s := &Store{
-		pool:       newConnPool(cfg, poolSize),
+		pool:       pool,
 		logger:     logger.With("store", "postgres"),
 		hub:        storeutil.NewHub(),
 		listenDone: make(chan struct{}),
 		barriers:   make(map[string]func()),
 	}
 	if err := s.migrate(ctx); err != nil {
-		s.pool.close()
+		s.pool.Close()
 		return nil, fmt.Errorf("postgres store: %w", err)
 	}
 	listener, err := s.connectListener(ctx)
 	if err != nil {
-		s.pool.close()
+		s.pool.Close()
 		return nil, fmt.Errorf("postgres store: %w", err)
 	}
 	listenCtx, cancel := context.WithCancel(context.Background())
@@ -116,11 +122,11 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	conn, err := s.pool.acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: connect: %w", err)
 	}
-	defer s.pool.release(conn)
+	defer conn.Release()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -185,11 +191,11 @@ func get(ctx context.Context, q querier, query string, key store.Key) (*store.Re
 
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, key store.Key) (store.Record, error) {
-	conn, err := s.pool.acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return store.Record{}, fmt.Errorf("get %s: %w", key, err)
 	}
-	defer s.pool.release(conn)
+	defer conn.Release()
 	r, err := get(ctx, conn, getQuery, key)
 	if err != nil {
 		return store.Record{}, fmt.Errorf("get %s: %w", key, err)
@@ -203,11 +209,11 @@ func (s *Store) Get(ctx context.Context, key store.Key) (store.Record, error) {
 // List implements store.Store. Columns use the "C" collation, so ORDER BY
 // matches Go string comparison.
 func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, error) {
-	conn, err := s.pool.acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", typ, err)
 	}
-	defer s.pool.release(conn)
+	defer conn.Release()
 	rows, err := conn.Query(ctx, `SELECT `+columns+` FROM resources
 		WHERE type = $1 AND ($2 = '' OR mesh = $2) ORDER BY mesh, name`, typ, mesh)
 	if err != nil {
@@ -229,11 +235,11 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	conn, err := s.pool.acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	defer s.pool.release(conn)
+	defer conn.Release()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("commit: begin: %w", err)
@@ -344,7 +350,7 @@ func encodeNotification(seq int, ev store.Event) (string, error) {
 }
 
 func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.cfg)
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
 	if err != nil {
 		return nil, fmt.Errorf("listener: connect: %w", err)
 	}
@@ -472,11 +478,11 @@ func (s *Store) sendBarrier(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := s.pool.acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer s.pool.release(conn)
+	defer conn.Release()
 	_, err = conn.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, string(payload))
 	return err
 }
@@ -487,7 +493,7 @@ func (s *Store) Close() error {
 		s.stopListen()
 		<-s.listenDone
 		s.hub.Close()
-		s.pool.close()
+		s.pool.Close()
 	})
 	return nil
 }

@@ -40,12 +40,7 @@ func openEmpty(t *testing.T) *Store {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	conn, err := s.pool.acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.pool.release(conn)
-	if _, err := conn.Exec(t.Context(), `TRUNCATE resources`); err != nil {
+	if _, err := s.pool.Exec(t.Context(), `TRUNCATE resources`); err != nil {
 		t.Fatal(err)
 	}
 	return s
