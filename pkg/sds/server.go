@@ -126,10 +126,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 		// Data planes send small, rare requests: a connection needs no
 		// 32 KiB read buffer (the default).
 		grpc.ReadBufferSize(readBufferSize),
-		// Each Envoy holds its own connection and is idle between pushes:
-		// return the write buffer to a shared pool after each flush instead
-		// of keeping 32 KiB per connection.
-		grpc.SharedWriteBuffer(true),
+		// (Write buffers are shared between idle connections by default in
+		// this gRPC version.)
 	)
 	// sctx also ends if gs.Serve fails, so streams and the stopper end too.
 	sctx, cancel := context.WithCancel(ctx)
