@@ -78,6 +78,7 @@ type Store struct {
 	// commit order and in-process writers never contend inside SQLite.
 	qmu        sync.Mutex
 	queue      []*request
+	enqueued   int           // calls ever queued; guarded by qmu
 	closed     bool          // guarded by qmu; no request is queued once set
 	wake       chan struct{} // capacity 1: "queue is non-empty or closed"
 	writerDone chan struct{} // closed when the writer goroutine has exited
@@ -307,6 +308,14 @@ func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, err
 	return out, nil
 }
 
+// queueState tells how many calls were ever queued, how many wait now and
+// whether Close has begun (tests use it to order calls without sleeping).
+func (s *Store) queueState() (enqueued, waiting int, closed bool) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.enqueued, len(s.queue), s.closed
+}
+
 // Commit implements store.Store. The call is queued to the writer goroutine,
 // which applies it atomically inside its own savepoint of a group
 // transaction (see the package documentation). If ctx ends while the call is
@@ -329,6 +338,7 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 		return fmt.Errorf("commit: %w", ErrClosed)
 	}
 	s.queue = append(s.queue, req)
+	s.enqueued++
 	s.qmu.Unlock()
 	s.signal()
 

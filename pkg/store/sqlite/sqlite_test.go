@@ -305,9 +305,23 @@ func result(t *testing.T, ch <-chan error) error {
 	}
 }
 
-// waitQueued gives a started Commit time to reach the writer's queue (or, for
-// the first one, the writer blocked in BEGIN).
-func waitQueued() { time.Sleep(100 * time.Millisecond) }
+// waitQueue waits until enqueued calls have been queued in all and waiting
+// of them still wait (the others were taken by the writer, which may be
+// blocked in BEGIN).
+func waitQueue(t *testing.T, s *sqlite.Store, enqueued, waiting int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e, w, _ := sqlite.QueueState(s)
+		if e == enqueued && w == waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue: %d queued, %d waiting; want %d and %d", e, w, enqueued, waiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 // A caller whose ctx ends while its commit is queued gets ctx.Err() at once,
 // and its ops are never applied, even though the batch around it commits.
@@ -318,11 +332,12 @@ func TestCommitCanceledWhileQueued(t *testing.T) {
 	unlock := lockDB(t, path)
 
 	a := commitAsync(t.Context(), s, createOp("a"))
-	waitQueued()
+	waitQueue(t, s, 1, 0) // taken by the writer, blocked in BEGIN
 	ctx, cancel := context.WithCancel(t.Context())
 	b := commitAsync(ctx, s, createOp("b"))
+	waitQueue(t, s, 2, 1)
 	c := commitAsync(t.Context(), s, createOp("c"))
-	waitQueued()
+	waitQueue(t, s, 3, 2)
 	cancel()
 	if err := result(t, b); err != context.Canceled {
 		t.Fatalf("canceled Commit = %v, want context.Canceled", err)
@@ -356,12 +371,19 @@ func TestCloseFailsQueuedCommits(t *testing.T) {
 	unlock := lockDB(t, path)
 
 	a := commitAsync(t.Context(), s, createOp("a")) // taken by the writer, blocked in BEGIN
-	waitQueued()
+	waitQueue(t, s, 1, 0)
 	b := commitAsync(t.Context(), s, createOp("b")) // queued behind it
-	waitQueued()
+	waitQueue(t, s, 2, 1)
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
-	waitQueued()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, _, c := sqlite.QueueState(s); c {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close did not begin")
+		}
+	}
 	unlock()
 	if err := result(t, a); err != nil {
 		t.Errorf("in-flight Commit = %v, want nil", err)
@@ -394,7 +416,7 @@ func TestBatchedCallsAreIndependent(t *testing.T) {
 	unlock := lockDB(t, path)
 
 	first := commitAsync(t.Context(), s, createOp("first"))
-	waitQueued()
+	waitQueue(t, s, 1, 0)
 	k := store.Key{Type: "T", Name: "k"}
 	upd := func(version int64, spec string) store.Op {
 		return store.Op{Kind: store.OpUpdate, Record: store.Record{Key: k, Version: version, Spec: []byte(spec)}}
@@ -414,7 +436,7 @@ func TestBatchedCallsAreIndependent(t *testing.T) {
 	results := make([]<-chan error, len(steps))
 	for i, st := range steps {
 		results[i] = commitAsync(t.Context(), s, st.ops...)
-		time.Sleep(20 * time.Millisecond) // keep the queue order
+		waitQueue(t, s, i+2, i+1) // keep the queue order
 	}
 	unlock()
 	if err := result(t, first); err != nil {

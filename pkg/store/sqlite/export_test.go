@@ -1,0 +1,4 @@
+package sqlite
+
+// QueueState exposes queueState to the external tests.
+func QueueState(s *Store) (enqueued, waiting int, closed bool) { return s.queueState() }
