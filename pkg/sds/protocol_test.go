@@ -180,6 +180,48 @@ func TestRevocationSeenThroughTokensRun(t *testing.T) {
 	wantCode(t, err, codes.Unauthenticated)
 }
 
+// A revocation cuts off an open stream at once even when nothing is pushed
+// to it: the tokens' change signal wakes the re-verification (the periodic
+// one is an hour away here).
+func TestRevocationWithoutPushClosesStream(t *testing.T) {
+	e := newEnv(t, sds.WithReverifyInterval(time.Hour))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.tokens.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for {
+		if _, ok := e.tokens.Generation("default"); ok {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
+	tok := e.token("web-1")
+	s, err := e.client.StreamSecrets(authCtx(t, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(sotwRequest("default.web-1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(sotwRequest("", r1)); err != nil {
+		t.Fatal(err)
+	}
+	e.revoke(tok)
+	got := make(chan error, 1)
+	go func() { _, err := s.Recv(); got <- err }()
+	select {
+	case err := <-got:
+		wantCode(t, err, codes.Unauthenticated)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked stream stayed open")
+	}
+}
+
 func TestSotWNACKNotResent(t *testing.T) {
 	e := newEnv(t)
 	now := time.Now()
