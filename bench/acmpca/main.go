@@ -50,6 +50,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"meshca/bench/internal/promtext"
 )
 
 const (
@@ -329,7 +331,7 @@ func run(ctx context.Context, c config) (*report, error) {
 	if err := doJSON(ctx, http.MethodPut, apiURL+"/meshes/"+mesh, meshRes, nil); err != nil {
 		return nil, fmt.Errorf("apply mesh: %w", err)
 	}
-	pre, err := scrape(ctx, apiURL)
+	pre, err := promtext.Scrape(ctx, hc, apiURL)
 	if err != nil {
 		return nil, err
 	}
@@ -364,18 +366,18 @@ func run(ctx context.Context, c config) (*report, error) {
 	var last samples
 	var lastLog time.Time
 	for {
-		s, err := scrape(runCtx, apiURL)
+		s, err := promtext.Scrape(runCtx, hc, apiURL)
 		if err == nil {
 			last = s
-			if s.get(`meshca_dataplanes_by_cert_state{state="valid"}`) >= float64(c.n) {
+			if s.Get(`meshca_dataplanes_by_cert_state{state="valid"}`) >= float64(c.n) {
 				rep.certified = time.Since(t0)
 				break
 			}
 			if time.Since(lastLog) > 5*time.Second {
 				lastLog = time.Now()
 				logf("t+%5.1fs valid=%.0f failing=%.0f missing=%.0f", time.Since(t0).Seconds(),
-					s.get(`meshca_dataplanes_by_cert_state{state="valid"}`), s.get(`meshca_dataplanes_by_cert_state{state="failing"}`),
-					s.get(`meshca_dataplanes_by_cert_state{state="missing"}`))
+					s.Get(`meshca_dataplanes_by_cert_state{state="valid"}`), s.Get(`meshca_dataplanes_by_cert_state{state="failing"}`),
+					s.Get(`meshca_dataplanes_by_cert_state{state="missing"}`))
 			}
 		}
 		if cp.exited() {
@@ -405,7 +407,7 @@ func run(ctx context.Context, c config) (*report, error) {
 	rep.cpCPU = cpuSeconds(cp.cmd.Process.Pid) - cpCPU0
 	rep.pcaCPU = cpuSeconds(pca.cmd.Process.Pid) - pcaCPU0
 	if rep.timedOut {
-		logf("timed out after %v with %.0f valid", c.timeout, last.get(`meshca_dataplanes_by_cert_state{state="valid"}`))
+		logf("timed out after %v with %.0f valid", c.timeout, last.Get(`meshca_dataplanes_by_cert_state{state="valid"}`))
 	} else {
 		logf("all %d certified after %v; letting counters settle", c.n, rep.certified.Round(time.Millisecond))
 	}
@@ -415,7 +417,7 @@ func run(ctx context.Context, c config) (*report, error) {
 		return nil, ctx.Err()
 	case <-time.After(2 * time.Second):
 	}
-	post, err := scrape(ctx, apiURL)
+	post, err := promtext.Scrape(ctx, hc, apiURL)
 	if err != nil {
 		return nil, err
 	}
@@ -523,14 +525,14 @@ type report struct {
 }
 
 func (r *report) fill(pre, post samples, a, b stats) {
-	d := func(name string) float64 { return post.get(name) - pre.get(name) }
-	r.valid = post.get(`meshca_dataplanes_by_cert_state{state="valid"}`)
-	r.failing = post.get(`meshca_dataplanes_by_cert_state{state="failing"}`)
-	r.surfacedErrors = post.sumWhere("meshca_certificates_issued_total", `backend_type="acmpca"`, `result="error"`) -
-		pre.sumWhere("meshca_certificates_issued_total", `backend_type="acmpca"`, `result="error"`)
-	r.meshcaThrottles = post.byLabel("meshca_acmpca_throttles_total", "operation")
-	r.meshcaRequests = post.byLabel("meshca_acmpca_requests_total", "operation")
-	r.meshcaBilled = post.sumWhere("meshca_acmpca_certificates_issued_total") - pre.sumWhere("meshca_acmpca_certificates_issued_total")
+	d := func(name string) float64 { return post.Get(name) - pre.Get(name) }
+	r.valid = post.Get(`meshca_dataplanes_by_cert_state{state="valid"}`)
+	r.failing = post.Get(`meshca_dataplanes_by_cert_state{state="failing"}`)
+	r.surfacedErrors = post.SumWhere("meshca_certificates_issued_total", `backend_type="acmpca"`, `result="error"`) -
+		pre.SumWhere("meshca_certificates_issued_total", `backend_type="acmpca"`, `result="error"`)
+	r.meshcaThrottles = post.ByLabel("meshca_acmpca_throttles_total", "operation")
+	r.meshcaRequests = post.ByLabel("meshca_acmpca_requests_total", "operation")
+	r.meshcaBilled = post.SumWhere("meshca_acmpca_certificates_issued_total") - pre.SumWhere("meshca_acmpca_certificates_issued_total")
 	r.budgetWaitCount = d("meshca_acmpca_rate_limit_wait_seconds_count")
 	if r.budgetWaitCount > 0 {
 		r.budgetWaitAvg = d("meshca_acmpca_rate_limit_wait_seconds_sum") / r.budgetWaitCount

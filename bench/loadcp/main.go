@@ -37,6 +37,8 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/meshctl"
 	"meshca/pkg/sds"
+
+	"meshca/bench/internal/promtext"
 )
 
 // Targets from the issue (for 10,000 dataplanes, ECDSA).
@@ -305,7 +307,7 @@ func (r *runner) endPhase(name string) {
 		p.CPUCores = p.CPUSeconds / p.WallSeconds
 	}
 	// The control plane's Go runtime view, for attributing memory.
-	if s, err := scrape(context.Background(), r.hc, r.cp.apiURL); err == nil {
+	if s, err := promtext.Scrape(context.Background(), r.hc, r.cp.apiURL); err == nil {
 		p.Goroutines = int(s["go_goroutines"])
 		p.HeapInuseMiB = kib2mib(int64(s["go_memstats_heap_inuse_bytes"]) / 1024)
 		p.StackInuseMiB = kib2mib(int64(s["go_memstats_stack_inuse_bytes"]) / 1024)
@@ -400,7 +402,7 @@ func (r *runner) registerAndCertify(ctx context.Context) error {
 		}
 		prev = end
 	}
-	if s, err := scrape(ctx, r.hc, r.cp.apiURL); err == nil {
+	if s, err := promtext.Scrape(ctx, r.hc, r.cp.apiURL); err == nil {
 		r.rep.Phases.Register.ValidAtEnd = int(s[metricValid])
 	}
 	r.endPhase("register")
@@ -425,7 +427,7 @@ func (r *runner) waitMetric(ctx context.Context, done func(samples) bool) (time.
 	defer t.Stop()
 	for {
 		at := time.Now()
-		s, err := scrape(ctx, r.hc, r.cp.apiURL)
+		s, err := promtext.Scrape(ctx, r.hc, r.cp.apiURL)
 		if err != nil && ctx.Err() != nil {
 			return time.Time{}, context.Cause(ctx)
 		}
@@ -518,7 +520,7 @@ func (r *runner) sdsRotation(ctx context.Context) error {
 	r.endPhase("sds-connect")
 	r.log.Info("all SDS streams hold their first secrets", "took", time.Since(t).Round(time.Millisecond))
 
-	before, err := scrape(ctx, r.hc, r.cp.apiURL)
+	before, err := promtext.Scrape(ctx, r.hc, r.cp.apiURL)
 	if err != nil {
 		return fmt.Errorf("phase rotate: %w", err)
 	}
@@ -546,7 +548,7 @@ func (r *runner) sdsRotation(ctx context.Context) error {
 	if err := <-reissued; err != nil && waitErr == nil {
 		waitErr = fmt.Errorf("waiting for %d re-issuances: %w", r.cfg.n, err)
 	}
-	after, scrapeErr := scrape(ctx, r.hc, r.cp.apiURL)
+	after, scrapeErr := promtext.Scrape(ctx, r.hc, r.cp.apiURL)
 	r.endPhase("rotate")
 	stopSDS()
 	load.wait()

@@ -1,76 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"meshca/bench/internal/promtext"
 )
 
-// samples are the series of one Prometheus text exposition, keyed by the
-// series as written: `name` or `name{label="value",...}`.
-type samples map[string]float64
-
-// parseMetrics reads the Prometheus text format (comments skipped; an
-// optional timestamp after the value is ignored).
-func parseMetrics(r io.Reader) (samples, error) {
-	out := samples{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		// The value follows the last '}' if there are labels, else the first space.
-		var series, rest string
-		if i := strings.LastIndexByte(line, '}'); i >= 0 {
-			series, rest = line[:i+1], strings.TrimSpace(line[i+1:])
-		} else {
-			var ok bool
-			series, rest, ok = strings.Cut(line, " ")
-			if !ok {
-				return nil, fmt.Errorf("metrics: malformed line %q", line)
-			}
-		}
-		valStr, _, _ := strings.Cut(rest, " ")
-		v, err := strconv.ParseFloat(valStr, 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics: line %q: %w", line, err)
-		}
-		out[series] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	return out, nil
-}
-
-// scrape fetches and parses /metrics.
-func scrape(ctx context.Context, hc *http.Client, apiURL string) (samples, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape /metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape /metrics: HTTP %d", resp.StatusCode)
-	}
-	return parseMetrics(resp.Body)
-}
+// samples are the series of one /metrics scrape.
+type samples = promtext.Samples
 
 // bucket is one cumulative histogram bucket.
 type bucket struct {
