@@ -135,38 +135,34 @@ func (s *Store) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLockID)); err != nil {
 		return fmt.Errorf("migrate: lock: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	var current int
-	err = tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&current)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("migrate: read schema version: %w", err)
-	}
-	steps := migrations()
-	if current > len(steps) {
-		return fmt.Errorf("migrate: database schema version %d is newer than this binary supports (%d)", current, len(steps))
-	}
-	for i := current; i < len(steps); i++ {
-		if _, err := tx.Exec(ctx, steps[i]); err != nil {
-			return fmt.Errorf("migrate: step %d: %w", i+1, err)
-		}
-	}
-	if _, err := tx.Exec(ctx, `UPDATE schema_version SET version = $1`, len(steps)); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	from, to, err := storeutil.Migrate(ctx, pgMigration{tx}, migrations(), `UPDATE schema_version SET version = $1`)
+	if err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if current < len(steps) {
-		s.logger.Info("migrated schema", "from", current, "to", len(steps))
+	if from < to {
+		s.logger.Info("migrated schema", "from", from, "to", to)
 	}
 	return nil
+}
+
+// pgMigration adapts a pgx transaction to storeutil.MigrationTx.
+type pgMigration struct{ tx pgx.Tx }
+
+func (m pgMigration) Exec(ctx context.Context, query string, args ...any) error {
+	_, err := m.tx.Exec(ctx, query, args...)
+	return err
+}
+
+func (m pgMigration) Version(ctx context.Context) (int, bool, error) {
+	var v int
+	err := m.tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return v, err == nil, err
 }
 
 const (

@@ -220,38 +220,34 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	var current int
-	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&current)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("migrate: read schema version: %w", err)
-	}
-	steps := migrations()
-	if current > len(steps) {
-		return fmt.Errorf("migrate: database schema version %d is newer than this binary supports (%d)", current, len(steps))
-	}
-	for i := current; i < len(steps); i++ {
-		if _, err := tx.ExecContext(ctx, steps[i]); err != nil {
-			return fmt.Errorf("migrate: step %d: %w", i+1, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(steps)); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	from, to, err := storeutil.Migrate(ctx, sqlMigration{tx}, migrations(), `UPDATE schema_version SET version = ?`)
+	if err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if current < len(steps) {
-		s.logger.Info("migrated schema", "from", current, "to", len(steps))
+	if from < to {
+		s.logger.Info("migrated schema", "from", from, "to", to)
 	}
 	return nil
+}
+
+// sqlMigration adapts a database/sql transaction to storeutil.MigrationTx.
+type sqlMigration struct{ tx *sql.Tx }
+
+func (m sqlMigration) Exec(ctx context.Context, query string, args ...any) error {
+	_, err := m.tx.ExecContext(ctx, query, args...)
+	return err
+}
+
+func (m sqlMigration) Version(ctx context.Context) (int, bool, error) {
+	var v int
+	err := m.tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return v, err == nil, err
 }
 
 const (
