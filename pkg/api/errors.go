@@ -90,3 +90,17 @@ func JoinPath(a, b string) string {
 		return a + "." + b
 	}
 }
+
+// Fields lists the field paths err names, in order; nil when err is no
+// ValidationError.
+func Fields(err error) []string {
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		return nil
+	}
+	out := make([]string, len(ve.Causes))
+	for i, c := range ve.Causes {
+		out[i] = c.Field
+	}
+	return out
+}

@@ -25,26 +25,14 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
 	"meshca/pkg/ca/builtin"
+	"meshca/pkg/ca/catest"
 	"meshca/pkg/store"
 	"meshca/pkg/store/memory"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable time source for ca.Deps.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newBackend(t testing.TB, s store.Store, clk *clock) ca.Backend {
+func newBackend(t testing.TB, s store.Store, clk *catest.Clock) ca.Backend {
 	t.Helper()
 	b, err := builtin.New(ca.Deps{Store: s, Now: clk.Now})
 	if err != nil {
@@ -61,27 +49,6 @@ func backendConf(name, conf string) api.MTLSBackend {
 	return mb
 }
 
-func newCSR(t testing.TB, key crypto.Signer, cn string, uris ...string) *x509.CertificateRequest {
-	t.Helper()
-	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn, Organization: []string{"demo"}}, DNSNames: []string{"backend.default.svc"}}
-	for _, u := range uris {
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
-}
-
 func ecKey(t testing.TB) crypto.Signer {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -96,18 +63,6 @@ func rsaKey(t testing.TB) crypto.Signer {
 		t.Fatal(err)
 	}
 	return k
-}
-
-func fields(err error) []string {
-	var ve *api.ValidationError
-	if !errors.As(err, &ve) {
-		return nil
-	}
-	var out []string
-	for _, c := range ve.Causes {
-		out = append(out, c.Field)
-	}
-	return out
 }
 
 func parseOne(t *testing.T, pemData []byte) *x509.Certificate {
@@ -140,7 +95,7 @@ func TestIssueVerifies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			clk := &clock{t: t0}
+			clk := catest.NewClock(t0)
 			b := newBackend(t, memory.New(), clk)
 			mb := backendConf("ca-1", tt.conf)
 			if err := b.Validate(ctx, "default", mb); err != nil {
@@ -174,7 +129,7 @@ func TestIssueVerifies(t *testing.T) {
 			}
 
 			leafKey := tt.leafKey(t)
-			csr := newCSR(t, leafKey, "csr-cn", "spiffe://default/backend")
+			csr := catest.NewCSR(t, leafKey, "csr-cn", "spiffe://default/backend")
 			iss, err := b.Issue(ctx, "default", mb, ca.IssueRequest{
 				CSR:      csr,
 				Identity: ca.Identity{Mesh: "default", CommonName: tt.commonNam},
@@ -248,7 +203,7 @@ func TestIssueLifetime(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			clk := &clock{t: t0}
+			clk := catest.NewClock(t0)
 			b := newBackend(t, memory.New(), clk)
 			mb := backendConf("ca-1", tt.conf)
 			if tt.dpExpiration != "" {
@@ -257,7 +212,7 @@ func TestIssueLifetime(t *testing.T) {
 			if err := b.Ensure(ctx, "default", mb); err != nil {
 				t.Fatal(err)
 			}
-			iss, err := b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: newCSR(t, ecKey(t), "x", "spiffe://default/backend"), Validity: tt.validity})
+			iss, err := b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, ecKey(t), "x", "spiffe://default/backend"), Validity: tt.validity})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,12 +225,12 @@ func TestIssueLifetime(t *testing.T) {
 
 func TestIssueRefusals(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{t: t0}
+	clk := catest.NewClock(t0)
 	s := memory.New()
 	b := newBackend(t, s, clk)
 	mb := backendConf("ca-1", `{"caCert":{"expiration":"1h"}}`)
 
-	good := newCSR(t, ecKey(t), "x", "spiffe://default/backend")
+	good := catest.NewCSR(t, ecKey(t), "x", "spiffe://default/backend")
 	if _, err := b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: good, Validity: time.Hour}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Issue before Ensure: err = %v, want store.ErrNotFound", err)
 	}
@@ -321,7 +276,7 @@ func secretPEM(t *testing.T, s store.Store, mesh, name string) []byte {
 
 func TestRootPersistedAndReused(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{t: t0}
+	clk := catest.NewClock(t0)
 	s := memory.New()
 	mb := backendConf("ca-1", "")
 
@@ -356,7 +311,7 @@ func TestRootPersistedAndReused(t *testing.T) {
 	if !bytes.Equal(bundle1, bundle2) {
 		t.Fatal("second instance has a different root")
 	}
-	iss, err := second.Issue(ctx, "default", mb, ca.IssueRequest{CSR: newCSR(t, ecKey(t), "x", "spiffe://default/backend"), Validity: time.Hour})
+	iss, err := second.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, ecKey(t), "x", "spiffe://default/backend"), Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +344,7 @@ func TestRootPersistedAndReused(t *testing.T) {
 
 func TestConcurrentEnsureCreatesOneRoot(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{t: t0}
+	clk := catest.NewClock(t0)
 	s := memory.New()
 	mb := backendConf("ca-1", "")
 	// Two instances, four goroutines each: the in-process lock and the
@@ -436,7 +391,7 @@ func TestConcurrentEnsureCreatesOneRoot(t *testing.T) {
 
 func TestCacheFollowsStoredRoot(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{t: t0}
+	clk := catest.NewClock(t0)
 	s := memory.New()
 	mb := backendConf("ca-1", "")
 	a := newBackend(t, s, clk)
@@ -469,7 +424,7 @@ func TestCacheFollowsStoredRoot(t *testing.T) {
 	}
 	// ...and after it, follows the store's new version.
 	clk.Add(11 * time.Second)
-	iss, err := a.Issue(ctx, "default", mb, ca.IssueRequest{CSR: newCSR(t, ecKey(t), "x", "spiffe://default/backend"), Validity: time.Hour})
+	iss, err := a.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, ecKey(t), "x", "spiffe://default/backend"), Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,7 +439,7 @@ func TestCacheFollowsStoredRoot(t *testing.T) {
 
 func TestCleanupOps(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{t: t0}
+	clk := catest.NewClock(t0)
 	s := memory.New()
 	mb := backendConf("ca-1", "")
 	b := newBackend(t, s, clk)
@@ -544,7 +499,7 @@ func TestCleanupOps(t *testing.T) {
 
 func TestEnsureIncompleteRoot(t *testing.T) {
 	ctx := context.Background()
-	clk := &clock{t: t0}
+	clk := catest.NewClock(t0)
 	s := memory.New()
 	mb := backendConf("ca-1", "")
 	b := newBackend(t, s, clk)
@@ -579,7 +534,7 @@ func TestValidateConf(t *testing.T) {
 		{name: "zero expiration", conf: `{"caCert":{"expiration":"0y"}}`, wantField: "conf.caCert.expiration"},
 		{name: "caCert not an object", conf: `{"caCert":3}`, wantField: "conf.caCert"},
 	}
-	b := newBackend(t, memory.New(), &clock{t: t0})
+	b := newBackend(t, memory.New(), catest.NewClock(t0))
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := b.Validate(context.Background(), "default", backendConf("ca-1", tt.conf))
@@ -589,7 +544,7 @@ func TestValidateConf(t *testing.T) {
 				}
 				return
 			}
-			if got := fields(err); !slices.Equal(got, []string{tt.wantField}) {
+			if got := api.Fields(err); !slices.Equal(got, []string{tt.wantField}) {
 				t.Fatalf("Validate error fields = %v (%v), want [%s]", got, err, tt.wantField)
 			}
 			// Ensure refuses the same conf without touching the store.
@@ -646,7 +601,7 @@ func TestRootLifetime(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.conf, func(t *testing.T) {
 			ctx := context.Background()
-			b := newBackend(t, memory.New(), &clock{t: t0})
+			b := newBackend(t, memory.New(), catest.NewClock(t0))
 			mb := backendConf("ca-1", tt.conf)
 			if err := b.Ensure(ctx, "default", mb); err != nil {
 				t.Fatal(err)
@@ -672,7 +627,7 @@ func BenchmarkIssue(b *testing.B) {
 	if err := be.Ensure(ctx, "default", mb); err != nil {
 		b.Fatal(err)
 	}
-	req := ca.IssueRequest{CSR: newCSR(b, ecKey(b), "backend", "spiffe://default/backend"), Validity: 24 * time.Hour}
+	req := ca.IssueRequest{CSR: catest.NewCSR(b, ecKey(b), "backend", "spiffe://default/backend"), Validity: 24 * time.Hour}
 	b.ReportAllocs()
 	cpu := startCPU(b)
 	for b.Loop() {

@@ -13,10 +13,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"log/slog"
 	"math/big"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +23,7 @@ import (
 
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
+	"meshca/pkg/ca/catest"
 	"meshca/pkg/ca/provided"
 	"meshca/pkg/datasource"
 	"meshca/pkg/store"
@@ -32,18 +31,6 @@ import (
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // logBuf collects log output for assertions.
 type logBuf struct {
@@ -60,7 +47,7 @@ func (l *logBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.bu
 
 type fixture struct {
 	store store.Store
-	clk   *clock
+	clk   *catest.Clock
 	logs  *logBuf
 	b     ca.Backend
 }
@@ -68,7 +55,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	s := memory.New()
-	f := &fixture{store: s, clk: &clock{t: t0}, logs: &logBuf{}}
+	f := &fixture{store: s, clk: catest.NewClock(t0), logs: &logBuf{}}
 	b, err := provided.New(ca.Deps{
 		Store:   s,
 		Sources: datasource.New(s),
@@ -199,32 +186,6 @@ func mtlsBackend(conf json.RawMessage) api.MTLSBackend {
 	return api.MTLSBackend{Name: "ca-1", Type: provided.Type, Conf: conf}
 }
 
-func newCSR(t *testing.T, key crypto.Signer) *x509.CertificateRequest {
-	t.Helper()
-	u, _ := url.Parse("spiffe://default/backend")
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "backend"}, URIs: []*url.URL{u}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
-}
-
-func fields(err error) []string {
-	var ve *api.ValidationError
-	if !errors.As(err, &ve) {
-		return nil
-	}
-	var out []string
-	for _, c := range ve.Causes {
-		out = append(out, c.Field)
-	}
-	return out
-}
-
 func TestIssueVerifies(t *testing.T) {
 	type setup struct {
 		chain     []*testCA // conf.cert, signing CA first
@@ -292,7 +253,7 @@ func TestIssueVerifies(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				iss, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: newCSR(t, leafKey), Validity: time.Hour})
+				iss, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, leafKey, "backend", "spiffe://default/backend"), Validity: time.Hour})
 				if err != nil {
 					t.Fatalf("Issue: %v", err)
 				}
@@ -341,7 +302,7 @@ func TestIssueCappedAtCAExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	iss, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: newCSR(t, key), Validity: 24 * time.Hour})
+	iss, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, key, "backend", "spiffe://default/backend"), Validity: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +416,7 @@ func TestValidateRefusals(t *testing.T) {
 			r := mk(t, f)
 			mb := mtlsBackend(r.conf)
 			err := f.b.Validate(ctx, "default", mb)
-			if got := fields(err); !slices.Equal(got, r.wantFields) {
+			if got := api.Fields(err); !slices.Equal(got, r.wantFields) {
 				t.Fatalf("error fields = %v, want %v (error: %v)", got, r.wantFields, err)
 			}
 			if !strings.Contains(err.Error(), r.wantMsg) {
@@ -464,7 +425,7 @@ func TestValidateRefusals(t *testing.T) {
 			if err := f.b.Ensure(ctx, "default", mb); err == nil {
 				t.Error("Ensure accepted what Validate refused")
 			}
-			if _, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: newCSR(t, must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))), Validity: time.Hour}); err == nil {
+			if _, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader)), "backend", "spiffe://default/backend"), Validity: time.Hour}); err == nil {
 				t.Error("Issue succeeded with a refused CA")
 			}
 		})
@@ -484,7 +445,7 @@ func TestChangedSecretIsPickedUp(t *testing.T) {
 	loads := func() int { return strings.Count(f.logs.String(), "loaded provided CA") }
 	issueAndBundle := func() (ca.Issued, []byte) {
 		t.Helper()
-		iss, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: newCSR(t, must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))), Validity: time.Hour})
+		iss, err := f.b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader)), "backend", "spiffe://default/backend"), Validity: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
