@@ -12,6 +12,8 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+
 	"meshca/pkg/sds"
 	"meshca/pkg/sds/sdstest"
 	"meshca/pkg/tokens"
@@ -138,19 +140,25 @@ func TestPushVerifiesOnlyWhenGenerationChanges(t *testing.T) {
 	wantCode(t, err, codes.Unauthenticated)
 }
 
-func TestRevocationSeenThroughTokensRun(t *testing.T) {
-	e := newEnv(t, sds.WithReverifyInterval(0))
+// runTokens runs e.tokens' store watch for the test and waits until it
+// reports generations.
+func runTokens(t *testing.T, e *env) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.tokens.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	for {
 		if _, ok := e.tokens.Generation("default"); ok {
-			break
+			return
 		}
 		time.Sleep(time.Millisecond)
 	}
-	now := time.Now()
+}
+
+// openAcked opens web-1's SotW stream, receives its secrets and ACKs them.
+func openAcked(t *testing.T, e *env, now time.Time) (secretv3.SecretDiscoveryService_StreamSecretsClient, string) {
+	t.Helper()
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, now))
 	tok := e.token("web-1")
 	s, err := e.client.StreamSecrets(authCtx(t, tok))
@@ -167,6 +175,14 @@ func TestRevocationSeenThroughTokensRun(t *testing.T) {
 	if err := s.Send(sotwRequest("", r1)); err != nil {
 		t.Fatal(err)
 	}
+	return s, tok
+}
+
+func TestRevocationSeenThroughTokensRun(t *testing.T) {
+	e := newEnv(t, sds.WithReverifyInterval(0))
+	runTokens(t, e)
+	now := time.Now()
+	s, tok := openAcked(t, e, now)
 	g, _ := e.tokens.Generation("default")
 	e.revoke(tok)
 	for {
@@ -176,7 +192,7 @@ func TestRevocationSeenThroughTokensRun(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 2, now))
-	_, err = s.Recv()
+	_, err := s.Recv()
 	wantCode(t, err, codes.Unauthenticated)
 }
 
@@ -185,32 +201,8 @@ func TestRevocationSeenThroughTokensRun(t *testing.T) {
 // one is an hour away here).
 func TestRevocationWithoutPushClosesStream(t *testing.T) {
 	e := newEnv(t, sds.WithReverifyInterval(time.Hour))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.tokens.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	for {
-		if _, ok := e.tokens.Generation("default"); ok {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
-	tok := e.token("web-1")
-	s, err := e.client.StreamSecrets(authCtx(t, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Send(sotwRequest("default.web-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	r1, err := s.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Send(sotwRequest("", r1)); err != nil {
-		t.Fatal(err)
-	}
+	runTokens(t, e)
+	s, tok := openAcked(t, e, time.Now())
 	e.revoke(tok)
 	got := make(chan error, 1)
 	go func() { _, err := s.Recv(); got <- err }()
