@@ -201,7 +201,7 @@ type sdsSource struct{ ids *identity.Manager }
 
 func (s sdsSource) Current(mesh, name string) (sds.Secrets, bool) {
 	sec, ok := s.ids.Current(mesh, name)
-	return sds.Secrets{CertChainPEM: sec.CertChainPEM, KeyPEM: sec.KeyPEM, TrustBundlePEM: sec.TrustBundlePEM, Version: sec.Version}, ok
+	return sds.Secrets(sec), ok
 }
 
 func (s sdsSource) Subscribe(mesh, name string) (<-chan struct{}, func()) {

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -874,7 +873,6 @@ type Secrets struct {
 	CertChainPEM   []byte
 	KeyPEM         []byte
 	TrustBundlePEM []byte
-	Version        string
 }
 
 // Current returns the certificate, key and trust bundle of a data plane;
@@ -887,15 +885,10 @@ func (m *Manager) Current(mesh, name string) (Secrets, bool) {
 	if st == nil || !st.cur.issued() || ms == nil {
 		return Secrets{}, false
 	}
-	chain := []byte(st.cur.rec.CertPEM + st.cur.rec.ChainPEM)
-	h := sha256.New()
-	h.Write(chain)
-	h.Write(ms.bundle)
 	return Secrets{
-		CertChainPEM:   chain,
+		CertChainPEM:   []byte(st.cur.rec.CertPEM + st.cur.rec.ChainPEM),
 		KeyPEM:         []byte(st.cur.rec.KeyPEM),
 		TrustBundlePEM: ms.bundle,
-		Version:        hex.EncodeToString(h.Sum(nil)[:8]),
 	}, true
 }
 

@@ -69,10 +69,10 @@ func MeshCAName(mesh string) string { return "mesh_ca:secret:" + mesh }
 // NodeID is the xDS node id a dataplane must use: `<mesh>.<name>`.
 func NodeID(mesh, name string) string { return mesh + "." + name }
 
-// Secrets is what one data plane receives.
+// Secrets is what one data plane receives. The server versions responses
+// by a hash of this content itself.
 type Secrets struct {
 	CertChainPEM, KeyPEM, TrustBundlePEM []byte
-	Version                              string
 }
 
 // Source provides the secrets of data planes.

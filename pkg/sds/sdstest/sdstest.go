@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -182,6 +181,5 @@ func NewSecrets(t testing.TB, mesh, name string, serial int64, now time.Time) sd
 		CertChainPEM:   append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), caPEM...),
 		KeyPEM:         pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 		TrustBundlePEM: caPEM,
-		Version:        strconv.FormatInt(serial, 10),
 	}
 }
