@@ -51,7 +51,7 @@ import (
 	"syscall"
 	"time"
 
-	"meshca/bench/internal/promtext"
+	"meshca/internal/promtext"
 )
 
 const (

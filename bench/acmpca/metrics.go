@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"meshca/bench/internal/promtext"
+	"meshca/internal/promtext"
 )
 
 // samples are the series of one /metrics scrape.

@@ -38,7 +38,7 @@ import (
 	"meshca/pkg/meshctl"
 	"meshca/pkg/sds"
 
-	"meshca/bench/internal/promtext"
+	"meshca/internal/promtext"
 )
 
 // Targets from the issue (for 10,000 dataplanes, ECDSA).

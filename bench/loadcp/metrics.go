@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"meshca/bench/internal/promtext"
+	"meshca/internal/promtext"
 )
 
 // samples are the series of one /metrics scrape.

@@ -9,18 +9,18 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"meshca/internal/promtext"
 )
 
 var binDir string
@@ -383,23 +383,9 @@ func spiffeOf(c *x509.Certificate) string {
 // (0 when absent), e.g. `meshca_dataplanes_by_cert_state{state="valid"}`.
 func (cp *controlPlane) metric(t *testing.T, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + cp.api + "/metrics")
+	s, err := promtext.Scrape(context.Background(), http.DefaultClient, "http://"+cp.api)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", sample, err)
-			}
-			return v
-		}
-	}
-	return 0
+	return s.Get(sample)
 }

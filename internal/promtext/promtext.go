@@ -1,5 +1,5 @@
 // Package promtext reads the Prometheus text exposition that meshca-cp serves
-// at /metrics, for the load tools under bench/.
+// at /metrics, for the load tools and the end-to-end tests.
 package promtext
 
 import (
