@@ -152,6 +152,9 @@ func (e *entry) matches(cert, key store.Record) bool {
 
 // Backend implements ca.Backend, ca.Cleaner for the builtin CA.
 type Backend struct {
+	// Local serves TrustBundle, Issue and IssueForKey from current.
+	casign.Local
+
 	store store.Store
 	log   *slog.Logger
 	now   func() time.Time
@@ -187,6 +190,9 @@ func New(deps ca.Deps) (ca.Backend, error) {
 	if b.now == nil {
 		b.now = time.Now
 	}
+	b.Local = casign.Local{Kind: "builtin", Now: b.now, Current: func(ctx context.Context, mesh string, mb api.MTLSBackend) (*casign.CA, error) {
+		return b.current(ctx, caKey{mesh, mb.Name})
+	}}
 	return b, nil
 }
 
@@ -224,38 +230,6 @@ func (b *Backend) Ensure(ctx context.Context, mesh string, mb api.MTLSBackend) e
 	}
 	_, err = b.load(ctx, k)
 	return err
-}
-
-// TrustBundle implements ca.Backend: the root certificate in PEM.
-func (b *Backend) TrustBundle(ctx context.Context, mesh string, mb api.MTLSBackend) ([]byte, error) {
-	c, err := b.current(ctx, caKey{mesh, mb.Name})
-	if err != nil {
-		return nil, err
-	}
-	return c.TrustBundle(), nil
-}
-
-// Issue implements ca.Backend: it signs the CSR with the cached CA.
-func (b *Backend) Issue(ctx context.Context, mesh string, mb api.MTLSBackend, req ca.IssueRequest) (ca.Issued, error) {
-	return b.issue(ctx, mesh, mb, req, nil)
-}
-
-// IssueForKey implements ca.KeySigner: the data-plane key was made in this
-// process, so no CSR is built or checked.
-func (b *Backend) IssueForKey(ctx context.Context, mesh string, mb api.MTLSBackend, pub crypto.PublicKey, req ca.IssueRequest) (ca.Issued, error) {
-	return b.issue(ctx, mesh, mb, req, pub)
-}
-
-func (b *Backend) issue(ctx context.Context, mesh string, mb api.MTLSBackend, req ca.IssueRequest, pub crypto.PublicKey) (ca.Issued, error) {
-	c, err := b.current(ctx, caKey{mesh, mb.Name})
-	if err != nil {
-		return ca.Issued{}, err
-	}
-	iss, err := c.IssueFor(ctx, mb, req, pub, b.now())
-	if err != nil {
-		return ca.Issued{}, fmt.Errorf("builtin CA of mesh %q backend %q: %w", mesh, mb.Name, err)
-	}
-	return iss, nil
 }
 
 // CleanupOps implements ca.Cleaner: delete ops for the root's Secrets that
@@ -314,8 +288,17 @@ func (b *Backend) current(ctx context.Context, k caKey) (*casign.CA, error) {
 func (b *Backend) load(ctx context.Context, k caKey) (*casign.CA, error) {
 	certKey := store.Key{Type: api.TypeSecret, Mesh: k.mesh, Name: CertSecretName(k.mesh, k.backend)}
 	keyKey := store.Key{Type: api.TypeSecret, Mesh: k.mesh, Name: KeySecretName(k.mesh, k.backend)}
-	certRec, certErr := b.store.Get(ctx, certKey)
-	keyRec, keyErr := b.store.Get(ctx, keyKey)
+	// The pair is created and deleted in one commit, but read with two Gets
+	// that can straddle such a commit: read again before calling it broken.
+	var certRec, keyRec store.Record
+	var certErr, keyErr error
+	for range 3 {
+		certRec, certErr = b.store.Get(ctx, certKey)
+		keyRec, keyErr = b.store.Get(ctx, keyKey)
+		if errors.Is(certErr, store.ErrNotFound) == errors.Is(keyErr, store.ErrNotFound) {
+			break
+		}
+	}
 	switch {
 	case errors.Is(certErr, store.ErrNotFound) && errors.Is(keyErr, store.ErrNotFound):
 		b.forget(k)

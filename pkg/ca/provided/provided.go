@@ -12,7 +12,6 @@ package provided
 
 import (
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
@@ -87,6 +86,9 @@ type entry struct {
 
 // Backend implements ca.Backend and ca.SecretUser for the provided CA.
 type Backend struct {
+	// Local serves TrustBundle, Issue and IssueForKey from current.
+	casign.Local
+
 	sources *datasource.Resolver
 	log     *slog.Logger
 	now     func() time.Time
@@ -112,6 +114,9 @@ func New(deps ca.Deps) (ca.Backend, error) {
 	if b.now == nil {
 		b.now = time.Now
 	}
+	b.Local = casign.Local{Kind: "provided", Now: b.now, Current: func(ctx context.Context, mesh string, mb api.MTLSBackend) (*casign.CA, error) {
+		return b.current(ctx, mesh, mb, false)
+	}}
 	return b, nil
 }
 
@@ -141,38 +146,6 @@ func (b *Backend) Validate(ctx context.Context, mesh string, mb api.MTLSBackend)
 func (b *Backend) Ensure(ctx context.Context, mesh string, mb api.MTLSBackend) error {
 	_, err := b.current(ctx, mesh, mb, true)
 	return err
-}
-
-// TrustBundle implements ca.Backend: the top-most certificate of conf.cert.
-func (b *Backend) TrustBundle(ctx context.Context, mesh string, mb api.MTLSBackend) ([]byte, error) {
-	c, err := b.current(ctx, mesh, mb, false)
-	if err != nil {
-		return nil, err
-	}
-	return c.TrustBundle(), nil
-}
-
-// Issue implements ca.Backend: it signs the CSR with the cached CA.
-func (b *Backend) Issue(ctx context.Context, mesh string, mb api.MTLSBackend, req ca.IssueRequest) (ca.Issued, error) {
-	return b.issue(ctx, mesh, mb, req, nil)
-}
-
-// IssueForKey implements ca.KeySigner: the data-plane key was made in this
-// process, so no CSR is built or checked.
-func (b *Backend) IssueForKey(ctx context.Context, mesh string, mb api.MTLSBackend, pub crypto.PublicKey, req ca.IssueRequest) (ca.Issued, error) {
-	return b.issue(ctx, mesh, mb, req, pub)
-}
-
-func (b *Backend) issue(ctx context.Context, mesh string, mb api.MTLSBackend, req ca.IssueRequest, pub crypto.PublicKey) (ca.Issued, error) {
-	c, err := b.current(ctx, mesh, mb, false)
-	if err != nil {
-		return ca.Issued{}, err
-	}
-	iss, err := c.IssueFor(ctx, mb, req, pub, b.now())
-	if err != nil {
-		return ca.Issued{}, fmt.Errorf("provided CA of mesh %q backend %q: %w", mesh, mb.Name, err)
-	}
-	return iss, nil
 }
 
 // UsedSecrets implements ca.SecretUser: the Secrets conf.cert and conf.key
