@@ -55,6 +55,7 @@ type cpProcess struct {
 type cpOptions struct {
 	bin, dataDir, store, logLevel string
 	workers                       int
+	pprof                         bool
 }
 
 // startCP starts meshca-cp on free loopback ports and waits for /readyz.
@@ -87,6 +88,9 @@ func startCP(ctx context.Context, o cpOptions, onExit func(error)) (*cpProcess, 
 	}
 	if o.workers > 0 {
 		args = append(args, "--issuance-workers", strconv.Itoa(o.workers))
+	}
+	if o.pprof {
+		args = append(args, "--pprof")
 	}
 	p.cmd = exec.Command(o.bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logFile, p.logFile

@@ -101,7 +101,11 @@ func startSDS(ctx context.Context, addr string, caPEM []byte, clients []*sdsClie
 
 // stream runs one client's stream until ctx ends (nil) or it fails.
 func (l *sdsLoad) stream(ctx context.Context, cli secretv3.SecretDiscoveryServiceClient, c *sdsClient, opened func()) error {
-	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token))
+	// Like Envoy's, the stream has no deadline (ctx's would travel as
+	// grpc-timeout and cost the server a timer per stream); it ends with ctx.
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.WithoutCancel(ctx), "authorization", "Bearer "+c.token))
+	stopOnEnd := context.AfterFunc(ctx, cancel)
+	defer stopOnEnd()
 	defer cancel()
 	st, err := cli.StreamSecrets(sctx)
 	if err != nil {

@@ -204,6 +204,6 @@ func (s sdsSource) Current(mesh, name string) (sds.Secrets, bool) {
 	return sds.Secrets(sec), ok
 }
 
-func (s sdsSource) Subscribe(mesh, name string) (<-chan struct{}, func()) {
-	return s.ids.Subscribe(mesh, name)
+func (s sdsSource) Subscribe(mesh, name string, notify func()) func() {
+	return s.ids.Subscribe(mesh, name, notify)
 }

@@ -68,8 +68,11 @@ type dpState struct {
 	lastErrAt   time.Time
 	lastRotated time.Time
 
-	subs map[chan struct{}]struct{}
+	subs map[*subscriber]struct{} // nil until the first subscription
 }
+
+// subscriber is one Subscribe call's callback.
+type subscriber struct{ notify func() }
 
 type meshState struct {
 	mesh    *api.Mesh
@@ -235,7 +238,7 @@ func (m *Manager) load(ctx context.Context) error {
 		}
 		dp := res.(*api.Dataplane)
 		k := dpKey{dp.Mesh, dp.Name}
-		st := &dpState{dp: dp, subs: map[chan struct{}]struct{}{}}
+		st := &dpState{dp: dp}
 		m.dps[k] = st
 		if r, ok := saved[k]; ok {
 			m.restoreLocked(st, r)
@@ -730,7 +733,7 @@ func (m *Manager) handle(ctx context.Context, ev store.Event) {
 		}
 		st := m.dps[k]
 		if st == nil {
-			st = &dpState{subs: map[chan struct{}]struct{}{}}
+			st = &dpState{}
 			m.dps[k] = st
 		}
 		st.dp = res.(*api.Dataplane)
@@ -859,12 +862,10 @@ func dedupePEM(parts ...[]byte) []byte {
 	return out
 }
 
+// notify calls the data plane's subscribers (with m.mu held).
 func notify(st *dpState) {
-	for ch := range st.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+	for sub := range st.subs {
+		sub.notify()
 	}
 }
 
@@ -892,25 +893,34 @@ func (m *Manager) Current(mesh, name string) (Secrets, bool) {
 	}, true
 }
 
-// Subscribe signals (coalescing, never blocking) whenever a data plane's
-// secrets change. A subscription to a data plane not yet known is kept and
-// starts working when it is registered.
-func (m *Manager) Subscribe(mesh, name string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
+// Subscribe calls notify whenever a data plane's secrets change, until the
+// returned cancel is called. notify runs with the manager's lock held: it
+// must return at once and must not call the Manager. A subscription to a
+// data plane not yet known is kept and starts working when it is registered.
+func (m *Manager) Subscribe(mesh, name string, notify func()) (cancel func()) {
+	sub := &subscriber{notify: notify}
 	k := dpKey{mesh, name}
 	m.mu.Lock()
 	st := m.dps[k]
 	if st == nil {
-		st = &dpState{subs: map[chan struct{}]struct{}{}}
+		st = &dpState{}
 		m.dps[k] = st
 	}
-	st.subs[ch] = struct{}{}
+	if st.subs == nil {
+		st.subs = make(map[*subscriber]struct{}, 1)
+	}
+	st.subs[sub] = struct{}{}
 	m.mu.Unlock()
-	return ch, func() {
+	return func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		if st := m.dps[k]; st != nil {
-			delete(st.subs, ch)
+		st := m.dps[k]
+		if st == nil {
+			return
+		}
+		delete(st.subs, sub)
+		if len(st.subs) == 0 && st.dp == nil && st.cur == nil {
+			delete(m.dps, k) // a deleted (or never registered) data plane kept only for its subscribers
 		}
 	}
 }

@@ -79,8 +79,11 @@ type Secrets struct {
 type Source interface {
 	// Current returns the data plane's current secrets; ok=false while none is issued yet.
 	Current(mesh, name string) (Secrets, bool)
-	// Subscribe signals (coalescing, non-blocking) whenever mesh/name's secrets change. cancel stops it.
-	Subscribe(mesh, name string) (ch <-chan struct{}, cancel func())
+	// Subscribe calls notify whenever mesh/name's secrets change (a call
+	// may also come without a change), until cancel is called. notify must
+	// return at once and must not call the Source: it may run with the
+	// Source's locks held.
+	Subscribe(mesh, name string, notify func()) (cancel func())
 }
 
 // Authenticator verifies a dataplane token and returns whom it identifies.

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // DefaultReverifyInterval is how often open streams re-verify their token.
@@ -107,10 +108,54 @@ func NewServer(src Source, auth Authenticator, logger *slog.Logger, reg promethe
 	return s
 }
 
-// Register adds the SDS service to gs. Streams end (codes.Unavailable) when
-// ctx is done.
-func (s *Server) Register(ctx context.Context, gs *grpc.Server) {
-	secretv3.RegisterSecretDiscoveryServiceServer(gs, &handler{s: s, serveCtx: ctx})
+// Ending a stream from outside its handler.
+//
+// A stream's handler goroutine waits in Recv; the server must still be able
+// to end the stream with a status of its choosing when a token is revoked or
+// the control plane shuts down. Two mechanisms, the first preferred:
+//
+//   - The gRPC transport stream in the stream's context (see
+//     grpc.ServerTransportStreamFromContext) can write the final status
+//     itself (statusWriter). That finishes the stream at once: the client
+//     gets the status, and Recv and Send return.
+//   - tapInterrupt gives every stream a context the server can cancel: the
+//     transport reads and writes the stream under that context, so
+//     cancelling it makes a blocked Recv or Send return. (A stats handler's
+//     context is derived too late for that; the tap's becomes the stream's
+//     own.) The client then sees codes.Canceled, not the status.
+
+// statusWriter is implemented by grpc-go's server transport streams.
+type statusWriter interface {
+	WriteStatus(*status.Status) error
+}
+
+// interruptKey is the context key of a stream's interrupt function.
+type interruptKey struct{}
+
+// tapInterrupt is the grpc.InTapHandle of the server. It runs on the
+// connection's reader goroutine and does not block.
+func tapInterrupt(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	return context.WithValue(ctx, interruptKey{}, cancel), nil
+}
+
+// register adds the SDS service to gs, which must have been created with
+// the tapInterrupt handle. Streams end (codes.Unavailable) when ctx is done.
+func (s *Server) register(ctx context.Context, gs *grpc.Server) {
+	h := &handler{s: s, serveCtx: ctx}
+	context.AfterFunc(ctx, func() { s.closeAll(errShuttingDown) })
+	secretv3.RegisterSecretDiscoveryServiceServer(gs, h)
+}
+
+var errShuttingDown = status.Error(codes.Unavailable, "control plane is shutting down")
+
+// closeAll ends every open stream with err.
+func (s *Server) closeAll(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.end(err)
+	}
 }
 
 // Serve serves SDS over TLS on lis until ctx is done, then stops gracefully
@@ -126,13 +171,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 		// Data planes send small, rare requests: a connection needs no
 		// 32 KiB read buffer (the default).
 		grpc.ReadBufferSize(readBufferSize),
+		grpc.InTapHandle(tapInterrupt),
 		// (Write buffers are shared between idle connections by default in
 		// this gRPC version.)
 	)
 	// sctx also ends if gs.Serve fails, so streams and the stopper end too.
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.Register(sctx, gs)
+	s.register(sctx, gs)
 
 	stopped := make(chan struct{})
 	go func() {
@@ -164,8 +210,9 @@ type conn struct {
 	s                *Server
 	mesh, name, node string
 	token            string
-	ctx              context.Context
-	cancel           context.CancelCauseFunc
+	ctx              context.Context         // the stream's
+	interrupt        context.CancelCauseFunc // cancels ctx: a waiting Recv or Send returns
+	status           statusWriter            // the stream's transport, if it can write the final status
 
 	sawNode bool // stream goroutine only
 
@@ -175,29 +222,46 @@ type conn struct {
 	until time.Time // the last verdict lapses then (zero: unknown)
 }
 
-// open authenticates a new stream and registers it.
-func (s *Server) open(ctx context.Context) (*conn, error) {
+// open authenticates a new stream and registers it; the stream ends when
+// serveCtx does.
+func (s *Server) open(ctx, serveCtx context.Context) (*conn, error) {
+	interrupt, ok := ctx.Value(interruptKey{}).(context.CancelCauseFunc)
+	if !ok {
+		return nil, status.Error(codes.Internal, "sds: the gRPC server lacks the stream interrupt tap")
+	}
 	token, err := bearerToken(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{s: s, token: token}
+	c := &conn{s: s, token: token, ctx: ctx, interrupt: interrupt}
+	c.status, _ = grpc.ServerTransportStreamFromContext(ctx).(statusWriter)
 	mesh, name, err := c.check(ctx)
 	if err != nil {
 		s.log.Info("SDS stream refused", "reason", err)
 		return nil, authStatus(err)
 	}
 	c.mesh, c.name, c.node = mesh, name, NodeID(mesh, name)
-	c.ctx, c.cancel = context.WithCancelCause(ctx)
-	s.register(c)
+	s.add(c)
+	if serveCtx.Err() != nil {
+		c.end(errShuttingDown) // closeAll may have run before add
+	}
 	s.connections.Inc()
 	s.log.Info("SDS stream opened", "node", c.node)
 	return c, nil
 }
 
+// end ends the stream from outside its handler with err, a status error.
+// It may be called from any goroutine, more than once (the first status
+// stays).
+func (c *conn) end(err error) {
+	if c.status != nil {
+		_ = c.status.WriteStatus(status.Convert(err))
+	}
+	c.interrupt(err)
+}
+
 func (c *conn) close() {
-	c.cancel(context.Canceled)
-	c.s.unregister(c)
+	c.s.remove(c)
 	c.s.connections.Dec()
 	c.s.log.Info("SDS stream closed", "node", c.node)
 }
@@ -252,7 +316,7 @@ func (c *conn) verify(ctx context.Context) error {
 	}
 	c.s.log.Info("closing SDS stream: dataplane token no longer valid", "node", c.node, "reason", err)
 	st := status.Errorf(codes.Unauthenticated, "dataplane token no longer valid: %v", err)
-	c.cancel(st)
+	c.end(st)
 	return st
 }
 
@@ -264,9 +328,9 @@ func (c *conn) verifyBeforeSend() error {
 	return c.verify(c.ctx)
 }
 
-// register adds c to the open streams, starting the shared reverify loop
+// add adds c to the open streams, starting the shared reverify loop
 // with the first one.
-func (s *Server) register(c *conn) {
+func (s *Server) add(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.conns[c] = struct{}{}
@@ -276,8 +340,8 @@ func (s *Server) register(c *conn) {
 	}
 }
 
-// unregister removes c; the loop stops with the last stream.
-func (s *Server) unregister(c *conn) {
+// remove removes c; the loop stops with the last stream.
+func (s *Server) remove(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
@@ -378,21 +442,21 @@ type handler struct {
 }
 
 func (h *handler) StreamSecrets(ss secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	c, err := h.s.open(ss.Context())
+	c, err := h.s.open(ss.Context(), h.serveCtx)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	return serve(c, h.serveCtx, ss.Recv, &sotwStream{c: c, ss: ss})
+	return serve(c, ss.Recv, &sotwStream{c: c, ss: ss})
 }
 
 func (h *handler) DeltaSecrets(ss secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
-	c, err := h.s.open(ss.Context())
+	c, err := h.s.open(ss.Context(), h.serveCtx)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	return serve(c, h.serveCtx, ss.Recv, &deltaStream{c: c, ss: ss})
+	return serve(c, ss.Recv, &deltaStream{c: c, ss: ss})
 }
 
 func (h *handler) FetchSecrets(context.Context, *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {

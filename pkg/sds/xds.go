@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -20,7 +21,7 @@ import (
 )
 
 // protocol is the per-stream xDS state machine (SotW or delta). Its methods
-// run on the stream's handler goroutine only.
+// are called one at a time (pusher.mu).
 type protocol[Req any] interface {
 	// request handles a client request (and sends what it calls for).
 	request(req Req) error
@@ -29,55 +30,104 @@ type protocol[Req any] interface {
 	push(signalAt time.Time) error
 }
 
-type received[Req any] struct {
-	req Req
-	err error
+// serve runs one stream on its handler goroutine, which receives and
+// handles requests; pushes for source signals run on a short-lived
+// goroutine (pusher.flush) that exists only while there is something to
+// send. So an idle stream costs one goroutine, blocked in Recv; the
+// server ends a stream from outside (revocation, shutdown) by c.end,
+// which makes Recv return.
+func serve[Req any](c *conn, recv func() (Req, error), p protocol[Req]) (err error) {
+	pu := &pusher[Req]{c: c, p: p}
+	unsubscribe := c.s.src.Subscribe(c.mesh, c.name, pu.signal)
+	defer func() {
+		unsubscribe()
+		// No Send after the handler returns. If a push is sending (a
+		// client not reading can block it on flow control), interrupt
+		// the stream, then wait for the push to give up.
+		if !pu.mu.TryLock() {
+			c.interrupt(context.Canceled)
+			pu.mu.Lock()
+		}
+		pu.closed = true
+		pu.mu.Unlock()
+	}()
+	for {
+		req, err := recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return c.result(nil)
+			}
+			return c.result(err)
+		}
+		pu.mu.Lock()
+		err = p.request(req)
+		pu.mu.Unlock()
+		if err != nil {
+			c.logRefusal(err)
+			return c.result(err)
+		}
+	}
 }
 
-// serve runs one stream: a goroutine receives requests into a channel; the
-// handler goroutine selects on them, on the data plane's source signal and
-// on the stream's end, and does all sending.
-func serve[Req any](c *conn, serveCtx context.Context, recv func() (Req, error), p protocol[Req]) error {
-	in := make(chan received[Req])
-	go func() {
-		for {
-			req, err := recv()
-			select {
-			case in <- received[Req]{req, err}:
-			case <-c.ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	sig, unsubscribe := c.s.src.Subscribe(c.mesh, c.name)
-	defer unsubscribe()
+// logRefusal logs why a stream is ended for what the client sent.
+func (c *conn) logRefusal(err error) {
+	if code := status.Code(err); code == codes.InvalidArgument || code == codes.PermissionDenied {
+		c.s.log.Info("SDS stream refused", "node", c.node, "reason", err)
+	}
+}
+
+// pusher runs a stream's pushes for source signals.
+type pusher[Req any] struct {
+	c *conn
+	p protocol[Req]
+
+	mu     sync.Mutex // serializes p's methods, held while sending
+	closed bool       // the handler returned: no more sending; guarded by mu
+
+	sigMu    sync.Mutex
+	signalAt time.Time // the earliest signal not yet served (zero: none); guarded by sigMu
+	running  bool      // a flush goroutine runs (or the stream failed); guarded by sigMu
+}
+
+// signal is the Source's notify: it starts a flush unless one is running
+// (which then serves this signal too). It does not block.
+func (pu *pusher[Req]) signal() {
+	now := pu.c.s.now()
+	pu.sigMu.Lock()
+	if pu.signalAt.IsZero() {
+		pu.signalAt = now
+	}
+	start := !pu.running
+	pu.running = true
+	pu.sigMu.Unlock()
+	if start {
+		go pu.flush()
+	}
+}
+
+// flush pushes until no signal is pending.
+func (pu *pusher[Req]) flush() {
 	for {
-		var err error
-		select {
-		case <-c.ctx.Done():
-			return c.result(status.FromContextError(c.ctx.Err()).Err())
-		case <-serveCtx.Done():
-			return c.result(status.Error(codes.Unavailable, "control plane is shutting down"))
-		case r := <-in:
-			if r.err != nil {
-				if errors.Is(r.err, io.EOF) {
-					return c.result(nil)
-				}
-				return c.result(r.err)
-			}
-			err = p.request(r.req)
-		case <-sig:
-			err = p.push(c.s.now())
+		pu.sigMu.Lock()
+		at := pu.signalAt
+		if at.IsZero() {
+			pu.running = false
+			pu.sigMu.Unlock()
+			return
 		}
+		pu.signalAt = time.Time{}
+		pu.sigMu.Unlock()
+
+		pu.mu.Lock()
+		var err error
+		if !pu.closed && pu.c.ctx.Err() == nil {
+			err = pu.p.push(at)
+		}
+		pu.mu.Unlock()
 		if err != nil {
-			if status.Code(err) == codes.InvalidArgument || status.Code(err) == codes.PermissionDenied {
-				c.s.log.Info("SDS stream refused", "node", c.node, "reason", err)
-			}
-			c.cancel(err)
-			return c.result(err)
+			pu.c.logRefusal(err)
+			pu.c.end(status.Convert(err).Err()) // running stays set: nothing more is pushed
+			return
 		}
 	}
 }

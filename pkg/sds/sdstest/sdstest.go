@@ -24,7 +24,7 @@ import (
 type Source struct {
 	mu      sync.Mutex
 	secrets map[string]sds.Secrets
-	subs    map[string]map[*chan struct{}]struct{}
+	subs    map[string]map[*func()]struct{}
 	changed chan struct{} // closed and replaced when subscriptions change
 }
 
@@ -34,7 +34,7 @@ var _ sds.Source = (*Source)(nil)
 func NewSource() *Source {
 	return &Source{
 		secrets: map[string]sds.Secrets{},
-		subs:    map[string]map[*chan struct{}]struct{}{},
+		subs:    map[string]map[*func()]struct{}{},
 		changed: make(chan struct{}),
 	}
 }
@@ -45,11 +45,8 @@ func (s *Source) Set(mesh, name string, sec sds.Secrets) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.secrets[id] = sec
-	for ch := range s.subs[id] {
-		select {
-		case *ch <- struct{}{}:
-		default:
-		}
+	for notify := range s.subs[id] {
+		(*notify)()
 	}
 }
 
@@ -60,11 +57,8 @@ func (s *Source) Delete(mesh, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.secrets, id)
-	for ch := range s.subs[id] {
-		select {
-		case *ch <- struct{}{}:
-		default:
-		}
+	for notify := range s.subs[id] {
+		(*notify)()
 	}
 }
 
@@ -76,23 +70,23 @@ func (s *Source) Current(mesh, name string) (sds.Secrets, bool) {
 	return sec, ok
 }
 
-// Subscribe implements sds.Source.
-func (s *Source) Subscribe(mesh, name string) (<-chan struct{}, func()) {
+// Subscribe implements sds.Source: notify is called, with the Source's
+// lock held, on every Set or Delete of mesh/name.
+func (s *Source) Subscribe(mesh, name string, notify func()) func() {
 	id := sds.NodeID(mesh, name)
-	ch := make(chan struct{}, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.subs[id] == nil {
-		s.subs[id] = map[*chan struct{}]struct{}{}
+		s.subs[id] = map[*func()]struct{}{}
 	}
-	s.subs[id][&ch] = struct{}{}
+	s.subs[id][&notify] = struct{}{}
 	s.notifyLocked()
 	var once sync.Once
-	return ch, func() {
+	return func() {
 		once.Do(func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			delete(s.subs[id], &ch)
+			delete(s.subs[id], &notify)
 			s.notifyLocked()
 		})
 	}
