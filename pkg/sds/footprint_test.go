@@ -3,6 +3,10 @@ package sds_test
 import (
 	"bufio"
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -31,11 +35,32 @@ import (
 	"meshca/pkg/sds/sdstest"
 )
 
-// nameAuth accepts the token "<mesh>.<name>" (no crypto: the footprint test
-// measures the SDS server, not token verification).
-type nameAuth struct{}
+// nameAuth accepts the token "<mesh>.<name>". Like a real dataplane token
+// check it verifies an RS256 signature (a fixed one: the footprint test
+// measures the SDS server, not tokens), which needs a deep stack.
+type nameAuth struct {
+	pub    *rsa.PublicKey
+	digest []byte
+	sig    []byte
+}
 
-func (nameAuth) Verify(_ context.Context, tok string) (string, string, error) {
+func newNameAuth(t testing.TB) nameAuth {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("footprint"))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nameAuth{pub: &key.PublicKey, digest: digest[:], sig: sig}
+}
+
+func (a nameAuth) Verify(_ context.Context, tok string) (string, string, error) {
+	if err := rsa.VerifyPKCS1v15(a.pub, crypto.SHA256, a.digest, a.sig); err != nil {
+		return "", "", err
+	}
 	mesh, name, ok := strings.Cut(tok, ".")
 	if !ok {
 		return "", "", sds.ErrRejected
@@ -73,7 +98,7 @@ func TestStreamFootprint(t *testing.T) {
 	for i := range n {
 		src.Set("default", fmt.Sprintf("dp-%05d", i), secrets)
 	}
-	srv := sds.NewServer(src, nameAuth{}, slog.New(slog.DiscardHandler), nil)
+	srv := sds.NewServer(src, newNameAuth(t), slog.New(slog.DiscardHandler), nil)
 	dir := t.TempDir()
 	tlsConf, caPEM, err := sds.LoadOrCreateServerTLS(dir, "", "", nil, nil)
 	if err != nil {

@@ -442,7 +442,7 @@ type handler struct {
 }
 
 func (h *handler) StreamSecrets(ss secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	c, err := h.s.open(ss.Context(), h.serveCtx)
+	c, err := h.open(ss.Context())
 	if err != nil {
 		return err
 	}
@@ -451,12 +451,26 @@ func (h *handler) StreamSecrets(ss secretv3.SecretDiscoveryService_StreamSecrets
 }
 
 func (h *handler) DeltaSecrets(ss secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
-	c, err := h.s.open(ss.Context(), h.serveCtx)
+	c, err := h.open(ss.Context())
 	if err != nil {
 		return err
 	}
 	defer c.close()
 	return serve(c, ss.Recv, &deltaStream{c: c, ss: ss})
+}
+
+// open opens a stream off the handler goroutine's stack (token
+// verification goes deep; see offStack).
+func (h *handler) open(ctx context.Context) (*conn, error) {
+	type opened struct {
+		c   *conn
+		err error
+	}
+	o := offStack(func() opened {
+		c, err := h.s.open(ctx, h.serveCtx)
+		return opened{c, err}
+	})
+	return o.c, o.err
 }
 
 func (h *handler) FetchSecrets(context.Context, *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {

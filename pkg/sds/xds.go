@@ -59,14 +59,30 @@ func serve[Req any](c *conn, recv func() (Req, error), p protocol[Req]) (err err
 			}
 			return c.result(err)
 		}
-		pu.mu.Lock()
-		err = p.request(req)
-		pu.mu.Unlock()
+		err = offStack(func() error {
+			pu.mu.Lock()
+			defer pu.mu.Unlock()
+			return p.request(req)
+		})
 		if err != nil {
 			c.logRefusal(err)
 			return c.result(err)
 		}
 	}
+}
+
+// offStack runs f on a new goroutine and waits for its result.
+//
+// A stream's handler goroutine lives as long as the stream, and keeps the
+// largest stack it ever needed: the runtime halves an idle goroutine's stack
+// only while less than a quarter of it is in use, and a goroutine waiting in
+// gRPC's Recv uses over 4 KiB. So work that goes deep (token verification,
+// building and encoding responses, logging) runs on a short-lived goroutine
+// instead, and an idle stream costs an 8 KiB stack instead of 16 or 32 KiB.
+func offStack[T any](f func() T) T {
+	ch := make(chan T, 1)
+	go func() { ch <- f() }()
+	return <-ch
 }
 
 // logRefusal logs why a stream is ended for what the client sent.
