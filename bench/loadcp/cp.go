@@ -54,6 +54,7 @@ type cpProcess struct {
 
 type cpOptions struct {
 	bin, dataDir, store, logLevel string
+	memLimit                      string
 	workers                       int
 	pprof                         bool
 }
@@ -88,6 +89,9 @@ func startCP(ctx context.Context, o cpOptions, onExit func(error)) (*cpProcess, 
 	}
 	if o.workers > 0 {
 		args = append(args, "--issuance-workers", strconv.Itoa(o.workers))
+	}
+	if o.memLimit != "" {
+		args = append(args, "--memory-limit", o.memLimit)
 	}
 	if o.pprof {
 		args = append(args, "--pprof")

@@ -61,7 +61,7 @@ const (
 type config struct {
 	n, concurrency, sdsClients, perConn, openLimit, workers, services int
 	store, mesh, expiration, rotateExpiration, cpBin, cpLogLevel      string
-	profileDir                                                        string
+	profileDir, cpMemLimit                                            string
 	timeout                                                           time.Duration
 	jsonOut, keep                                                     bool
 }
@@ -83,6 +83,7 @@ func main() {
 	fs.StringVar(&cfg.cpBin, "cp-bin", "", "a prebuilt meshca-cp (default: go build meshca/cmd/meshca-cp)")
 	fs.StringVar(&cfg.cpLogLevel, "cp-log-level", "info", "meshca-cp --log-level (its log goes to a file in the temp dir)")
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "bound on the whole run; each phase fails with a clear error when it is reached")
+	fs.StringVar(&cfg.cpMemLimit, "cp-memory-limit", "", "meshca-cp --memory-limit (default: its default, auto)")
 	fs.StringVar(&cfg.profileDir, "profile-dir", "", "run meshca-cp with --pprof and save its heap (after a GC) and goroutine profiles at the end of each phase into this directory (<phase>.heap.pb.gz, <phase>.goroutine.pb.gz)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temp dir (data dir and meshca-cp.log)")
@@ -189,7 +190,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) (*report, error) 
 	r.rep.Machine.CPVersion = cpVersion(ctx, bin)
 
 	start := time.Now()
-	r.cp, err = startCP(ctx, cpOptions{bin: bin, dataDir: filepath.Join(tmp, "data"), store: cfg.store, logLevel: cfg.cpLogLevel, workers: cfg.workers, pprof: cfg.profileDir != ""},
+	r.cp, err = startCP(ctx, cpOptions{bin: bin, dataDir: filepath.Join(tmp, "data"), store: cfg.store, logLevel: cfg.cpLogLevel, workers: cfg.workers, pprof: cfg.profileDir != "", memLimit: cfg.cpMemLimit},
 		func(err error) { abort(fmt.Errorf("meshca-cp exited unexpectedly (%v)", err)) })
 	if err != nil {
 		return nil, err
@@ -313,6 +314,8 @@ func (r *runner) endPhase(name string) {
 		p.Goroutines = int(s["go_goroutines"])
 		p.HeapInuseMiB = kib2mib(int64(s["go_memstats_heap_inuse_bytes"]) / 1024)
 		p.StackInuseMiB = kib2mib(int64(s["go_memstats_stack_inuse_bytes"]) / 1024)
+		p.GCGoalMiB = kib2mib(int64(s["go_memstats_next_gc_bytes"]) / 1024)
+		p.HeldMiB = kib2mib(int64(s["go_memstats_sys_bytes"]-s["go_memstats_heap_released_bytes"]) / 1024)
 	}
 	r.rep.CPU.Phases = append(r.rep.CPU.Phases, p)
 	if r.cfg.profileDir != "" {

@@ -50,6 +50,7 @@ type reportConfig struct {
 	SDSConnections   int    `json:"sdsConnections"`
 	IssuanceWorkers  int    `json:"issuanceWorkers"` // 0: meshca-cp's default
 	CPLogLevel       string `json:"cpLogLevel"`
+	CPMemoryLimit    string `json:"cpMemoryLimit"` // "": meshca-cp's default
 }
 
 type phases struct {
@@ -128,6 +129,10 @@ type phaseUsage struct {
 	Goroutines    int     `json:"goroutines"`
 	HeapInuseMiB  float64 `json:"heapInuseMiB"`
 	StackInuseMiB float64 `json:"stackInuseMiB"`
+	// GCGoalMiB is the heap size at which the next GC completes.
+	GCGoalMiB float64 `json:"gcGoalMiB"`
+	// HeldMiB is what the Go runtime holds from the OS (sys minus released).
+	HeldMiB float64 `json:"heldMiB"`
 }
 
 type target struct {
@@ -147,7 +152,7 @@ func newReport(cfg config) *report {
 		Config: reportConfig{
 			Dataplanes: cfg.n, Store: cfg.store, Expiration: cfg.expiration, RotateExpiration: cfg.rotateExpiration,
 			KeyType: "EC_P256", Concurrency: cfg.concurrency, SDSClients: cfg.sdsClients, StreamsPerConn: cfg.perConn,
-			IssuanceWorkers: cfg.workers, CPLogLevel: cfg.cpLogLevel,
+			IssuanceWorkers: cfg.workers, CPLogLevel: cfg.cpLogLevel, CPMemoryLimit: cfg.cpMemLimit,
 		},
 	}
 }
@@ -233,8 +238,12 @@ func (r *report) writeText(w io.Writer) {
 	if c.IssuanceWorkers > 0 {
 		workers = fmt.Sprint(c.IssuanceWorkers)
 	}
-	p("  config:    dataplanes=%d store=%s keyType=%s expiration=%s (rotation to %s) api-concurrency=%d issuance-workers=%s cp-log-level=%s",
-		c.Dataplanes, c.Store, c.KeyType, c.Expiration, c.RotateExpiration, c.Concurrency, workers, c.CPLogLevel)
+	memLimit := "default"
+	if c.CPMemoryLimit != "" {
+		memLimit = c.CPMemoryLimit
+	}
+	p("  config:    dataplanes=%d store=%s keyType=%s expiration=%s (rotation to %s) api-concurrency=%d issuance-workers=%s cp-log-level=%s cp-memory-limit=%s",
+		c.Dataplanes, c.Store, c.KeyType, c.Expiration, c.RotateExpiration, c.Concurrency, workers, c.CPLogLevel, memLimit)
 	p("             sds-clients=%d over %d gRPC connections (%d streams each)", c.SDSClients, c.SDSConnections, c.StreamsPerConn)
 	p("")
 	ph := r.Phases
@@ -277,11 +286,12 @@ func (r *report) writeText(w io.Writer) {
 	p("  peak RSS (VmHWM):     %.1f MiB", r.Memory.PeakHWMMiB)
 	p("  sampled max VmRSS:    %.1f MiB (%d samples every %s)   final VmRSS %.1f MiB", r.Memory.SampledMaxRSSMiB, r.Memory.Samples, rssSampleEvery, r.Memory.FinalRSSMiB)
 	p("  CPU total:            %.1f s", r.CPU.TotalSeconds)
-	p("    %-29s %8s %9s %6s %9s %11s %8s %9s %9s", "phase", "wall", "cp cpu", "cores", "loadcp", "max RSS", "gorout.", "heap", "stacks")
+	p("    %-29s %8s %9s %6s %9s %11s %8s %9s %9s %9s %9s", "phase", "wall", "cp cpu", "cores", "loadcp", "max RSS", "gorout.", "heap", "stacks", "GC goal", "Go held")
 	for _, u := range r.CPU.Phases {
-		p("    %-29s %8s %8.2fs %6.2f %8.2fs %7.1f MiB %8d %5.1f MiB %5.1f MiB", u.Name, secs(u.WallSeconds), u.CPUSeconds, u.CPUCores,
-			u.LoadcpCPUSeconds, u.MaxRSSMiB, u.Goroutines, u.HeapInuseMiB, u.StackInuseMiB)
+		p("    %-29s %8s %8.2fs %6.2f %8.2fs %7.1f MiB %8d %5.1f MiB %5.1f MiB %5.1f MiB %5.1f MiB", u.Name, secs(u.WallSeconds), u.CPUSeconds, u.CPUCores,
+			u.LoadcpCPUSeconds, u.MaxRSSMiB, u.Goroutines, u.HeapInuseMiB, u.StackInuseMiB, u.GCGoalMiB, u.HeldMiB)
 	}
+	p("    (heap, stacks, GC goal, Go held: meshca-cp's Go runtime at the end of the phase; Go held = memory obtained from the OS minus released)")
 	p("")
 	p("targets")
 	for _, t := range r.Targets {

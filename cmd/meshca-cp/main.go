@@ -43,7 +43,7 @@ func newRootCmd() *cobra.Command {
 
 func newRunCmd() *cobra.Command {
 	cfg := controlplane.Config{Version: version}
-	var logLevel, logFormat string
+	var logLevel, logFormat, memLimit string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the control plane",
@@ -54,7 +54,9 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
-			controlplane.SetMemoryLimitFromCgroup(logger)
+			if _, err := controlplane.ApplyMemoryLimit(memLimit, logger); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if err := controlplane.Run(ctx, cfg); err != nil {
@@ -76,6 +78,9 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the certmanager backend (default: in-cluster)")
 	f.StringVar(&cfg.K8sNamespace, "k8s-namespace", "meshca-system", "namespace for cert-manager CertificateRequests")
 	f.IntVar(&cfg.Workers, "issuance-workers", 64, "concurrent certificate issuances")
+	f.StringVar(&memLimit, "memory-limit", envOr("MESHCA_MEMORY_LIMIT", controlplane.MemoryLimitAuto),
+		"soft memory limit of the Go runtime, e.g. 256MiB: the garbage collector works harder near it; "+
+			"auto = GOMEMLIMIT if set, else 90% of the container's memory limit, else none; off = none")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiling endpoints under /debug/pprof/ on the API address (local diagnosis only)")
 	f.StringVar(&logLevel, "log-level", envOr("MESHCA_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

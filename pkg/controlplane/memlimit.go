@@ -1,7 +1,9 @@
 package controlplane
 
 import (
+	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -11,28 +13,96 @@ import (
 // cgroup files holding the container's memory limit (v2, then v1).
 var cgroupLimitFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
 
-// SetMemoryLimitFromCgroup gives the Go runtime a soft memory limit of 90 %
-// of the container's limit when the operator has not set GOMEMLIMIT, so the
-// garbage collector works harder before the container is killed instead of
-// after. Thousands of SDS streams make garbage faster than the default
-// GOGC pacing frees it. It returns the limit set (0: none).
-func SetMemoryLimitFromCgroup(logger *slog.Logger) int64 {
+// MemoryLimitAuto and MemoryLimitOff are the non-size values of
+// meshca-cp run --memory-limit.
+const (
+	MemoryLimitAuto = "auto"
+	MemoryLimitOff  = "off"
+)
+
+// ParseMemoryLimit parses a --memory-limit value: "auto", "off", or a size
+// in bytes with an optional unit (B, KiB, MiB, GiB, TiB as in GOMEMLIMIT, or
+// KB, MB, GB, TB in powers of ten). It returns -1 for auto and 0 for off.
+func ParseMemoryLimit(s string) (int64, error) {
+	v := strings.TrimSpace(s)
+	switch strings.ToLower(v) {
+	case MemoryLimitAuto, "":
+		return -1, nil
+	case MemoryLimitOff:
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   float64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	}
+	num, mult := v, 1.0
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f <= 0 || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("--memory-limit %q: want %s, %s, or a positive size such as 256MiB or 1GiB", s, MemoryLimitAuto, MemoryLimitOff)
+	}
+	if b := int64(f * mult); b >= 16<<20 {
+		return b, nil
+	}
+	return 0, fmt.Errorf("--memory-limit %q: too small; the control plane needs at least 16MiB", s)
+}
+
+// ApplyMemoryLimit sets the Go runtime's soft memory limit (the garbage
+// collector works harder as the process nears it) from a --memory-limit
+// value and returns the limit in bytes (0: none).
+//
+//   - A size: that limit, overriding GOMEMLIMIT.
+//   - "off": no limit, overriding GOMEMLIMIT.
+//   - "auto": GOMEMLIMIT if set; else 90 % of the container's memory limit
+//     (cgroup v2 or v1) if there is one, so the collector works harder
+//     before the container is killed instead of after; else none (Go's
+//     default pacing: the heap may grow to about twice what is live).
+//
+// Most of a control plane's live memory with thousands of SDS streams is
+// long-lived connection state (goroutine stacks, gRPC stream state), which
+// Go's default pacing doubles; a limit keeps the process near its live
+// size at the price of collecting more often during mass re-issuance.
+func ApplyMemoryLimit(value string, logger *slog.Logger) (int64, error) {
+	limit, err := ParseMemoryLimit(value)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case limit > 0:
+		debug.SetMemoryLimit(limit)
+		logger.Info("memory limit set", "goMemLimitBytes", limit)
+		return limit, nil
+	case limit == 0:
+		debug.SetMemoryLimit(math.MaxInt64)
+		return 0, nil
+	}
 	if os.Getenv("GOMEMLIMIT") != "" {
-		return 0
+		if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+			return l, nil
+		}
+		return 0, nil
 	}
 	for _, f := range cgroupLimitFiles {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		limit, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		if err != nil || limit <= 0 || limit >= 1<<60 { // "max" or the v1 "unlimited" sentinel
-			return 0
+		cg, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || cg <= 0 || cg >= 1<<60 { // "max" or the v1 "unlimited" sentinel
+			return 0, nil
 		}
-		soft := limit / 10 * 9
+		soft := cg / 10 * 9
 		debug.SetMemoryLimit(soft)
-		logger.Info("memory limit set from the container's", "cgroupLimitBytes", limit, "goMemLimitBytes", soft)
-		return soft
+		logger.Info("memory limit set from the container's", "cgroupLimitBytes", cg, "goMemLimitBytes", soft)
+		return soft, nil
 	}
-	return 0
+	return 0, nil
 }
