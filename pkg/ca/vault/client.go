@@ -15,7 +15,6 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
-	awsauth "github.com/hashicorp/vault/api/auth/aws"
 
 	"meshca/pkg/api"
 )
@@ -193,22 +192,13 @@ func (b *backend) authenticate(ctx context.Context, st *state, m material) (rene
 			return sec, nil
 		}
 	case f.Auth.AWS != nil:
-		opts := []awsauth.LoginOption{awsauth.WithIAMAuth()}
-		if f.Auth.AWS.Type == AWSTypeEC2 {
-			opts = []awsauth.LoginOption{awsauth.WithEC2Auth()}
-		}
-		if f.Auth.AWS.Role != "" {
-			opts = append(opts, awsauth.WithRole(f.Auth.AWS.Role))
-		}
-		if f.Auth.AWS.IAMServerIDHeader != "" {
-			opts = append(opts, awsauth.WithIAMServerIDHeader(f.Auth.AWS.IAMServerIDHeader))
-		}
-		aws, err := awsauth.NewAWSAuth(opts...)
-		if err != nil {
-			return 0, api.FieldErr(fAuthAWS, "%v", err)
-		}
+		aws := newAWSLogin(*f.Auth.AWS)
 		st.login = func(ctx context.Context) (*vaultapi.Secret, error) {
-			sec, err := aws.Login(ctx, st.client)
+			data, err := aws.data(ctx)
+			if err != nil {
+				return nil, api.FieldErr(fAuthAWS, "log in with AWS: %v", err)
+			}
+			sec, err := st.client.Logical().WriteWithContext(ctx, "auth/aws/login", data)
 			if err != nil {
 				return nil, vaultError("log in with AWS", "auth/aws/login", err, fAuthAWS, fAuthAWS)
 			}

@@ -8,8 +8,9 @@
 //   - Auth: exactly one of token (looked up with auth/token/lookup-self at
 //     Ensure; renewed with auth/token/renew-self at two thirds of its TTL
 //     while it is renewable), tls (auth/cert/login with the client
-//     certificate) and aws (auth/aws/login through Vault's AWS helper; IAM
-//     by default, EC2 on request). Login tokens are replaced by a new login
+//     certificate) and aws (auth/aws/login with a signed
+//     sts:GetCallerIdentity by default, the EC2 identity document on
+//     request; see awslogin.go). Login tokens are replaced by a new login
 //     shortly before they expire, or after Vault answers 403.
 //   - mode issue (default, as Kong Mesh): POST <pki>/issue/<role>; Vault
 //     makes the key, which is returned in Issued.KeyPEM converted to PKCS#8

@@ -577,6 +577,7 @@ func TestAWSAuth(t *testing.T) {
 			if l.Role != "my-role" || l.ServerID != "vault.example" {
 				t.Fatalf("login role %q, server id %q", l.Role, l.ServerID)
 			}
+			checkSigV4(t, l, "AKIAMESHCATEST000001", "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ")
 			if strings.Contains(e.logs.String(), "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ") {
 				t.Fatal("the AWS secret key was logged")
 			}

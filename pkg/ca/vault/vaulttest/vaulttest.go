@@ -91,11 +91,14 @@ type Options struct {
 	// AWSServerID, when set, is the X-Vault-AWS-IAM-Server-ID value the
 	// signed request must carry.
 	AWSServerID string
+	// AWSPKCS7 is the instance identity document EC2 logins must carry.
+	AWSPKCS7 string
 	// Now is the server's clock (default time.Now).
 	Now func() time.Time
 }
 
-// AWSLogin is one request that reached auth/aws/login.
+// AWSLogin is one request that reached auth/aws/login: an IAM login (Method
+// set) or an EC2 login (PKCS7 set).
 type AWSLogin struct {
 	Role        string
 	Method      string
@@ -104,6 +107,8 @@ type AWSLogin struct {
 	AccessKeyID string
 	ServerID    string
 	Headers     http.Header
+	PKCS7       string
+	Nonce       string
 }
 
 // Request is one request the server received.
@@ -155,6 +160,7 @@ type Server struct {
 	roles     map[string]Role
 	tokens    map[string]*token
 	awsLogins []AWSLogin
+	ec2Nonce  string // the nonce of the first EC2 login
 	requests  []Request
 	issued    int
 	renewals  int
@@ -608,6 +614,10 @@ func (s *Server) awsLogin(w http.ResponseWriter, r *http.Request) {
 	if !good {
 		return
 	}
+	if pkcs7 := str(body, "pkcs7"); pkcs7 != "" {
+		s.ec2Login(w, AWSLogin{Role: str(body, "role"), PKCS7: pkcs7, Nonce: str(body, "nonce")})
+		return
+	}
 	method := str(body, "iam_http_request_method")
 	if method == "" {
 		writeErr(w, http.StatusBadRequest, "missing iam_http_request_method")
@@ -659,6 +669,30 @@ func (s *Server) awsLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.login(w, map[string]string{"role": login.Role, "client_user_id": login.AccessKeyID})
+}
+
+// ec2Login accepts an EC2 login whose document is Options.AWSPKCS7 and
+// whose role is Options.AWSRole. Like Vault, it binds the instance to the
+// first nonce it sees and refuses another one.
+func (s *Server) ec2Login(w http.ResponseWriter, login AWSLogin) {
+	s.mu.Lock()
+	s.awsLogins = append(s.awsLogins, login)
+	first := s.ec2Nonce == ""
+	if first {
+		s.ec2Nonce = login.Nonce
+	}
+	nonce := s.ec2Nonce
+	s.mu.Unlock()
+	switch {
+	case login.PKCS7 != s.opts.AWSPKCS7:
+		writeErr(w, http.StatusBadRequest, "failed to verify the signature of the instance identity document")
+	case login.Nonce == "" || login.Nonce != nonce:
+		writeErr(w, http.StatusBadRequest, "client nonce mismatch")
+	case login.Role != s.opts.AWSRole:
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("entry for role %q not found", login.Role))
+	default:
+		s.login(w, map[string]string{"role": login.Role, "instance_id": "i-0meshca"})
+	}
 }
 
 func (s *Server) issue(w http.ResponseWriter, r *http.Request, roleName string, sign bool) {
