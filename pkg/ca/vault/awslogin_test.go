@@ -141,4 +141,3 @@ func TestAWSAuthNoCredentials(t *testing.T) {
 		t.Fatalf("%d logins reached Vault without credentials", n)
 	}
 }
-
