@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,7 +69,7 @@ type dpState struct {
 	lastErrAt   time.Time
 	lastRotated time.Time
 
-	subs map[*subscriber]struct{} // nil until the first subscription
+	subs []*subscriber // usually one: the data plane's SDS stream
 }
 
 // subscriber is one Subscribe call's callback.
@@ -864,7 +865,7 @@ func dedupePEM(parts ...[]byte) []byte {
 
 // notify calls the data plane's subscribers (with m.mu held).
 func notify(st *dpState) {
-	for sub := range st.subs {
+	for _, sub := range st.subs {
 		sub.notify()
 	}
 }
@@ -906,10 +907,7 @@ func (m *Manager) Subscribe(mesh, name string, notify func()) (cancel func()) {
 		st = &dpState{}
 		m.dps[k] = st
 	}
-	if st.subs == nil {
-		st.subs = make(map[*subscriber]struct{}, 1)
-	}
-	st.subs[sub] = struct{}{}
+	st.subs = append(st.subs, sub)
 	m.mu.Unlock()
 	return func() {
 		m.mu.Lock()
@@ -918,7 +916,9 @@ func (m *Manager) Subscribe(mesh, name string, notify func()) (cancel func()) {
 		if st == nil {
 			return
 		}
-		delete(st.subs, sub)
+		if i := slices.Index(st.subs, sub); i >= 0 {
+			st.subs = slices.Delete(st.subs, i, i+1)
+		}
 		if len(st.subs) == 0 && st.dp == nil && st.cur == nil {
 			delete(m.dps, k) // a deleted (or never registered) data plane kept only for its subscribers
 		}

@@ -250,3 +250,37 @@ func newCA(t *testing.T) (certPEM, keyPEM []byte) {
 	kder, _ := x509.MarshalPKCS8PrivateKey(key)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
+
+// TestSubscribe: a subscription made before the data plane exists is told
+// when it is certified and when it is deleted; a cancelled one is not told
+// anything more.
+func TestSubscribe(t *testing.T) {
+	f := newFixture(t)
+	var web, backend atomic.Int32
+	cancelWeb := f.ids.Subscribe("default", "web-1", func() { web.Add(1) })
+	cancelBackend := f.ids.Subscribe("default", "backend-1", func() { backend.Add(1) })
+	defer cancelBackend()
+	f.apply("type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - {name: ca-1, type: builtin}\n")
+	f.apply(twoDataplanes)
+	f.waitFor("both certified and signalled", func() bool {
+		_, a := f.ids.Current("default", "web-1")
+		_, b := f.ids.Current("default", "backend-1")
+		return a && b && web.Load() > 0 && backend.Load() > 0
+	})
+
+	cancelWeb()
+	cancelWeb() // twice is harmless
+	seenWeb, seenBackend := web.Load(), backend.Load()
+	for _, name := range []string{"web-1", "backend-1"} {
+		if err := f.res.Delete(context.Background(), api.TypeDataplane, "default", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.waitFor("backend-1's deletion signalled", func() bool {
+		_, ok := f.ids.Current("default", "backend-1")
+		return !ok && backend.Load() > seenBackend
+	})
+	if web.Load() != seenWeb {
+		t.Fatalf("a cancelled subscription was signalled %d more times", web.Load()-seenWeb)
+	}
+}
