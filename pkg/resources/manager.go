@@ -104,6 +104,9 @@ func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) 
 		return false, err
 	}
 	key := store.Key{Type: meta.Type, Mesh: meta.Mesh, Name: meta.Name}
+	if meta.Mesh != "" && !opts.DryRun {
+		return m.applyInMesh(ctx, r)
+	}
 	existing, err := m.store.Get(ctx, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -153,6 +156,48 @@ func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) 
 	}
 	m.logger.Info("resource applied", "type", meta.Type, "mesh", meta.Mesh, "name", meta.Name, "created", created)
 	return created, nil
+}
+
+// applyInMesh creates or updates a resource of a mesh (Dataplane, Secret)
+// in a commit that requires the Mesh, so it is never written into a Mesh
+// deleted a moment before (a check before the commit would leave that
+// window open). It tries to create first, which is what a data plane
+// registering does: that costs one commit and no read.
+func (m *Manager) applyInMesh(ctx context.Context, r api.Resource) (created bool, err error) {
+	meta := r.GetMeta()
+	rec, err := ToRecord(r)
+	if err != nil {
+		return false, err
+	}
+	require := store.Op{Kind: store.OpRequire, Record: store.Record{Key: store.Key{Type: api.TypeMesh, Name: meta.Mesh}}}
+	err = m.store.Commit(ctx, require, store.Op{Kind: store.OpCreate, Record: rec})
+	created = err == nil
+	if errors.Is(err, store.ErrAlreadyExists) {
+		existing, gerr := m.store.Get(ctx, rec.Key)
+		if gerr != nil {
+			return false, m.meshError(ctx, meta.Mesh, gerr)
+		}
+		op := store.Op{Kind: store.OpUpdate, Record: rec}
+		op.Record.Version = existing.Version
+		err = m.store.Commit(ctx, require, op)
+	}
+	if err != nil {
+		return false, m.meshError(ctx, meta.Mesh, err)
+	}
+	m.logger.Info("resource applied", "type", meta.Type, "mesh", meta.Mesh, "name", meta.Name, "created", created)
+	return created, nil
+}
+
+// meshError explains a failed write into mesh: the mesh's absence if that
+// is the cause, else err.
+func (m *Manager) meshError(ctx context.Context, mesh string, err error) error {
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if merr := m.requireMesh(ctx, mesh); merr != nil {
+		return merr
+	}
+	return err
 }
 
 func (m *Manager) requireMesh(ctx context.Context, mesh string) error {

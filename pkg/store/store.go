@@ -59,6 +59,11 @@ const (
 	OpUpsert
 	// OpDelete fails with ErrNotFound if absent. A non-zero Version is checked.
 	OpDelete
+	// OpRequire changes nothing and publishes nothing; it fails with
+	// ErrNotFound if the key is absent (a non-zero Version is checked). It
+	// makes a commit conditional on another record, such as a Dataplane's on
+	// its Mesh, atomically: the record cannot be deleted in between.
+	OpRequire
 )
 
 // Op is one step of an atomic Commit.

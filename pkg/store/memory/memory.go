@@ -103,6 +103,9 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 		if err != nil {
 			return fmt.Errorf("commit: %w", err)
 		}
+		if op.Kind == store.OpRequire {
+			continue
+		}
 		staged[key] = next
 		events = append(events, ev)
 	}

@@ -245,13 +245,22 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	now := storeutil.Now()
 	for i, op := range ops {
 		key := op.Record.Key
-		cur, err := get(ctx, tx, getQuery+` FOR UPDATE`, key)
+		// A required record is only locked against change (FOR SHARE):
+		// commits requiring the same Mesh do not wait for each other.
+		lock := ` FOR UPDATE`
+		if op.Kind == store.OpRequire {
+			lock = ` FOR SHARE`
+		}
+		cur, err := get(ctx, tx, getQuery+lock, key)
 		if err != nil {
 			return fmt.Errorf("commit: read %s: %w", key, err)
 		}
 		next, ev, err := storeutil.Apply(cur, op, now)
 		if err != nil {
 			return fmt.Errorf("commit: %w", err)
+		}
+		if op.Kind == store.OpRequire {
+			continue
 		}
 		if err := write(ctx, tx, key, cur != nil, next); err != nil {
 			var pgErr *pgconn.PgError

@@ -514,6 +514,9 @@ func applyOps(ctx context.Context, st *txStmts, ops []store.Op) ([]store.Event, 
 		if err != nil {
 			return nil, err
 		}
+		if op.Kind == store.OpRequire {
+			continue
+		}
 		if err := write(ctx, st, key, next); err != nil {
 			return nil, fmt.Errorf("write %s: %w", key, err)
 		}

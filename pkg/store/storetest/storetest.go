@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"StaleVersionConflict", testStaleVersion},
 		{"Version0Unchecked", testVersion0},
 		{"Upsert", testUpsert},
+		{"Require", testRequire},
 		{"OpsSeeEarlierOpsInCommit", testSameKeyInCommit},
 		{"AtomicCommit", testAtomicCommit},
 		{"EventsInCommitOrder", testEventsOrder},
@@ -700,4 +701,54 @@ func testDeepCopy(t *testing.T, s store.Store) {
 	evs[0].Record.Spec[0] = 'W'
 	evs[0].Record.Labels["k"] = "mutated"
 	check("mutating event")
+}
+
+// testRequire: OpRequire makes a commit conditional on another record,
+// writes nothing and publishes nothing.
+func testRequire(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mesh := rec("Mesh", "", "m1", `{}`)
+	dp := rec("Dataplane", "m1", "dp-1", `{}`)
+	require := store.Op{Kind: store.OpRequire, Record: store.Record{Key: mesh.Key}}
+
+	// Absent: the whole commit fails and nothing is written.
+	err := s.Commit(ctx, store.Op{Kind: store.OpCreate, Record: dp}, require)
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("commit requiring an absent record: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Get(ctx, dp.Key); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed conditional commit wrote its record (Get err = %v)", err)
+	}
+
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: mesh})
+	events := s.Watch(ctx)
+	mustCommit(t, s, require, store.Op{Kind: store.OpCreate, Record: dp})
+	if got := mustGet(t, s, mesh.Key); got.Version != 1 {
+		t.Fatalf("required record changed: version %d", got.Version)
+	}
+	select {
+	case ev := <-events:
+		if ev.Kind != store.EventCreated || ev.Record.Key != dp.Key {
+			t.Fatalf("first event %v %s, want the dataplane's creation (none for the requirement)", ev.Kind, ev.Record.Key)
+		}
+	case <-time.After(eventTimeout):
+		t.Fatal("no event for the conditional commit")
+	}
+
+	// A stale version fails; the record required may also be created
+	// earlier in the same commit.
+	stale := require
+	stale.Record.Version = 7
+	if err := s.Commit(ctx, stale); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("require with a stale version: err = %v, want ErrConflict", err)
+	}
+	m2 := rec("Mesh", "", "m2", `{}`)
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: m2}, store.Op{Kind: store.OpRequire, Record: store.Record{Key: m2.Key}})
+
+	// After the record is deleted, the requirement fails again.
+	mustCommit(t, s, store.Op{Kind: store.OpDelete, Record: store.Record{Key: mesh.Key}})
+	dp2 := rec("Dataplane", "m1", "dp-2", `{}`)
+	if err := s.Commit(ctx, require, store.Op{Kind: store.OpCreate, Record: dp2}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("commit requiring a deleted record: err = %v, want ErrNotFound", err)
+	}
 }

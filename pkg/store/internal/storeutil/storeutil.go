@@ -41,7 +41,7 @@ func Now() time.Time {
 func ValidateOps(ops []store.Op) error {
 	var errs []error
 	for i, op := range ops {
-		if op.Kind < store.OpCreate || op.Kind > store.OpDelete {
+		if op.Kind < store.OpCreate || op.Kind > store.OpRequire {
 			errs = append(errs, fmt.Errorf("op %d: unknown kind %d", i, op.Kind))
 		}
 		if op.Record.Type == "" || op.Record.Name == "" {
@@ -58,6 +58,8 @@ func ValidateOps(ops []store.Op) error {
 // absent). It returns the record to store (nil for a delete) and the event to
 // publish once the commit succeeds. now becomes the modification time (and
 // the creation time of new records). Errors wrap the store sentinels.
+// For OpRequire, it returns cur and no event (Kind 0): callers write and
+// publish nothing for it.
 func Apply(cur *store.Record, op store.Op, now time.Time) (*store.Record, store.Event, error) {
 	in := op.Record
 	key := in.Key
@@ -90,6 +92,15 @@ func Apply(cur *store.Record, op store.Op, now time.Time) (*store.Record, store.
 				key, in.Version, cur.Version, store.ErrConflict)
 		}
 		return nil, store.Event{Kind: store.EventDeleted, Record: Clone(*cur)}, nil
+	case store.OpRequire:
+		if cur == nil {
+			return nil, store.Event{}, fmt.Errorf("require %s: %w", key, store.ErrNotFound)
+		}
+		if in.Version != 0 && in.Version != cur.Version {
+			return nil, store.Event{}, fmt.Errorf("require %s: have version %d, stored %d: %w",
+				key, in.Version, cur.Version, store.ErrConflict)
+		}
+		return cur, store.Event{}, nil
 	default:
 		return nil, store.Event{}, fmt.Errorf("%s: unknown op kind %d", key, op.Kind)
 	}
