@@ -61,10 +61,11 @@ func ParseMemoryLimit(s string) (int64, error) {
 //
 //   - A size: that limit, overriding GOMEMLIMIT.
 //   - "off": no limit, overriding GOMEMLIMIT.
-//   - "auto": GOMEMLIMIT if set; else 90 % of the container's memory limit
-//     (cgroup v2 or v1) if there is one, so the collector works harder
-//     before the container is killed instead of after; else none (Go's
-//     default pacing: the heap may grow to about twice what is live).
+//   - "auto": GOMEMLIMIT if set; else, in a container with a memory limit
+//     (cgroup v2 or v1), that limit less what the Go runtime does not
+//     manage (softLimitFor), so the collector works harder before the
+//     container is killed instead of after; else none (Go's default pacing:
+//     the heap may grow to about twice what is live).
 //
 // Most of a control plane's live memory with thousands of SDS streams is
 // long-lived connection state (goroutine stacks, gRPC stream state), which
@@ -99,10 +100,21 @@ func ApplyMemoryLimit(value string, logger *slog.Logger) (int64, error) {
 		if err != nil || cg <= 0 || cg >= 1<<60 { // "max" or the v1 "unlimited" sentinel
 			return 0, nil
 		}
-		soft := cg / 10 * 9
+		soft := softLimitFor(cg)
 		debug.SetMemoryLimit(soft)
 		logger.Info("memory limit set from the container's", "cgroupLimitBytes", cg, "goMemLimitBytes", soft)
 		return soft, nil
 	}
 	return 0, nil
+}
+
+// nonGoReserve is what meshca-cp's resident memory holds besides the Go
+// runtime's: the pages of its binary (about 35 MiB) and SQLite's page cache.
+const nonGoReserve = 64 << 20
+
+// softLimitFor returns the Go memory limit for a container limit: the limit
+// less the larger of 10 % and nonGoReserve, and never less than half of it.
+func softLimitFor(containerLimit int64) int64 {
+	reserve := max(containerLimit/10, nonGoReserve)
+	return max(containerLimit-reserve, containerLimit/2)
 }

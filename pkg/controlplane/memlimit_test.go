@@ -29,3 +29,15 @@ func TestParseMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestSoftLimitFor(t *testing.T) {
+	for _, c := range []struct{ container, want int64 }{
+		{300e6, 300e6 - 64<<20},     // small: the binary's pages dominate the reserve
+		{1 << 30, 1<<30 - 1<<30/10}, // large: 10 %
+		{100 << 20, 50 << 20},       // tiny: at least half
+	} {
+		if got := softLimitFor(c.container); got != c.want {
+			t.Errorf("softLimitFor(%d) = %d, want %d", c.container, got, c.want)
+		}
+	}
+}
