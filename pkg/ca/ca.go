@@ -13,6 +13,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"log/slog"
+	"math/big"
 	"net/url"
 	"time"
 
@@ -68,6 +69,18 @@ type Issued struct {
 	KeyPEM []byte
 	// Ref identifies the certificate at the CA (e.g. an ACM certificate ARN).
 	Ref string
+	// Built is set by in-process signers (ca.KeySigner): what they know of
+	// the leaf they just built, so that the caller need not parse it back.
+	// Others leave it nil; the caller then parses CertPEM.
+	Built *BuiltLeaf
+}
+
+// BuiltLeaf describes a certificate an in-process signer built.
+type BuiltLeaf struct {
+	Serial   *big.Int
+	NotAfter time.Time // as encoded: UTC, whole seconds
+	// Issuer is the CA certificate that signed it.
+	Issuer *x509.Certificate
 }
 
 // Backend is one CA type. Methods may be called concurrently for different

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"log/slog"
 	mrand "math/rand/v2"
 	"slices"
@@ -531,34 +532,50 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 			return pendingCur, err
 		}
 	}
-	certs, err := ca.ParseCertificates(iss.CertPEM)
-	if err != nil {
-		return nil, fmt.Errorf("backend %q: issued certificate: %w", b.Name, err)
-	}
-	leaf := certs[0]
-	if _, local := be.(ca.KeySigner); local {
-		err = m.checkLinkage(leaf, bundle, iss.ChainPEM)
-	} else {
-		_, err = ca.VerifyIssued(iss, bundle, m.opts.Now())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("backend %q: %w", b.Name, err)
-	}
+	var certPEM, chainPEM []byte
+	var serial *big.Int
+	var notAfter time.Time
 	keyPEM := iss.KeyPEM
+	if _, local := be.(ca.KeySigner); local && iss.Built != nil && len(keyPEM) == 0 {
+		// Signed in process for our key: nothing to parse back.
+		if err := m.checkLinkage(iss.Built.Issuer.RawSubject, iss.Built.Issuer.SubjectKeyId, bundle, iss.ChainPEM); err != nil {
+			return nil, fmt.Errorf("backend %q: %w", b.Name, err)
+		}
+		certPEM, chainPEM = iss.CertPEM, chainAfterLeaf(nil, iss.ChainPEM)
+		serial, notAfter = iss.Built.Serial, iss.Built.NotAfter
+	} else {
+		certs, err := ca.ParseCertificates(iss.CertPEM)
+		if err != nil {
+			return nil, fmt.Errorf("backend %q: issued certificate: %w", b.Name, err)
+		}
+		leaf := certs[0]
+		if local {
+			err = m.checkLinkage(leaf.RawIssuer, leaf.AuthorityKeyId, bundle, iss.ChainPEM)
+		} else {
+			_, err = ca.VerifyIssued(iss, bundle, m.opts.Now())
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backend %q: %w", b.Name, err)
+		}
+		if len(keyPEM) > 0 {
+			if err := keyMatches(keyPEM, leaf); err != nil {
+				return nil, fmt.Errorf("backend %q: %w", b.Name, err)
+			}
+		}
+		// Re-encoded rather than kept as received: ACM returns PEM without
+		// a final newline, which would fuse with the chain appended to it.
+		certPEM, chainPEM = ca.EncodeCertificates(leaf), chainAfterLeaf(certs[1:], iss.ChainPEM)
+		serial, notAfter = leaf.SerialNumber, leaf.NotAfter
+	}
 	if len(keyPEM) == 0 {
 		if keyPEM, err = EncodeKey(key); err != nil {
 			return nil, err
 		}
-	} else if err := keyMatches(keyPEM, leaf); err != nil {
-		return nil, fmt.Errorf("backend %q: %w", b.Name, err)
 	}
-	// Re-encoded rather than kept as received: ACM returns PEM without a
-	// final newline, which would fuse with the chain appended to it.
-	certPEM := ca.EncodeCertificates(leaf)
 	rec := record{
 		Backend: b.Name, BackendType: b.Type,
-		CertPEM: string(certPEM), ChainPEM: string(chainAfterLeaf(certs[1:], iss.ChainPEM)), KeyPEM: string(keyPEM),
-		Ref: iss.Ref, Generation: gen, Rotations: prev.Rotations, IssuedAt: now, NotAfter: leaf.NotAfter,
+		CertPEM: string(certPEM), ChainPEM: string(chainPEM), KeyPEM: string(keyPEM),
+		Ref: iss.Ref, Generation: gen, Rotations: prev.Rotations, IssuedAt: now, NotAfter: notAfter,
 		Fingerprint: fp,
 	}
 	if prev.CertPEM != "" {
@@ -567,7 +584,7 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 	if err := m.persist(ctx, dp, rec); err != nil {
 		return nil, err
 	}
-	return &current{rec: rec, serial: leaf.SerialNumber.Text(16)}, nil
+	return &current{rec: rec, serial: serial.Text(16)}, nil
 }
 
 func (m *Manager) persist(ctx context.Context, dp *api.Dataplane, rec record) error {
@@ -600,7 +617,7 @@ func chainAfterLeaf(afterLeaf []*x509.Certificate, chainPEM []byte) []byte {
 
 // checkLinkage accepts a certificate signed in-process when its issuer is a
 // certificate of the chain or bundle, without repeating signature checks.
-func (m *Manager) checkLinkage(leaf *x509.Certificate, bundle, chainPEM []byte) error {
+func (m *Manager) checkLinkage(rawIssuer, authorityKeyID, bundle, chainPEM []byte) error {
 	issuers := m.parsedBundle(bundle)
 	if len(chainPEM) > 0 {
 		if more, err := ca.ParseCertificates(chainPEM); err == nil {
@@ -608,7 +625,7 @@ func (m *Manager) checkLinkage(leaf *x509.Certificate, bundle, chainPEM []byte) 
 		}
 	}
 	for _, c := range issuers {
-		if bytes.Equal(leaf.RawIssuer, c.RawSubject) && (len(leaf.AuthorityKeyId) == 0 || bytes.Equal(leaf.AuthorityKeyId, c.SubjectKeyId)) {
+		if bytes.Equal(rawIssuer, c.RawSubject) && (len(authorityKeyID) == 0 || bytes.Equal(authorityKeyID, c.SubjectKeyId)) {
 			return nil
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"math/big"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -282,5 +283,32 @@ func TestSubscribe(t *testing.T) {
 	})
 	if web.Load() != seenWeb {
 		t.Fatalf("a cancelled subscription was signalled %d more times", web.Load()-seenWeb)
+	}
+}
+
+// TestRecordMatchesCertificate: what the identity loop records of a
+// certificate signed in process (without parsing it back) is what the
+// certificate says, and the leaf links to the mesh's root.
+func TestRecordMatchesCertificate(t *testing.T) {
+	f := newFixture(t)
+	f.apply("type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - {name: ca-1, type: builtin, dpCert: {rotation: {expiration: 90m}}}\n")
+	f.apply(twoDataplanes)
+	f.waitFor("web-1 certified", func() bool { leaf, _ := f.leaf("web-1"); return leaf != nil })
+	leaf, sec := f.leaf("web-1")
+	in, ok := f.ids.Insight("default", "web-1")
+	if !ok || in.MTLS == nil {
+		t.Fatal("no insight for web-1")
+	}
+	if !in.MTLS.CertificateExpirationTime.Equal(leaf.NotAfter) || in.MTLS.CertificateExpirationTime.Location() != time.UTC {
+		t.Fatalf("recorded expiry %v, certificate's %v", in.MTLS.CertificateExpirationTime, leaf.NotAfter)
+	}
+	if got := time.Until(leaf.NotAfter); got < 85*time.Minute || got > 90*time.Minute {
+		t.Fatalf("certificate valid for %v more, want about 90m", got)
+	}
+	if err := verify(t, leaf, sec.TrustBundlePEM); err != nil {
+		t.Fatalf("leaf does not verify against the trust bundle: %v", err)
+	}
+	if strings.Count(string(sec.CertChainPEM), "BEGIN CERTIFICATE") != 1 {
+		t.Fatalf("builtin chain: want the leaf alone, got %s", sec.CertChainPEM)
 	}
 }

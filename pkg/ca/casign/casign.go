@@ -153,6 +153,8 @@ func (c *CA) sign(ctx context.Context, pub crypto.PublicKey, subject pkix.Name, 
 	return ca.Issued{
 		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		ChainPEM: bytes.Clone(c.chainPEM),
+		// x509 encodes validity in whole UTC seconds.
+		Built: &ca.BuiltLeaf{Serial: serial, NotAfter: notAfter.UTC().Truncate(time.Second), Issuer: c.cert},
 	}, nil
 }
 
