@@ -11,8 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
-	"sync/atomic"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
