@@ -414,3 +414,55 @@ func equalStrings(a, b []string) bool {
 	}
 	return true
 }
+
+// With a GenerationAuthenticator, the periodic pass re-verifies only the
+// verdicts that went stale: a stream whose verdict holds costs no signature
+// check, and a stream whose token expired is closed.
+func TestPeriodicPassChecksOnlyStaleVerdicts(t *testing.T) {
+	var gen atomic.Uint64
+	var verifies atomic.Int64
+	e := newEnvAuth(t, func(tk *tokens.Tokens) sds.Authenticator {
+		return genAuth{TokenAuthenticator: sds.TokenAuthenticator{Tokens: tk}, gen: &gen, verifies: &verifies}
+	}, sds.WithReverifyInterval(50*time.Millisecond))
+	now := time.Now()
+	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, now))
+	e.src.Set("default", "backend-1", sdstest.NewSecrets(t, "default", "backend-1", 1, now))
+
+	long, err := e.client.StreamSecrets(authCtx(t, e.token("web-1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := long.Send(sotwRequest("default.web-1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := long.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	short, err := e.tokens.Generate(context.Background(), "default", "backend-1", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.client.StreamSecrets(authCtx(t, short))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(sotwRequest("default.backend-1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	opened := verifies.Load()
+	got := make(chan error, 1)
+	go func() { _, err := s.Recv(); got <- err }()
+	select {
+	case err := <-got:
+		wantCode(t, err, codes.Unauthenticated)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream of an expired token stayed open")
+	}
+	// Dozens of passes ran; only the expired verdict was checked again.
+	if n := verifies.Load() - opened; n != 1 {
+		t.Fatalf("%d verifications by the periodic passes, want 1 (the expired token's)", n)
+	}
+}

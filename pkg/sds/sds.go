@@ -6,10 +6,14 @@
 // The xDS protocol (SotW and delta, nonces, ACK/NACK, resource
 // subscriptions) is implemented here directly on the generated
 // SecretDiscoveryServiceServer (go-control-plane's protos), because a
-// connected data plane must cost little: per stream there is the goroutine
-// gRPC runs the handler on plus one goroutine that receives requests, one
-// Source subscription, and a few hundred bytes of protocol state. Nothing is
-// cached per data plane: responses are built from Source.Current when sent.
+// connected data plane must cost little: an idle stream is the goroutine
+// gRPC runs the handler on, waiting in Recv with an 8 KiB stack (deep work
+// runs on short-lived goroutines so that it stays that small), one Source
+// subscription and a few hundred bytes of protocol state; pushes run on a
+// goroutine that exists only while there is something to send. The server
+// ends a stream from outside (revocation, shutdown) by having gRPC's
+// transport write the final status (see server.go). Nothing is cached per
+// data plane: responses are built from Source.Current when sent.
 // Responsibilities:
 //
 //   - Authentication. Every stream must carry the dataplane token in gRPC
@@ -42,9 +46,12 @@
 //     skipped while the mesh's generation is unchanged and the token is not
 //     expired: a revocation or signing-key change then takes effect for
 //     pushes as soon as the store delivers its change event (milliseconds;
-//     on PostgreSQL also for other control planes' changes). All open streams are also re-verified by one shared loop
-//     (WithReverifyInterval, default one minute), so a revoked dataplane is
-//     cut off even when nothing is pushed. Transient verification failures
+//     on PostgreSQL also for other control planes' changes). One shared
+//     loop also re-verifies open streams, at once on the authenticator's
+//     change signal (ChangeNotifier) and every WithReverifyInterval
+//     (default one minute), so a revoked dataplane is cut off even when
+//     nothing is pushed; with a GenerationAuthenticator it checks only the
+//     streams whose verdict went stale (generation moved, token expired). Transient verification failures
 //     (store unreachable) are logged and do not end a stream that was
 //     already authenticated.
 //
