@@ -203,13 +203,36 @@ func TestRevocationWithoutPushClosesStream(t *testing.T) {
 	runTokens(t, e)
 	s, tok := openAcked(t, e, time.Now())
 	e.revoke(tok)
+	wantClosed(t, s, codes.Unauthenticated, "the revoked stream")
+}
+
+// openFirst opens a SotW stream with tok for node and receives its first
+// response.
+func openFirst(t *testing.T, e *env, tok, node string) secretv3.SecretDiscoveryService_StreamSecretsClient {
+	t.Helper()
+	s, err := e.client.StreamSecrets(authCtx(t, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(sotwRequest(node, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// wantClosed waits (10 s at most) for the server to end s with code.
+func wantClosed(t *testing.T, s secretv3.SecretDiscoveryService_StreamSecretsClient, code codes.Code, what string) {
+	t.Helper()
 	got := make(chan error, 1)
 	go func() { _, err := s.Recv(); got <- err }()
 	select {
 	case err := <-got:
-		wantCode(t, err, codes.Unauthenticated)
+		wantCode(t, err, code)
 	case <-time.After(10 * time.Second):
-		t.Fatal("the revoked stream stayed open")
+		t.Fatal(what + " stayed open")
 	}
 }
 
@@ -428,39 +451,14 @@ func TestPeriodicPassChecksOnlyStaleVerdicts(t *testing.T) {
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, now))
 	e.src.Set("default", "backend-1", sdstest.NewSecrets(t, "default", "backend-1", 1, now))
 
-	long, err := e.client.StreamSecrets(authCtx(t, e.token("web-1")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := long.Send(sotwRequest("default.web-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := long.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	openFirst(t, e, e.token("web-1"), "default.web-1")
 	short, err := e.tokens.Generate(context.Background(), "default", "backend-1", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := e.client.StreamSecrets(authCtx(t, short))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Send(sotwRequest("default.backend-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	s := openFirst(t, e, short, "default.backend-1")
 	opened := verifies.Load()
-	got := make(chan error, 1)
-	go func() { _, err := s.Recv(); got <- err }()
-	select {
-	case err := <-got:
-		wantCode(t, err, codes.Unauthenticated)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stream of an expired token stayed open")
-	}
+	wantClosed(t, s, codes.Unauthenticated, "the stream of an expired token")
 	// Dozens of passes ran; only the expired verdict was checked again.
 	if n := verifies.Load() - opened; n != 1 {
 		t.Fatalf("%d verifications by the periodic passes, want 1 (the expired token's)", n)

@@ -421,19 +421,9 @@ func TestRevokedOpenStreamClosedPeriodically(t *testing.T) {
 func TestShutdownEndsStreams(t *testing.T) {
 	e := newEnv(t)
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
-	s, err := e.client.StreamSecrets(authCtx(t, e.token("web-1")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Send(sotwRequest("default.web-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	s := openFirst(t, e, e.token("web-1"), "default.web-1")
 	e.cancel()
-	_, err = s.Recv()
-	wantCode(t, err, codes.Unavailable)
+	wantClosed(t, s, codes.Unavailable, "a stream after shutdown")
 }
 
 func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {

@@ -75,35 +75,35 @@ func Apply(cur *store.Record, op store.Op, now time.Time) (*store.Record, store.
 		}
 		return update(cur, in, now)
 	case store.OpUpdate:
-		if cur == nil {
-			return nil, store.Event{}, fmt.Errorf("update %s: %w", key, store.ErrNotFound)
-		}
-		if in.Version != 0 && in.Version != cur.Version {
-			return nil, store.Event{}, fmt.Errorf("update %s: have version %d, stored %d: %w",
-				key, in.Version, cur.Version, store.ErrConflict)
+		if err := checkStored("update", cur, in); err != nil {
+			return nil, store.Event{}, err
 		}
 		return update(cur, in, now)
 	case store.OpDelete:
-		if cur == nil {
-			return nil, store.Event{}, fmt.Errorf("delete %s: %w", key, store.ErrNotFound)
-		}
-		if in.Version != 0 && in.Version != cur.Version {
-			return nil, store.Event{}, fmt.Errorf("delete %s: have version %d, stored %d: %w",
-				key, in.Version, cur.Version, store.ErrConflict)
+		if err := checkStored("delete", cur, in); err != nil {
+			return nil, store.Event{}, err
 		}
 		return nil, store.Event{Kind: store.EventDeleted, Record: Clone(*cur)}, nil
 	case store.OpRequire:
-		if cur == nil {
-			return nil, store.Event{}, fmt.Errorf("require %s: %w", key, store.ErrNotFound)
-		}
-		if in.Version != 0 && in.Version != cur.Version {
-			return nil, store.Event{}, fmt.Errorf("require %s: have version %d, stored %d: %w",
-				key, in.Version, cur.Version, store.ErrConflict)
+		if err := checkStored("require", cur, in); err != nil {
+			return nil, store.Event{}, err
 		}
 		return cur, store.Event{}, nil
 	default:
 		return nil, store.Event{}, fmt.Errorf("%s: unknown op kind %d", key, op.Kind)
 	}
+}
+
+// checkStored is the precondition of ops on an existing record: it exists,
+// at in.Version unless that is 0.
+func checkStored(verb string, cur *store.Record, in store.Record) error {
+	if cur == nil {
+		return fmt.Errorf("%s %s: %w", verb, in.Key, store.ErrNotFound)
+	}
+	if in.Version != 0 && in.Version != cur.Version {
+		return fmt.Errorf("%s %s: have version %d, stored %d: %w", verb, in.Key, in.Version, cur.Version, store.ErrConflict)
+	}
+	return nil
 }
 
 func create(in store.Record, now time.Time) (*store.Record, store.Event, error) {
