@@ -16,18 +16,22 @@ var cgroupLimitFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/mem
 // MemoryLimitAuto and MemoryLimitOff are the non-size values of
 // meshca-cp run --memory-limit.
 const (
-	MemoryLimitAuto = "auto"
-	MemoryLimitOff  = "off"
+	MemoryLimitAuto     = "auto"
+	MemoryLimitAdaptive = "adaptive"
+	MemoryLimitOff      = "off"
 )
 
 // ParseMemoryLimit parses a --memory-limit value: "auto", "off", or a size
 // in bytes with an optional unit (B, KiB, MiB, GiB, TiB as in GOMEMLIMIT, or
-// KB, MB, GB, TB in powers of ten). It returns -1 for auto and 0 for off.
+// KB, MB, GB, TB in powers of ten). It returns -1 for auto, -2 for adaptive
+// and 0 for off.
 func ParseMemoryLimit(s string) (int64, error) {
 	v := strings.TrimSpace(s)
 	switch strings.ToLower(v) {
 	case MemoryLimitAuto, "":
 		return -1, nil
+	case MemoryLimitAdaptive:
+		return -2, nil
 	case MemoryLimitOff:
 		return 0, nil
 	}
@@ -47,7 +51,7 @@ func ParseMemoryLimit(s string) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(num, 64)
 	if err != nil || f <= 0 || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
-		return 0, fmt.Errorf("--memory-limit %q: want %s, %s, or a positive size such as 256MiB or 1GiB", s, MemoryLimitAuto, MemoryLimitOff)
+		return 0, fmt.Errorf("--memory-limit %q: want %s, %s, %s, or a positive size such as 256MiB or 1GiB", s, MemoryLimitAuto, MemoryLimitAdaptive, MemoryLimitOff)
 	}
 	if b := int64(f * mult); b >= 16<<20 {
 		return b, nil
@@ -57,15 +61,16 @@ func ParseMemoryLimit(s string) (int64, error) {
 
 // ApplyMemoryLimit sets the Go runtime's soft memory limit (the garbage
 // collector works harder as the process nears it) from a --memory-limit
-// value and returns the limit in bytes (0: none).
+// value and returns the limit in bytes (0: none or adaptive).
 //
 //   - A size: that limit, overriding GOMEMLIMIT.
 //   - "off": no limit, overriding GOMEMLIMIT.
 //   - "auto": GOMEMLIMIT if set; else, in a container with a memory limit
 //     (cgroup v2 or v1), that limit less what the Go runtime does not
 //     manage (softLimitFor), so the collector works harder before the
-//     container is killed instead of after; else none (Go's default pacing:
-//     the heap may grow to about twice what is live).
+//     container is killed instead of after; else an adaptive limit: what is
+//     live plus max(32 MiB, 1/8 of the live heap) (see adaptiveLimit).
+//   - "adaptive": the adaptive limit, even in a container.
 //
 // Most of a control plane's live memory with thousands of SDS streams is
 // long-lived connection state (goroutine stacks, gRPC stream state), which
@@ -84,6 +89,9 @@ func ApplyMemoryLimit(value string, logger *slog.Logger) (int64, error) {
 	case limit == 0:
 		debug.SetMemoryLimit(math.MaxInt64)
 		return 0, nil
+	case limit == -2:
+		startAdaptive(logger)
+		return 0, nil
 	}
 	if os.Getenv("GOMEMLIMIT") != "" {
 		if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
@@ -98,13 +106,14 @@ func ApplyMemoryLimit(value string, logger *slog.Logger) (int64, error) {
 		}
 		cg, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil || cg <= 0 || cg >= 1<<60 { // "max" or the v1 "unlimited" sentinel
-			return 0, nil
+			break
 		}
 		soft := softLimitFor(cg)
 		debug.SetMemoryLimit(soft)
 		logger.Info("memory limit set from the container's", "cgroupLimitBytes", cg, "goMemLimitBytes", soft)
 		return soft, nil
 	}
+	startAdaptive(logger)
 	return 0, nil
 }
 

@@ -1,8 +1,13 @@
 package controlplane
 
 import (
+	"math"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestParseMemoryLimit(t *testing.T) {
@@ -10,6 +15,7 @@ func TestParseMemoryLimit(t *testing.T) {
 		"auto":     -1,
 		"":         -1,
 		"off":      0,
+		"adaptive": -2,
 		"OFF":      0,
 		"256MiB":   256 << 20,
 		"1GiB":     1 << 30,
@@ -39,5 +45,64 @@ func TestSoftLimitFor(t *testing.T) {
 		if got := softLimitFor(c.container); got != c.want {
 			t.Errorf("softLimitFor(%d) = %d, want %d", c.container, got, c.want)
 		}
+	}
+}
+
+func TestAdaptiveLimitArithmetic(t *testing.T) {
+	a := newAdaptiveLimit(32 << 20)
+	for _, c := range []struct {
+		name string
+		st   memState
+		want int64
+	}{
+		{"before any collection", memState{live: 10 << 20, held: 40 << 20}, 0},
+		{"small heap: the minimum headroom", memState{live: 20 << 20, held: 60 << 20, garbage: 15 << 20, hasCycle: true}, (45 << 20) + (32 << 20)},
+		{"large heap: an eighth of it", memState{live: 800 << 20, held: 1200 << 20, garbage: 200 << 20, hasCycle: true}, (1000 << 20) + (100 << 20)},
+		{"inconsistent sample", memState{live: 1, held: 10, garbage: 20, hasCycle: true}, 0},
+	} {
+		if got := a.limit(c.st); got != c.want {
+			t.Errorf("%s: limit = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestAdaptiveLimitFollowsCollections: the limit is set at start and again
+// after a collection, from the runtime's own numbers, and lifted by stop.
+func TestAdaptiveLimitFollowsCollections(t *testing.T) {
+	runtime.GC()
+	a := newAdaptiveLimit(32 << 20)
+	var sets atomic.Int64
+	a.set = func(l int64) int64 { sets.Add(1); return debug.SetMemoryLimit(l) }
+	a.start()
+	defer a.stop()
+	first := a.last.Load()
+	st := readMemState()
+	if first <= 0 || uint64(first) < st.live+32<<20 {
+		t.Fatalf("limit %d at start, want at least the live heap (%d) plus 32 MiB", first, st.live)
+	}
+	if got := debug.SetMemoryLimit(-1); got != first {
+		t.Fatalf("runtime limit %d, want %d", got, first)
+	}
+	// Keep 64 MiB live, then collect: the limit follows.
+	keep := make([][]byte, 64)
+	for i := range keep {
+		keep[i] = make([]byte, 1<<20)
+	}
+	before := sets.Load()
+	deadline := time.Now().Add(10 * time.Second)
+	for sets.Load() == before && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if sets.Load() == before {
+		t.Fatal("no update after a collection")
+	}
+	if after := a.last.Load(); after < first+60<<20 {
+		t.Fatalf("limit %d after 64 MiB more became live, want at least %d", after, first+60<<20)
+	}
+	runtime.KeepAlive(keep)
+	a.stop()
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("limit %d after stop, want none", got)
 	}
 }

@@ -155,7 +155,9 @@ func (m *Manager) Ready() <-chan struct{} { return m.ready }
 // Run loads persisted identities, watches the store and issues and rotates
 // certificates until ctx is done.
 func (m *Manager) Run(ctx context.Context) error {
-	events := m.store.Watch(ctx)
+	// Not its own DataplaneIdentity records: they are most of the commits
+	// while certificates are issued, and each event is a copy.
+	events := m.store.Watch(ctx, api.TypeMesh, api.TypeDataplane, api.TypeSecret)
 	if err := m.load(ctx); err != nil {
 		return err
 	}

@@ -98,10 +98,12 @@ type Store interface {
 	// changes. On success, versions and times are set by the store, and one
 	// Event per op is delivered to watchers after the commit.
 	Commit(ctx context.Context, ops ...Op) error
-	// Watch delivers events of commits made after the call until ctx is done.
-	// The channel is closed when ctx ends. Slow consumers must not block
-	// writers: events are buffered without bound per watcher.
-	Watch(ctx context.Context) <-chan Event
+	// Watch delivers events of commits made after the call until ctx is done:
+	// of records of the given types only, if any are given (others are
+	// neither copied nor queued for this watcher). The channel is closed when
+	// ctx ends. Slow consumers must not block writers: events are buffered
+	// without bound per watcher.
+	Watch(ctx context.Context, types ...string) <-chan Event
 	// Close releases resources.
 	Close() error
 }

@@ -169,7 +169,7 @@ const watchRetry = time.Second
 // goroutine, next to the servers that use these Tokens.
 func (t *Tokens) Run(ctx context.Context) error {
 	for {
-		ch := t.store.Watch(ctx)
+		ch := t.store.Watch(ctx, api.TypeSecret)
 		// Changes made before the watch was established were not seen:
 		// start a new generation for every mesh.
 		t.setWatching(true)

@@ -122,8 +122,8 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 }
 
 // Watch implements store.Store.
-func (s *Store) Watch(ctx context.Context) <-chan store.Event {
-	return s.hub.Watch(ctx)
+func (s *Store) Watch(ctx context.Context, types ...string) <-chan store.Event {
+	return s.hub.Watch(ctx, types...)
 }
 
 // Close implements store.Store. It closes all watch channels.

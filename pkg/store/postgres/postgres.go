@@ -460,8 +460,8 @@ func (s *Store) decode(ctx context.Context, payload string) (store.Event, string
 
 // Watch implements store.Store. Watchers see commits of every process using
 // the database.
-func (s *Store) Watch(ctx context.Context) <-chan store.Event {
-	ch, activate := s.hub.WatchInactive(ctx)
+func (s *Store) Watch(ctx context.Context, types ...string) <-chan store.Event {
+	ch, activate := s.hub.WatchInactive(ctx, types...)
 	token := rand.Text()
 	s.barrierMu.Lock()
 	s.barriers[token] = activate

@@ -543,8 +543,8 @@ func write(ctx context.Context, st *txStmts, key store.Key, next *store.Record) 
 }
 
 // Watch implements store.Store. Only commits made through s are seen.
-func (s *Store) Watch(ctx context.Context) <-chan store.Event {
-	return s.hub.Watch(ctx)
+func (s *Store) Watch(ctx context.Context, types ...string) <-chan store.Event {
+	return s.hub.Watch(ctx, types...)
 }
 
 // Close implements store.Store: it closes watch channels and the database.

@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Version0Unchecked", testVersion0},
 		{"Upsert", testUpsert},
 		{"Require", testRequire},
+		{"WatchTypes", testWatchTypes},
 		{"OpsSeeEarlierOpsInCommit", testSameKeyInCommit},
 		{"AtomicCommit", testAtomicCommit},
 		{"EventsInCommitOrder", testEventsOrder},
@@ -750,5 +751,43 @@ func testRequire(t *testing.T, s store.Store) {
 	dp2 := rec("Dataplane", "m1", "dp-2", `{}`)
 	if err := s.Commit(ctx, require, store.Op{Kind: store.OpCreate, Record: dp2}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("commit requiring a deleted record: err = %v, want ErrNotFound", err)
+	}
+}
+
+// testWatchTypes: a watcher that names types sees only events of records of
+// those types, in commit order; one that names none sees all.
+func testWatchTypes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	secrets := s.Watch(ctx, "Secret", "Mesh")
+	all := s.Watch(ctx)
+	mustCommit(t, s,
+		store.Op{Kind: store.OpCreate, Record: rec("Mesh", "", "m1", `{}`)},
+		store.Op{Kind: store.OpCreate, Record: rec("DataplaneIdentity", "m1", "dp-1", `{}`)},
+		store.Op{Kind: store.OpCreate, Record: rec("Secret", "m1", "s-1", `{}`)})
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("DataplaneIdentity", "m1", "dp-2", `{}`)})
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("Secret", "m1", "s-2", `{}`)})
+	next := func(ch <-chan store.Event) string {
+		t.Helper()
+		select {
+		case ev := <-ch:
+			return ev.Record.Type + "/" + ev.Record.Name
+		case <-time.After(eventTimeout):
+			t.Fatal("no event")
+			return ""
+		}
+	}
+	var got []string
+	for range 3 {
+		got = append(got, next(secrets))
+	}
+	if want := []string{"Mesh/m1", "Secret/s-1", "Secret/s-2"}; !slices.Equal(got, want) {
+		t.Fatalf("filtered watcher saw %v, want %v", got, want)
+	}
+	got = got[:0]
+	for range 5 {
+		got = append(got, next(all))
+	}
+	if want := []string{"Mesh/m1", "DataplaneIdentity/dp-1", "Secret/s-1", "DataplaneIdentity/dp-2", "Secret/s-2"}; !slices.Equal(got, want) {
+		t.Fatalf("unfiltered watcher saw %v, want %v", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package storeutil
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"meshca/pkg/store"
@@ -21,6 +22,12 @@ type watcher struct {
 	wake   chan struct{} // capacity 1: "queue is non-empty"
 	closed chan struct{} // closed by Hub.Close
 	active bool          // guarded by Hub.mu; inactive watchers get no events
+	types  []string      // the record types it wants; all if empty
+}
+
+// wants reports whether w wants events of records of type typ.
+func (w *watcher) wants(typ string) bool {
+	return len(w.types) == 0 || slices.Contains(w.types, typ)
 }
 
 // NewHub returns an empty hub.
@@ -31,21 +38,21 @@ func NewHub() *Hub {
 // Watch registers a watcher before returning, so it sees every event
 // published after the call. The channel is closed when ctx ends or the hub is
 // closed.
-func (h *Hub) Watch(ctx context.Context) <-chan store.Event {
-	ch, _ := h.watch(ctx, true)
+func (h *Hub) Watch(ctx context.Context, types ...string) <-chan store.Event {
+	ch, _ := h.watch(ctx, true, types)
 	return ch
 }
 
 // WatchInactive registers a watcher that receives no events until activate is
 // called. Backends whose events arrive asynchronously use it to start a
 // watcher at a well-defined point of the event stream. activate is idempotent.
-func (h *Hub) WatchInactive(ctx context.Context) (ch <-chan store.Event, activate func()) {
-	return h.watch(ctx, false)
+func (h *Hub) WatchInactive(ctx context.Context, types ...string) (ch <-chan store.Event, activate func()) {
+	return h.watch(ctx, false, types)
 }
 
-func (h *Hub) watch(ctx context.Context, active bool) (<-chan store.Event, func()) {
+func (h *Hub) watch(ctx context.Context, active bool, types []string) (<-chan store.Event, func()) {
 	out := make(chan store.Event)
-	w := &watcher{wake: make(chan struct{}, 1), closed: make(chan struct{}), active: active}
+	w := &watcher{wake: make(chan struct{}, 1), closed: make(chan struct{}), active: active, types: slices.Clone(types)}
 	activate := func() {
 		h.mu.Lock()
 		w.active = true
@@ -113,12 +120,20 @@ func (h *Hub) Publish(events []store.Event) {
 		if !w.active {
 			continue
 		}
+		queued := false
 		w.mu.Lock()
 		for _, ev := range events {
+			if !w.wants(ev.Record.Type) {
+				continue
+			}
 			ev.Record = Clone(ev.Record)
 			w.queue = append(w.queue, ev)
+			queued = true
 		}
 		w.mu.Unlock()
+		if !queued {
+			continue
+		}
 		select {
 		case w.wake <- struct{}{}:
 		default:
