@@ -28,7 +28,7 @@ const MinHeadroom = 32 << 20
 // the lower one and the limit changes nothing.
 type adaptiveLimit struct {
 	minHeadroom int64
-	read        func() memState          // runtime/metrics, replaced in tests
+	read        func() memState         // runtime/metrics, replaced in tests
 	set         func(limit int64) int64 // debug.SetMemoryLimit
 	stopped     atomic.Bool
 	last        atomic.Int64
