@@ -11,7 +11,7 @@ import (
 
 // MinHeadroom is the least garbage the adaptive memory limit allows above
 // what is live (see adaptiveLimit).
-const MinHeadroom = 32 << 20
+const MinHeadroom = 24 << 20
 
 // adaptiveLimit keeps the Go runtime's soft memory limit at what the
 // process holds for live data plus a headroom for garbage of
@@ -24,8 +24,14 @@ const MinHeadroom = 32 << 20
 // is memory spent on nothing; with the limit, the process stays near its
 // live size. The price is more frequent collection while much garbage is
 // made (re-issuing every certificate of a large mesh at once). When little
-// is live (under about 32 MiB: a few thousand data planes) GOGC's goal is
-// the lower one and the limit changes nothing.
+// is live (a heap under about 24 MiB: a thousand data planes or so) GOGC's
+// goal is the lower one and the limit changes nothing.
+//
+// MinHeadroom was chosen by measurement (BENCHMARKS.md §2): with 10,000
+// data planes and live streams, 16 MiB kept the peak at 243 MiB but made
+// re-issuing all of them take 45 % more CPU than Go's default pacing; 32 MiB
+// peaked at 270-290 MiB, too near 300 MB; 24 MiB peaked at 255-265 MiB for
+// about 15 % more CPU on that mass re-issue.
 type adaptiveLimit struct {
 	minHeadroom int64
 	read        func() memState         // runtime/metrics, replaced in tests
@@ -128,6 +134,6 @@ func readMemState() memState {
 func startAdaptive(logger *slog.Logger) *adaptiveLimit {
 	a := newAdaptiveLimit(MinHeadroom)
 	a.start()
-	logger.Info("adaptive memory limit: what is live plus max(32MiB, 1/8 of the live heap); --memory-limit sets a fixed one, off none")
+	logger.Info("adaptive memory limit: what is live plus max(24MiB, 1/8 of the live heap); --memory-limit sets a fixed one, off none")
 	return a
 }
