@@ -31,7 +31,7 @@ const MinHeadroom = 24 << 20
 // data planes and live streams, 16 MiB kept the peak at 243 MiB but made
 // re-issuing all of them take 45 % more CPU than Go's default pacing; 32 MiB
 // peaked at 270-290 MiB, too near 300 MB; 24 MiB peaked at 255-265 MiB for
-// about 15 % more CPU on that mass re-issue.
+// about 30 % more CPU on that mass re-issue (13-14 s instead of 10-11 s).
 type adaptiveLimit struct {
 	minHeadroom int64
 	read        func() memState         // runtime/metrics, replaced in tests
