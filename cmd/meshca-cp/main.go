@@ -81,7 +81,7 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&memLimit, "memory-limit", envOr("MESHCA_MEMORY_LIMIT", controlplane.MemoryLimitAuto),
 		"soft memory limit of the Go runtime, e.g. 256MiB: the garbage collector works harder near it; "+
 			"auto = GOMEMLIMIT if set, else the container's memory limit less max(10%, 64MiB), else adaptive; "+
-			"adaptive = what is live plus max(24MiB, 1/8 of the live heap), recomputed after every collection; off = none (Go's default pacing)")
+			"adaptive = what is live plus max(24MiB, 1/4 of the live heap), recomputed after every collection; off = none (Go's default pacing)")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiling endpoints under /debug/pprof/ on the API address (local diagnosis only)")
 	f.StringVar(&logLevel, "log-level", envOr("MESHCA_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

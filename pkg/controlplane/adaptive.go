@@ -15,23 +15,27 @@ const MinHeadroom = 24 << 20
 
 // adaptiveLimit keeps the Go runtime's soft memory limit at what the
 // process holds for live data plus a headroom for garbage of
-// max(MinHeadroom, live heap / 8), recomputed after every collection.
+// max(MinHeadroom, live heap / 4), recomputed after every collection.
 //
 // Go's default pacing lets the heap grow by as much again as is live,
 // goroutine stacks included, before it collects. In a control plane with
 // thousands of SDS streams most of what is live is long-lived connection
 // state (stacks, gRPC stream state) that makes no garbage, so that doubling
 // is memory spent on nothing; with the limit, the process stays near its
-// live size. The price is more frequent collection while much garbage is
-// made (re-issuing every certificate of a large mesh at once). When little
-// is live (a heap under about 24 MiB: a thousand data planes or so) GOGC's
-// goal is the lower one and the limit changes nothing.
+// live size. The price is more collection work while much garbage is made:
+// re-issuing every certificate of a large mesh at once, or thousands of
+// proxies reconnecting after a restart. When little is live (a heap under
+// about 24 MiB: a thousand data planes or so) GOGC's goal is the lower one
+// and the limit changes nothing.
 //
-// MinHeadroom was chosen by measurement (BENCHMARKS.md §2): with 10,000
-// data planes and live streams, 16 MiB kept the peak at 243 MiB but made
-// re-issuing all of them take 45 % more CPU than Go's default pacing; 32 MiB
-// peaked at 270-290 MiB, too near 300 MB; 24 MiB peaked at 255-265 MiB for
-// about 30 % more CPU on that mass re-issue (13-14 s instead of 10-11 s).
+// Chosen by measurement (BENCHMARKS.md §2), 10,000 data planes with live
+// streams: a 16 MiB minimum kept the peak at 243 MiB but made re-issuing
+// all of them take 70 % more CPU than Go's default pacing; 32 MiB peaked at
+// 270-290 MiB, too near 300 MB; 24 MiB peaks at 255-265 MiB for about 35 %
+// more CPU on that mass re-issue. The quarter of the live heap keeps the
+// collection work bounded when much more is live (10,000 proxies on their
+// own connections: an eighth made their reconnection take 2.6 times the
+// CPU of Go's default pacing, a quarter 1.8 times).
 type adaptiveLimit struct {
 	minHeadroom int64
 	read        func() memState         // runtime/metrics, replaced in tests
@@ -58,7 +62,7 @@ func (a *adaptiveLimit) limit(st memState) int64 {
 		return 0
 	}
 	inUse := st.held - st.garbage // live heap, stacks, runtime metadata, fragmentation
-	headroom := max(uint64(a.minHeadroom), st.live/8)
+	headroom := max(uint64(a.minHeadroom), st.live/4)
 	if inUse > math.MaxInt64-headroom {
 		return math.MaxInt64
 	}
@@ -134,6 +138,6 @@ func readMemState() memState {
 func startAdaptive(logger *slog.Logger) *adaptiveLimit {
 	a := newAdaptiveLimit(MinHeadroom)
 	a.start()
-	logger.Info("adaptive memory limit: what is live plus max(24MiB, 1/8 of the live heap); --memory-limit sets a fixed one, off none")
+	logger.Info("adaptive memory limit: what is live plus max(24MiB, 1/4 of the live heap); --memory-limit sets a fixed one, off none")
 	return a
 }

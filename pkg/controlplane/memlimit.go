@@ -69,7 +69,7 @@ func ParseMemoryLimit(s string) (int64, error) {
 //     (cgroup v2 or v1), that limit less what the Go runtime does not
 //     manage (softLimitFor), so the collector works harder before the
 //     container is killed instead of after; else an adaptive limit: what is
-//     live plus max(24 MiB, 1/8 of the live heap) (see adaptiveLimit).
+//     live plus max(24 MiB, 1/4 of the live heap) (see adaptiveLimit).
 //   - "adaptive": the adaptive limit, even in a container.
 //
 // Most of a control plane's live memory with thousands of SDS streams is
