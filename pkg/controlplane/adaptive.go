@@ -46,19 +46,18 @@ type adaptiveLimit struct {
 
 // memState is what the limit is computed from.
 type memState struct {
-	live     uint64 // heap bytes marked live by the last collection
-	held     uint64 // mapped by the runtime and not released to the OS
-	garbage  uint64 // heap object bytes not live (dead, unswept) plus free heap
-	hasCycle bool   // a collection has completed
+	live    uint64 // heap bytes marked live by the last collection (before the first: all heap objects)
+	held    uint64 // mapped by the runtime and not released to the OS
+	garbage uint64 // heap object bytes not live (dead, unswept) plus free heap
 }
 
 func newAdaptiveLimit(minHeadroom int64) *adaptiveLimit {
 	return &adaptiveLimit{minHeadroom: minHeadroom, read: readMemState, set: debug.SetMemoryLimit}
 }
 
-// limit returns the soft limit for st; 0 before the first collection.
+// limit returns the soft limit for st; 0 if st is inconsistent.
 func (a *adaptiveLimit) limit(st memState) int64 {
-	if !st.hasCycle || st.held < st.garbage {
+	if st.held < st.garbage {
 		return 0
 	}
 	inUse := st.held - st.garbage // live heap, stacks, runtime metadata, fragmentation
@@ -124,7 +123,10 @@ func readMemState() memState {
 		return s[i].Value.Uint64()
 	}
 	live, total, released, free, objects, cycles := u(0), u(1), u(2), u(3), u(4), u(5)
-	st := memState{live: live, hasCycle: cycles > 0}
+	if cycles == 0 {
+		live = objects // nothing marked yet: count every object as live
+	}
+	st := memState{live: live}
 	if total >= released {
 		st.held = total - released
 	}

@@ -55,10 +55,9 @@ func TestAdaptiveLimitArithmetic(t *testing.T) {
 		st   memState
 		want int64
 	}{
-		{"before any collection", memState{live: 10 << 20, held: 40 << 20}, 0},
-		{"small heap: the minimum headroom", memState{live: 20 << 20, held: 60 << 20, garbage: 15 << 20, hasCycle: true}, (45 << 20) + (32 << 20)},
-		{"large heap: a quarter of it", memState{live: 800 << 20, held: 1200 << 20, garbage: 200 << 20, hasCycle: true}, (1000 << 20) + (200 << 20)},
-		{"inconsistent sample", memState{live: 1, held: 10, garbage: 20, hasCycle: true}, 0},
+		{"small heap: the minimum headroom", memState{live: 20 << 20, held: 60 << 20, garbage: 15 << 20}, (45 << 20) + (32 << 20)},
+		{"large heap: a quarter of it", memState{live: 800 << 20, held: 1200 << 20, garbage: 200 << 20}, (1000 << 20) + (200 << 20)},
+		{"inconsistent sample", memState{live: 1, held: 10, garbage: 20}, 0},
 	} {
 		if got := a.limit(c.st); got != c.want {
 			t.Errorf("%s: limit = %d, want %d", c.name, got, c.want)
