@@ -130,8 +130,9 @@ func readMemState() memState {
 	if total >= released {
 		st.held = total - released
 	}
-	if objects >= live {
-		st.garbage = objects - live + free
+	st.garbage = free
+	if objects > live { // objects may be fewer: freed since the mark
+		st.garbage += objects - live
 	}
 	return st
 }
