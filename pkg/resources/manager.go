@@ -325,6 +325,13 @@ func (m *Manager) Delete(ctx context.Context, typ, mesh, name string) error {
 		}
 	}
 	if err := m.store.Commit(ctx, ops...); err != nil {
+		if typ == api.TypeMesh && errors.Is(err, store.ErrConflict) {
+			// A Dataplane or Secret was added since the listing.
+			if _, lerr := m.meshDeleteOps(ctx, name); lerr != nil {
+				return lerr
+			}
+			return fmt.Errorf("mesh %q changed while it was being deleted; try again: %w", name, err)
+		}
 		return err
 	}
 	m.logger.Info("resource deleted", "type", typ, "mesh", mesh, "name", name)
@@ -345,7 +352,8 @@ func (m *Manager) meshDeleteOps(ctx context.Context, mesh string) ([]store.Op, e
 		return nil, &InUseError{Msg: fmt.Sprintf("mesh %q still has %d dataplane(s) (e.g. %q): delete them first", mesh, len(dps), dps[0].Name)}
 	}
 	var ops []store.Op
-	for _, typ := range append([]string{api.TypeSecret}, m.ownedTypes...) {
+	types := append([]string{api.TypeSecret}, m.ownedTypes...)
+	for _, typ := range types {
 		recs, err := m.store.List(ctx, typ, mesh)
 		if err != nil {
 			return nil, err
@@ -353,6 +361,13 @@ func (m *Manager) meshDeleteOps(ctx context.Context, mesh string) ([]store.Op, e
 		for _, r := range recs {
 			ops = append(ops, store.Op{Kind: store.OpDelete, Record: store.Record{Key: r.Key}})
 		}
+	}
+	// In the same commit, after those deletes: no Dataplane or Secret of
+	// the mesh is left, so one added since the listing fails the deletion
+	// instead of being left behind in no mesh. (Owned types are written by
+	// the control plane itself, which tolerates their absence.)
+	for _, typ := range []string{api.TypeDataplane, api.TypeSecret} {
+		ops = append(ops, store.Op{Kind: store.OpRequireNone, Record: store.Record{Key: store.Key{Type: typ, Mesh: mesh}}})
 	}
 	return ops, nil
 }

@@ -93,3 +93,51 @@ func TestApplyInMesh(t *testing.T) {
 		t.Fatalf("dataplane changed in a deleted mesh: version %d", r.Version)
 	}
 }
+
+// TestMeshDeleteSeesLateDataplane: a Dataplane added to a Mesh after the
+// deletion listed its contents (here: straight into the store, between the
+// two) fails the deletion, which changes nothing, instead of being left
+// behind in no mesh.
+func TestMeshDeleteSeesLateDataplane(t *testing.T) {
+	ctx := context.Background()
+	m, st := newManager(t)
+	if _, err := m.Apply(ctx, decode(t, "type: Mesh\nname: default\n"), resources.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	late := &lateStore{Store: st}
+	m = resources.NewManager(late, nil, resources.Options{})
+	late.onList = func() {
+		rec, err := resources.ToRecord(decode(t, strings.Replace(dpYAML, "%s", "web", 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Commit(ctx, store.Op{Kind: store.OpCreate, Record: rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := m.Delete(ctx, api.TypeMesh, "", "default")
+	var inUse *resources.InUseError
+	if !errors.As(err, &inUse) || !strings.Contains(err.Error(), "web-1") {
+		t.Fatalf("Delete: err = %v, want the mesh in use by web-1", err)
+	}
+	if _, err := st.Get(ctx, store.Key{Type: api.TypeMesh, Name: "default"}); err != nil {
+		t.Fatalf("the mesh is gone after a refused deletion: %v", err)
+	}
+}
+
+// lateStore runs onList once, after the first List of Secrets (the last
+// thing a Mesh deletion reads before its commit).
+type lateStore struct {
+	store.Store
+	onList func()
+}
+
+func (s *lateStore) List(ctx context.Context, typ, mesh string) ([]store.Record, error) {
+	recs, err := s.Store.List(ctx, typ, mesh)
+	if typ == api.TypeSecret && s.onList != nil {
+		f := s.onList
+		s.onList = nil
+		f()
+	}
+	return recs, err
+}

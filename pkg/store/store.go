@@ -64,6 +64,12 @@ const (
 	// makes a commit conditional on another record, such as a Dataplane's on
 	// its Mesh, atomically: the record cannot be deleted in between.
 	OpRequire
+	// OpRequireNone changes nothing and publishes nothing; it fails with
+	// ErrConflict if any record of Record.Type exists in Record.Mesh (after
+	// the commit's earlier ops; Record.Name must be empty). It makes a
+	// commit conditional on a set being empty, such as a Mesh's deletion on
+	// its having no Dataplanes.
+	OpRequireNone
 )
 
 // Op is one step of an atomic Commit.

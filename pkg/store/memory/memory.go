@@ -92,6 +92,12 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	staged := make(map[store.Key]*store.Record, len(ops))
 	events := make([]store.Event, 0, len(ops))
 	for _, op := range ops {
+		if op.Kind == store.OpRequireNone {
+			if name, found := s.anyLocked(staged, op.Record.Type, op.Record.Mesh); found {
+				return fmt.Errorf("commit: %w", storeutil.NotNone(op, name))
+			}
+			continue
+		}
 		key := op.Record.Key
 		cur, ok := staged[key]
 		if !ok {
@@ -119,6 +125,26 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	// Publishing under s.mu keeps events in commit order; it never blocks.
 	s.hub.Publish(events)
 	return nil
+}
+
+// anyLocked returns the name of a record of typ in mesh as the commit being
+// applied sees it (staged over stored), if there is one.
+func (s *Store) anyLocked(staged map[store.Key]*store.Record, typ, mesh string) (string, bool) {
+	for k, r := range staged {
+		if r != nil && k.Type == typ && k.Mesh == mesh {
+			return k.Name, true
+		}
+	}
+	for k := range s.data {
+		if k.Type != typ || k.Mesh != mesh {
+			continue
+		}
+		if r, ok := staged[k]; ok && r == nil {
+			continue // deleted earlier in this commit
+		}
+		return k.Name, true
+	}
+	return "", false
 }
 
 // Watch implements store.Store.

@@ -244,6 +244,20 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 
 	now := storeutil.Now()
 	for i, op := range ops {
+		if op.Kind == store.OpRequireNone {
+			// After the commit's earlier ops; an OpDelete of the Mesh
+			// before it holds the Mesh row, so commits that require the
+			// Mesh (FOR SHARE) have finished or wait for this one.
+			var name string
+			err := tx.QueryRow(ctx, `SELECT name FROM resources WHERE type = $1 AND mesh = $2 LIMIT 1`, op.Record.Type, op.Record.Mesh).Scan(&name)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				continue
+			case err != nil:
+				return fmt.Errorf("commit: read %s records of mesh %q: %w", op.Record.Type, op.Record.Mesh, err)
+			}
+			return fmt.Errorf("commit: %w", storeutil.NotNone(op, name))
+		}
 		key := op.Record.Key
 		// A required record is only locked against change (FOR SHARE):
 		// commits requiring the same Mesh do not wait for each other.

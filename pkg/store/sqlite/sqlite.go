@@ -71,6 +71,7 @@ type Store struct {
 
 	// Prepared once on the pool; transactions reuse them per connection.
 	getStmt, upsertStmt, deleteStmt      *sql.Stmt
+	anyStmt                              *sql.Stmt
 	savepointStmt, releaseStmt, undoStmt *sql.Stmt
 
 	// The Commit queue, drained by the writer goroutine. Only the writer
@@ -174,6 +175,7 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 		query string
 	}{
 		{&s.getStmt, getQuery},
+		{&s.anyStmt, anyQuery},
 		{&s.upsertStmt, upsertQuery},
 		{&s.deleteStmt, deleteQuery},
 		{&s.savepointStmt, `SAVEPOINT commit_call`},
@@ -253,6 +255,7 @@ func (m sqlMigration) Version(ctx context.Context) (int, bool, error) {
 const (
 	columns     = storeutil.Columns
 	getQuery    = `SELECT ` + columns + ` FROM resources WHERE type = ? AND mesh = ? AND name = ?`
+	anyQuery    = `SELECT name FROM resources WHERE type = ? AND mesh = ? LIMIT 1`
 	deleteQuery = `DELETE FROM resources WHERE type = ? AND mesh = ? AND name = ?`
 	upsertQuery = `INSERT INTO resources (` + columns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (type, mesh, name) DO UPDATE SET
@@ -400,7 +403,7 @@ func (s *Store) writer() {
 
 // txStmts are the Store's prepared statements bound to one transaction.
 type txStmts struct {
-	get, upsert, delete, savepoint, release, undo *sql.Stmt
+	get, any, upsert, delete, savepoint, release, undo *sql.Stmt
 }
 
 // commitBatch applies the calls of batch, in order, each in its own
@@ -425,6 +428,7 @@ func (s *Store) commitBatch(batch []*request) {
 	}
 	st := &txStmts{
 		get:       tx.StmtContext(ctx, s.getStmt),
+		any:       tx.StmtContext(ctx, s.anyStmt),
 		upsert:    tx.StmtContext(ctx, s.upsertStmt),
 		delete:    tx.StmtContext(ctx, s.deleteStmt),
 		savepoint: tx.StmtContext(ctx, s.savepointStmt),
@@ -505,6 +509,16 @@ func applyOps(ctx context.Context, st *txStmts, ops []store.Op) ([]store.Event, 
 	now := storeutil.Now()
 	events := make([]store.Event, 0, len(ops))
 	for _, op := range ops {
+		if op.Kind == store.OpRequireNone {
+			var name string
+			switch err := st.any.QueryRowContext(ctx, op.Record.Type, op.Record.Mesh).Scan(&name); {
+			case errors.Is(err, sql.ErrNoRows):
+				continue
+			case err != nil:
+				return nil, fmt.Errorf("read %s records of mesh %q: %w", op.Record.Type, op.Record.Mesh, err)
+			}
+			return nil, storeutil.NotNone(op, name)
+		}
 		key := op.Record.Key
 		cur, err := get(ctx, st.get, key)
 		if err != nil {
@@ -560,7 +574,7 @@ func (s *Store) Close() error {
 		<-s.writerDone
 		s.hub.Close()
 		var errs []error
-		for _, st := range []*sql.Stmt{s.getStmt, s.upsertStmt, s.deleteStmt, s.savepointStmt, s.releaseStmt, s.undoStmt} {
+		for _, st := range []*sql.Stmt{s.getStmt, s.anyStmt, s.upsertStmt, s.deleteStmt, s.savepointStmt, s.releaseStmt, s.undoStmt} {
 			errs = append(errs, st.Close())
 		}
 		s.closeErr = errors.Join(append(errs, s.db.Close())...)

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Upsert", testUpsert},
 		{"Require", testRequire},
 		{"WatchTypes", testWatchTypes},
+		{"RequireNone", testRequireNone},
 		{"OpsSeeEarlierOpsInCommit", testSameKeyInCommit},
 		{"AtomicCommit", testAtomicCommit},
 		{"EventsInCommitOrder", testEventsOrder},
@@ -789,5 +790,44 @@ func testWatchTypes(t *testing.T, s store.Store) {
 	}
 	if want := []string{"Mesh/m1", "DataplaneIdentity/dp-1", "Secret/s-1", "DataplaneIdentity/dp-2", "Secret/s-2"}; !slices.Equal(got, want) {
 		t.Fatalf("unfiltered watcher saw %v, want %v", got, want)
+	}
+}
+
+// testRequireNone: OpRequireNone fails the whole commit while a record of
+// the type exists in the mesh, seeing the commit's earlier ops.
+func testRequireNone(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mesh := rec("Mesh", "", "m1", `{}`)
+	noDataplanes := store.Op{Kind: store.OpRequireNone, Record: store.Record{Key: store.Key{Type: "Dataplane", Mesh: "m1"}}}
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: mesh},
+		store.Op{Kind: store.OpCreate, Record: rec("Dataplane", "m2", "other-mesh", `{}`)})
+
+	// Empty set: passes (a Dataplane of another mesh does not count).
+	mustCommit(t, s, noDataplanes)
+
+	dp := rec("Dataplane", "m1", "dp-1", `{}`)
+	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: dp})
+	err := s.Commit(ctx, store.Op{Kind: store.OpDelete, Record: store.Record{Key: mesh.Key}}, noDataplanes)
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("deleting a mesh that has a dataplane: err = %v, want ErrConflict", err)
+	}
+	mustGet(t, s, mesh.Key) // the failed commit deleted nothing
+
+	// A record deleted earlier in the same commit no longer counts; one
+	// created earlier does.
+	mustCommit(t, s, store.Op{Kind: store.OpDelete, Record: store.Record{Key: dp.Key}}, noDataplanes)
+	err = s.Commit(ctx, store.Op{Kind: store.OpCreate, Record: dp}, noDataplanes)
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("creating a dataplane then requiring none: err = %v, want ErrConflict", err)
+	}
+	if _, err := s.Get(ctx, dp.Key); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the failed commit created its dataplane (Get err = %v)", err)
+	}
+
+	// A name is refused.
+	bad := noDataplanes
+	bad.Record.Name = "dp-1"
+	if err := s.Commit(ctx, bad); err == nil || errors.Is(err, store.ErrConflict) {
+		t.Fatalf("require-none with a name: err = %v, want a validation error", err)
 	}
 }

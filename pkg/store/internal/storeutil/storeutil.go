@@ -41,10 +41,15 @@ func Now() time.Time {
 func ValidateOps(ops []store.Op) error {
 	var errs []error
 	for i, op := range ops {
-		if op.Kind < store.OpCreate || op.Kind > store.OpRequire {
+		if op.Kind < store.OpCreate || op.Kind > store.OpRequireNone {
 			errs = append(errs, fmt.Errorf("op %d: unknown kind %d", i, op.Kind))
 		}
-		if op.Record.Type == "" || op.Record.Name == "" {
+		switch {
+		case op.Kind == store.OpRequireNone:
+			if op.Record.Type == "" || op.Record.Name != "" {
+				errs = append(errs, fmt.Errorf("op %d: require-none takes a type and no name (got %s)", i, op.Record.Key))
+			}
+		case op.Record.Type == "" || op.Record.Name == "":
 			errs = append(errs, fmt.Errorf("op %d: type and name are required (got %s)", i, op.Record.Key))
 		}
 		if op.Record.Version < 0 {
@@ -92,6 +97,11 @@ func Apply(cur *store.Record, op store.Op, now time.Time) (*store.Record, store.
 	default:
 		return nil, store.Event{}, fmt.Errorf("%s: unknown op kind %d", key, op.Kind)
 	}
+}
+
+// NotNone is the error of an OpRequireNone that found the record named name.
+func NotNone(op store.Op, name string) error {
+	return fmt.Errorf("require no %s in mesh %q: %q exists: %w", op.Record.Type, op.Record.Mesh, name, store.ErrConflict)
 }
 
 // checkStored is the precondition of ops on an existing record: it exists,
