@@ -160,17 +160,7 @@ func openAcked(t *testing.T, e *env, now time.Time) (secretv3.SecretDiscoverySer
 	t.Helper()
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, now))
 	tok := e.token("web-1")
-	s, err := e.client.StreamSecrets(authCtx(t, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Send(sotwRequest("default.web-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	r1, err := s.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, r1 := openFirst(t, e, tok, "default.web-1")
 	if err := s.Send(sotwRequest("", r1)); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +198,7 @@ func TestRevocationWithoutPushClosesStream(t *testing.T) {
 
 // openFirst opens a SotW stream with tok for node and receives its first
 // response.
-func openFirst(t *testing.T, e *env, tok, node string) secretv3.SecretDiscoveryService_StreamSecretsClient {
+func openFirst(t *testing.T, e *env, tok, node string) (secretv3.SecretDiscoveryService_StreamSecretsClient, *discoveryv3.DiscoveryResponse) {
 	t.Helper()
 	s, err := e.client.StreamSecrets(authCtx(t, tok))
 	if err != nil {
@@ -217,10 +207,11 @@ func openFirst(t *testing.T, e *env, tok, node string) secretv3.SecretDiscoveryS
 	if err := s.Send(sotwRequest(node, nil)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Recv(); err != nil {
+	r, err := s.Recv()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, r
 }
 
 // wantClosed waits (10 s at most) for the server to end s with code.
@@ -451,12 +442,12 @@ func TestPeriodicPassChecksOnlyStaleVerdicts(t *testing.T) {
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, now))
 	e.src.Set("default", "backend-1", sdstest.NewSecrets(t, "default", "backend-1", 1, now))
 
-	openFirst(t, e, e.token("web-1"), "default.web-1")
+	openFirst(t, e, e.token("web-1"), "default.web-1") // kept open: its verdict holds
 	short, err := e.tokens.Generate(context.Background(), "default", "backend-1", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := openFirst(t, e, short, "default.backend-1")
+	s, _ := openFirst(t, e, short, "default.backend-1")
 	opened := verifies.Load()
 	wantClosed(t, s, codes.Unauthenticated, "the stream of an expired token")
 	// Dozens of passes ran; only the expired verdict was checked again.

@@ -189,17 +189,7 @@ func TestStreamSecrets(t *testing.T) {
 	s1 := sdstest.NewSecrets(t, "default", "web-1", 1, now)
 	e.src.Set("default", "web-1", s1)
 
-	stream, err := e.client.StreamSecrets(authCtx(t, e.token("web-1")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(sotwRequest("default.web-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	r1, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream, r1 := openFirst(t, e, e.token("web-1"), "default.web-1")
 	checkSecrets(t, r1.GetResources(), s1)
 	if got := metricValue(t, e.reg, "meshca_sds_connections"); got != 1 {
 		t.Fatalf("connections = %v, want 1", got)
@@ -360,23 +350,7 @@ func TestRefusals(t *testing.T) {
 func TestRevokedTokenRefusedAndOpenStreamClosedOnPush(t *testing.T) {
 	e := newEnv(t, sds.WithReverifyInterval(0))
 	now := time.Now()
-	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, now))
-	tok := e.token("web-1")
-
-	open, err := e.client.StreamSecrets(authCtx(t, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := open.Send(sotwRequest("default.web-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	r1, err := open.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := open.Send(sotwRequest("", r1)); err != nil {
-		t.Fatal(err)
-	}
+	open, tok := openAcked(t, e, now)
 
 	e.revoke(tok)
 
@@ -397,31 +371,16 @@ func TestRevokedTokenRefusedAndOpenStreamClosedOnPush(t *testing.T) {
 
 func TestRevokedOpenStreamClosedPeriodically(t *testing.T) {
 	e := newEnv(t, sds.WithReverifyInterval(20*time.Millisecond))
-	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
-	tok := e.token("web-1")
-	open, err := e.client.StreamSecrets(authCtx(t, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := open.Send(sotwRequest("default.web-1", nil)); err != nil {
-		t.Fatal(err)
-	}
-	r1, err := open.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := open.Send(sotwRequest("", r1)); err != nil {
-		t.Fatal(err)
-	}
+	open, tok := openAcked(t, e, time.Now())
 	e.revoke(tok)
-	_, err = open.Recv() // no push: the periodic re-verification ends it
+	_, err := open.Recv() // no push: the periodic re-verification ends it
 	wantCode(t, err, codes.Unauthenticated)
 }
 
 func TestShutdownEndsStreams(t *testing.T) {
 	e := newEnv(t)
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
-	s := openFirst(t, e, e.token("web-1"), "default.web-1")
+	s, _ := openFirst(t, e, e.token("web-1"), "default.web-1")
 	e.cancel()
 	wantClosed(t, s, codes.Unavailable, "a stream after shutdown")
 }
