@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"meshca/internal/syncbuf"
 	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
 	"meshca/pkg/apiserver/apiservertest"
@@ -419,7 +420,7 @@ func TestReadOnlyAndExtensions(t *testing.T) {
 		Logger:   slog.New(slog.DiscardHandler),
 		ReadOnly: func(string) error { return resources.ErrReadOnly },
 	})
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	srv := apiserver.New(ro, apiserver.Options{
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Extra: map[string]http.Handler{
@@ -491,21 +492,4 @@ func TestConcurrentPuts(t *testing.T) {
 	if l.Total != 8 {
 		t.Errorf("total %d, want 8", l.Total)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

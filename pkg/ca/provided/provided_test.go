@@ -17,10 +17,10 @@ import (
 	"math/big"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"meshca/internal/syncbuf"
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
 	"meshca/pkg/ca/catest"
@@ -32,30 +32,17 @@ import (
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// logBuf collects log output for assertions.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-func (l *logBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.String() }
-
 type fixture struct {
 	store store.Store
 	clk   *catest.Clock
-	logs  *logBuf
+	logs  *syncbuf.Buffer
 	b     ca.Backend
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	s := memory.New()
-	f := &fixture{store: s, clk: catest.NewClock(t0), logs: &logBuf{}}
+	f := &fixture{store: s, clk: catest.NewClock(t0), logs: &syncbuf.Buffer{}}
 	b, err := provided.New(ca.Deps{
 		Store:   s,
 		Sources: datasource.New(s),

@@ -16,10 +16,10 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"meshca/internal/syncbuf"
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
 	"meshca/pkg/ca/vault/vaulttest"
@@ -34,29 +34,12 @@ type env struct {
 	srv   *vaulttest.Server
 	store store.Store
 	b     *backend
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
+	logs  *syncbuf.Buffer
 }
 
 func newEnv(t *testing.T, opts vaulttest.Options) *env {
 	t.Helper()
-	e := &env{store: memory.New(), logs: &syncBuffer{}}
+	e := &env{store: memory.New(), logs: &syncbuf.Buffer{}}
 	e.srv = vaulttest.New(t, opts)
 	b, err := newBackend(ca.Deps{
 		Store:   e.store,
