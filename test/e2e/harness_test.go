@@ -240,6 +240,12 @@ func (a *agent) waitCert(t *testing.T) *x509.Certificate {
 
 // leaf returns the certificate currently in cert.pem, or nil. It reads
 // cert.pem alone: a rotation replaces key.pem and cert.pem one rename apart.
+// file returns the content of one of the agent's files ("" if unreadable).
+func (a *agent) file(name string) string {
+	b, _ := os.ReadFile(filepath.Join(a.out, name))
+	return string(b)
+}
+
 func (a *agent) leaf() *x509.Certificate {
 	b, err := os.ReadFile(filepath.Join(a.out, "cert.pem"))
 	if err != nil {
@@ -288,6 +294,16 @@ func (a *agent) tlsConfig(t *testing.T) *tls.Config {
 // and returns the SPIFFE IDs each side saw of the other.
 func handshake(t *testing.T, serverConf, clientConf *tls.Config) (clientSaw, serverSaw string) {
 	t.Helper()
+	clientSaw, serverSaw, err := tryHandshake(serverConf, clientConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clientSaw, serverSaw
+}
+
+// tryHandshake is handshake returning the failure instead of failing the
+// test.
+func tryHandshake(serverConf, clientConf *tls.Config) (clientSaw, serverSaw string, err error) {
 	// SPIFFE certificates carry no DNS name: verify the chain, not the host.
 	cc := clientConf.Clone()
 	cc.InsecureSkipVerify = true
@@ -310,7 +326,7 @@ func handshake(t *testing.T, serverConf, clientConf *tls.Config) (clientSaw, ser
 	}
 	l, err := tls.Listen("tcp", "127.0.0.1:0", serverConf)
 	if err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
 	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -339,18 +355,18 @@ func handshake(t *testing.T, serverConf, clientConf *tls.Config) (clientSaw, ser
 	d := tls.Dialer{Config: cc}
 	conn, err := d.DialContext(ctx, "tcp", l.Addr().String())
 	if err != nil {
-		t.Fatalf("client handshake: %v (server: %s)", err, <-serverResult)
+		return "", "", fmt.Errorf("client handshake: %v (server: %s)", err, <-serverResult)
 	}
 	defer conn.Close()
 	tc := conn.(*tls.Conn)
 	if _, err := tc.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
+		return "", "", fmt.Errorf("exchange: %v (server: %s)", err, <-serverResult)
 	}
 	buf := make([]byte, 4)
 	if _, err := tc.Read(buf); err != nil || string(buf) != "pong" {
-		t.Fatalf("exchange: %q %v (server: %s)", buf, err, <-serverResult)
+		return "", "", fmt.Errorf("exchange: %q %v (server: %s)", buf, err, <-serverResult)
 	}
-	return spiffeOf(tc.ConnectionState().PeerCertificates[0]), <-serverResult
+	return spiffeOf(tc.ConnectionState().PeerCertificates[0]), <-serverResult, nil
 }
 
 func spiffeOf(c *x509.Certificate) string {

@@ -168,7 +168,8 @@ func TestSwitchBuiltinToProvided(t *testing.T) {
 	b1, w1 := backend.waitCert(t), web.waitCert(t)
 
 	// A long-lived connection made before the switch.
-	before := openConn(t, backend.tlsConfig(t), web.tlsConfig(t))
+	oldBackend := backend.tlsConfig(t)
+	before := openConn(t, oldBackend, web.tlsConfig(t))
 	defer before.close()
 
 	cp.apply(t, `type: Mesh
@@ -194,6 +195,17 @@ mtls:
 	before.ping(t)
 	if _, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); serverSaw != "spiffe://default/web" {
 		t.Errorf("after the switch server saw %q", serverSaw)
+	}
+	// (An established connection outlives any trust change, so the ping
+	// above cannot fail on CA logic; the overlap itself is tested in
+	// pkg/identity, TestSwitchKeepsBothRootsUntilDone.) What the switch
+	// must end in: once nothing uses the builtin root, it leaves the
+	// bundle, and backend-1's pre-switch certificate is refused.
+	waitFor(t, 20*time.Second, "web-1's bundle down to the provided root", func() bool {
+		return strings.Count(web.file("ca.pem"), "BEGIN CERTIFICATE") == 1
+	})
+	if _, _, err := tryHandshake(oldBackend, web.tlsConfig(t)); err == nil {
+		t.Error("a handshake with backend-1's pre-switch certificate succeeded after the switch")
 	}
 	out := cp.mustMeshctl(t, "inspect", "dataplane", "web-1", "-m", "default")
 	if !strings.Contains(out, "prov-1") {
