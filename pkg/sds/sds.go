@@ -68,10 +68,15 @@ import (
 const SecretTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 // IdentityCertName is the resource name of a dataplane's certificate and key.
-func IdentityCertName(mesh string) string { return "identity_cert:secret:" + mesh }
+func IdentityCertName(mesh string) string { return identityCertPrefix + mesh }
 
 // MeshCAName is the resource name of a mesh's trust bundle.
-func MeshCAName(mesh string) string { return "mesh_ca:secret:" + mesh }
+func MeshCAName(mesh string) string { return meshCAPrefix + mesh }
+
+const (
+	identityCertPrefix = "identity_cert:secret:"
+	meshCAPrefix       = "mesh_ca:secret:"
+)
 
 // NodeID is the xDS node id a dataplane must use: `<mesh>.<name>`.
 func NodeID(mesh, name string) string { return mesh + "." + name }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -184,17 +185,17 @@ const (
 	numResources
 )
 
-func (c *conn) resourceName(i int) string {
-	if i == resIdentity {
-		return IdentityCertName(c.mesh)
-	}
-	return MeshCAName(c.mesh)
-}
+// resourcePrefixes are the resource names less the mesh, by index.
+var resourcePrefixes = [numResources]string{resIdentity: identityCertPrefix, resCA: meshCAPrefix}
 
-// resourceIndex returns the index of a resource name of this stream's mesh, -1 if none.
+func (c *conn) resourceName(i int) string { return resourcePrefixes[i] + c.mesh }
+
+// resourceIndex returns the index of a resource name of this stream's
+// mesh, -1 if none. It allocates nothing (it runs for every name of every
+// request).
 func (c *conn) resourceIndex(name string) int {
-	for i := range numResources {
-		if name == c.resourceName(i) {
+	for i, p := range resourcePrefixes {
+		if rest, ok := strings.CutPrefix(name, p); ok && rest == c.mesh {
 			return i
 		}
 	}
@@ -251,7 +252,7 @@ func (c *conn) resource(i int, sec *Secrets) (*anypb.Any, error) {
 	var m proto.Message
 	if i == resIdentity {
 		m = &tlsv3.Secret{
-			Name: IdentityCertName(c.mesh),
+			Name: c.resourceName(resIdentity),
 			Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.CertChainPEM}},
 				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.KeyPEM}},
@@ -259,7 +260,7 @@ func (c *conn) resource(i int, sec *Secrets) (*anypb.Any, error) {
 		}
 	} else {
 		m = &tlsv3.Secret{
-			Name: MeshCAName(c.mesh),
+			Name: c.resourceName(resCA),
 			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.TrustBundlePEM}},
 			}},
