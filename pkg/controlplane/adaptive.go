@@ -38,8 +38,7 @@ const MinHeadroom = 24 << 20
 // CPU of Go's default pacing, a quarter 1.8 times).
 type adaptiveLimit struct {
 	minHeadroom int64
-	read        func() memState         // runtime/metrics, replaced in tests
-	set         func(limit int64) int64 // debug.SetMemoryLimit
+	set         func(limit int64) int64 // debug.SetMemoryLimit (counted in tests)
 	stopped     atomic.Bool
 	last        atomic.Int64
 }
@@ -52,7 +51,7 @@ type memState struct {
 }
 
 func newAdaptiveLimit(minHeadroom int64) *adaptiveLimit {
-	return &adaptiveLimit{minHeadroom: minHeadroom, read: readMemState, set: debug.SetMemoryLimit}
+	return &adaptiveLimit{minHeadroom: minHeadroom, set: debug.SetMemoryLimit}
 }
 
 // limit returns the soft limit for st; 0 if st is inconsistent.
@@ -70,7 +69,7 @@ func (a *adaptiveLimit) limit(st memState) int64 {
 
 // update sets the limit from the runtime's current state.
 func (a *adaptiveLimit) update() {
-	if l := a.limit(a.read()); l > 0 {
+	if l := a.limit(readMemState()); l > 0 {
 		a.set(l)
 		a.last.Store(l)
 	}

@@ -51,9 +51,6 @@ const (
 // awsLogin builds the body of a login at auth/aws/login.
 type awsLogin struct {
 	auth AWSAuth
-	// loadConfig is config.LoadDefaultConfig (replaced in tests).
-	loadConfig func(ctx context.Context, optFns ...func(*config.LoadOptions) error) (aws.Config, error)
-	now        func() time.Time
 }
 
 // ec2Nonce is this process's EC2 re-authentication nonce.
@@ -62,12 +59,12 @@ var ec2Nonce = sync.OnceValue(func() string {
 })
 
 func newAWSLogin(a AWSAuth) *awsLogin {
-	return &awsLogin{auth: a, loadConfig: config.LoadDefaultConfig, now: time.Now}
+	return &awsLogin{auth: a}
 }
 
 // data returns the login request's body.
 func (l *awsLogin) data(ctx context.Context) (map[string]any, error) {
-	cfg, err := l.loadConfig(ctx, config.WithRegion(stsRegion))
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(stsRegion))
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}
@@ -103,7 +100,7 @@ func (l *awsLogin) iamData(ctx context.Context, cfg aws.Config) (map[string]any,
 		req.Header.Set(iamServerIDField, l.auth.IAMServerIDHeader)
 	}
 	sum := sha256.Sum256([]byte(stsBody))
-	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "sts", stsRegion, l.now()); err != nil {
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "sts", stsRegion, time.Now()); err != nil {
 		return nil, fmt.Errorf("sign sts:GetCallerIdentity: %w", err)
 	}
 	headers, err := json.Marshal(req.Header)
