@@ -13,27 +13,24 @@ import (
 // cgroup files holding the container's memory limit (v2, then v1).
 var cgroupLimitFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
 
-// MemoryLimitAuto and MemoryLimitOff are the non-size values of
-// meshca-cp run --memory-limit.
+// The values of meshca-cp run --memory-limit other than a size.
 const (
 	MemoryLimitAuto     = "auto"
 	MemoryLimitAdaptive = "adaptive"
 	MemoryLimitOff      = "off"
 )
 
-// ParseMemoryLimit parses a --memory-limit value: "auto", "off", or a size
-// in bytes with an optional unit (B, KiB, MiB, GiB, TiB as in GOMEMLIMIT, or
-// KB, MB, GB, TB in powers of ten). It returns -1 for auto, -2 for adaptive
-// and 0 for off.
-func ParseMemoryLimit(s string) (int64, error) {
+// ParseMemoryLimit parses a --memory-limit value: one of the modes
+// MemoryLimitAuto ("" too), MemoryLimitAdaptive and MemoryLimitOff, or a
+// size in bytes with an optional unit (B, KiB, MiB, GiB, TiB as in
+// GOMEMLIMIT, or KB, MB, GB, TB in powers of ten), returned with mode "".
+func ParseMemoryLimit(s string) (mode string, size int64, err error) {
 	v := strings.TrimSpace(s)
-	switch strings.ToLower(v) {
-	case MemoryLimitAuto, "":
-		return -1, nil
-	case MemoryLimitAdaptive:
-		return -2, nil
-	case MemoryLimitOff:
-		return 0, nil
+	switch m := strings.ToLower(v); m {
+	case "":
+		return MemoryLimitAuto, 0, nil
+	case MemoryLimitAuto, MemoryLimitAdaptive, MemoryLimitOff:
+		return m, 0, nil
 	}
 	units := []struct {
 		suffix string
@@ -51,12 +48,12 @@ func ParseMemoryLimit(s string) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(num, 64)
 	if err != nil || f <= 0 || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
-		return 0, fmt.Errorf("--memory-limit %q: want %s, %s, %s, or a positive size such as 256MiB or 1GiB", s, MemoryLimitAuto, MemoryLimitAdaptive, MemoryLimitOff)
+		return "", 0, fmt.Errorf("--memory-limit %q: want %s, %s, %s, or a positive size such as 256MiB or 1GiB", s, MemoryLimitAuto, MemoryLimitAdaptive, MemoryLimitOff)
 	}
 	if b := int64(f * mult); b >= 16<<20 {
-		return b, nil
+		return "", b, nil
 	}
-	return 0, fmt.Errorf("--memory-limit %q: too small; the control plane needs at least 16MiB", s)
+	return "", 0, fmt.Errorf("--memory-limit %q: too small; the control plane needs at least 16MiB", s)
 }
 
 // ApplyMemoryLimit sets the Go runtime's soft memory limit (the garbage
@@ -77,19 +74,19 @@ func ParseMemoryLimit(s string) (int64, error) {
 // Go's default pacing doubles; a limit keeps the process near its live
 // size at the price of collecting more often during mass re-issuance.
 func ApplyMemoryLimit(value string, logger *slog.Logger) (int64, error) {
-	limit, err := ParseMemoryLimit(value)
+	mode, size, err := ParseMemoryLimit(value)
 	if err != nil {
 		return 0, err
 	}
-	switch {
-	case limit > 0:
-		debug.SetMemoryLimit(limit)
-		logger.Info("memory limit set", "goMemLimitBytes", limit)
-		return limit, nil
-	case limit == 0:
+	switch mode {
+	case "":
+		debug.SetMemoryLimit(size)
+		logger.Info("memory limit set", "goMemLimitBytes", size)
+		return size, nil
+	case MemoryLimitOff:
 		debug.SetMemoryLimit(math.MaxInt64)
 		return 0, nil
-	case limit == -2:
+	case MemoryLimitAdaptive:
 		startAdaptive(logger)
 		return 0, nil
 	}

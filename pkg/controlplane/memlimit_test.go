@@ -11,26 +11,30 @@ import (
 )
 
 func TestParseMemoryLimit(t *testing.T) {
-	for in, want := range map[string]int64{
-		"auto":     -1,
-		"":         -1,
-		"off":      0,
-		"adaptive": -2,
-		"OFF":      0,
-		"256MiB":   256 << 20,
-		"1GiB":     1 << 30,
-		"1.5GiB":   3 << 29,
-		"300MB":    300e6,
-		"16777216": 16 << 20,
-		"64 MiB":   64 << 20,
+	type want struct {
+		mode string
+		size int64
+	}
+	for in, w := range map[string]want{
+		"auto":     {mode: MemoryLimitAuto},
+		"":         {mode: MemoryLimitAuto},
+		"off":      {mode: MemoryLimitOff},
+		"adaptive": {mode: MemoryLimitAdaptive},
+		"OFF":      {mode: MemoryLimitOff},
+		"256MiB":   {size: 256 << 20},
+		"1GiB":     {size: 1 << 30},
+		"1.5GiB":   {size: 3 << 29},
+		"300MB":    {size: 300e6},
+		"16777216": {size: 16 << 20},
+		"64 MiB":   {size: 64 << 20},
 	} {
-		got, err := ParseMemoryLimit(in)
-		if err != nil || got != want {
-			t.Errorf("ParseMemoryLimit(%q) = %d, %v; want %d", in, got, err, want)
+		mode, size, err := ParseMemoryLimit(in)
+		if err != nil || mode != w.mode || size != w.size {
+			t.Errorf("ParseMemoryLimit(%q) = %q, %d, %v; want %q, %d", in, mode, size, err, w.mode, w.size)
 		}
 	}
 	for _, in := range []string{"lots", "-1GiB", "0", "1MiB", "12 parsecs", "1e30GiB"} {
-		if _, err := ParseMemoryLimit(in); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+		if _, _, err := ParseMemoryLimit(in); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
 			t.Errorf("ParseMemoryLimit(%q): err = %v, want an error naming --memory-limit", in, err)
 		}
 	}
