@@ -1,0 +1,129 @@
+package identity
+
+// Trust bundles: the roots a mesh's peers trust, across CA switches.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+
+	"meshca/pkg/api"
+	"meshca/pkg/ca"
+)
+
+// backendBundle returns (and caches) the trust bundle of one backend.
+func (m *Manager) backendBundle(ctx context.Context, mesh string, b api.MTLSBackend, be ca.Backend) ([]byte, error) {
+	m.mu.Lock()
+	ms := m.meshes[mesh]
+	if ms != nil {
+		if tb, ok := ms.bundles[b.Name]; ok {
+			m.mu.Unlock()
+			return tb, nil
+		}
+	}
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
+	defer cancel()
+	if err := be.Ensure(ctx, mesh, b); err != nil {
+		return nil, err
+	}
+	tb, err := be.TrustBundle(ctx, mesh, b)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if ms := m.meshes[mesh]; ms != nil && ms.enabled.Name == b.Name {
+		ms.bundles[b.Name] = tb
+	}
+	m.mu.Unlock()
+	return tb, nil
+}
+
+// refreshBundle recomputes what a mesh's data planes must trust: the roots
+// of the enabled backend and of every backend whose certificates are still in
+// service, so no connection breaks while a mesh changes CA. Missing bundles
+// are fetched without holding the manager's lock (an external CA may be slow).
+func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
+	m.mu.Lock()
+	ms := m.meshes[mesh]
+	if ms == nil || ms.mesh == nil || ms.mesh.MTLS == nil {
+		m.mu.Unlock()
+		return
+	}
+	var want []api.MTLSBackend
+	for _, b := range ms.mesh.MTLS.Backends {
+		if (ms.mtls && b.Name == ms.enabled.Name) || ms.inUse[b.Name] > 0 {
+			want = append(want, b)
+		}
+	}
+	have := make(map[string][]byte, len(ms.bundles))
+	for k, v := range ms.bundles {
+		have[k] = v
+	}
+	m.mu.Unlock()
+
+	var parts [][]byte
+	fetched := map[string][]byte{}
+	for _, b := range want {
+		if tb, ok := have[b.Name]; ok {
+			parts = append(parts, tb)
+			continue
+		}
+		be, err := m.cas.Get(b.Type)
+		if err != nil {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
+		err = be.Ensure(tctx, mesh, b)
+		var tb []byte
+		if err == nil {
+			tb, err = be.TrustBundle(tctx, mesh, b)
+		}
+		cancel()
+		if err != nil {
+			m.logger.Warn("trust bundle unavailable", "mesh", mesh, "backend", b.Name, "error", err)
+			continue
+		}
+		fetched[b.Name] = tb
+		parts = append(parts, tb)
+	}
+	bundle := dedupePEM(parts...)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.meshes[mesh] != ms {
+		return // replaced meanwhile; its own refresh follows
+	}
+	for k, v := range fetched {
+		ms.bundles[k] = v
+	}
+	if len(bundle) == 0 || bytes.Equal(bundle, ms.bundle) {
+		return
+	}
+	ms.bundle = bundle
+	for k, st := range m.dps {
+		if k.mesh == mesh {
+			notify(st)
+		}
+	}
+}
+
+func dedupePEM(parts ...[]byte) []byte {
+	seen := map[[32]byte]bool{}
+	var out []byte
+	for _, p := range parts {
+		certs, err := ca.ParseCertificates(p)
+		if err != nil {
+			continue
+		}
+		for _, c := range certs {
+			h := sha256.Sum256(c.Raw)
+			if seen[h] {
+				continue
+			}
+			seen[h] = true
+			out = append(out, ca.EncodeCertificates(c)...)
+		}
+	}
+	return out
+}
