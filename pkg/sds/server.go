@@ -64,9 +64,10 @@ type Server struct {
 	reverify time.Duration
 	nonce    atomic.Uint64
 
-	connections prometheus.Gauge
-	pushes      prometheus.Counter
-	latency     prometheus.Histogram
+	connections  prometheus.Gauge
+	pushes       prometheus.Counter
+	latency      prometheus.Histogram
+	acceptErrors *prometheus.CounterVec
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{} // open streams; guarded by mu
@@ -100,13 +101,17 @@ func NewServer(src Source, auth Authenticator, logger *slog.Logger, reg promethe
 			Help:    "Time from a secret change signalled by the source to the response carrying it being sent.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshca_sds_accept_errors_total",
+			Help: "Failures to accept a data-plane connection, by reason (EMFILE: the process is out of file descriptors; ENFILE: the system is); each is retried.",
+		}, []string{"reason"}),
 	}
 	s.gauth, _ = auth.(GenerationAuthenticator)
 	for _, o := range opts {
 		o(s)
 	}
 	if reg != nil {
-		reg.MustRegister(s.connections, s.pushes, s.latency)
+		reg.MustRegister(s.connections, s.pushes, s.latency, s.acceptErrors)
 	}
 	return s
 }
@@ -152,6 +157,13 @@ func (s *Server) register(ctx context.Context, gs *grpc.Server) {
 
 var errShuttingDown = status.Error(codes.Unavailable, "control plane is shutting down")
 
+// openStreams returns the number of open, authenticated streams.
+func (s *Server) openStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 // closeAll ends every open stream with err.
 func (s *Server) closeAll(err error) {
 	s.mu.Lock()
@@ -196,8 +208,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 			<-done
 		}
 	}()
-	s.log.Info("SDS server listening", "address", lis.Addr().String())
-	err := gs.Serve(lis)
+	attrs := []any{"address", lis.Addr().String()}
+	if soft, _, ok := fileLimit(); ok {
+		attrs = append(attrs, "fdLimit", soft)
+	}
+	s.log.Info("SDS server listening", attrs...)
+	err := gs.Serve(&acceptListener{Listener: lis, log: s.log, now: s.now, errors: s.acceptErrors, open: s.openStreams})
 	cancel()
 	<-stopped
 	if ctx.Err() != nil {
