@@ -8,7 +8,8 @@
 // Behaviour:
 //   - Validate is offline: conf syntax (unknown fields refused with their
 //     path), ARN syntax, caCert resolves and holds only CA certificates,
-//     credentials resolve (both or neither), dpCert.rotation.expiration.
+//     credentials resolve (both or neither) and have the shape of AWS
+//     credentials, dpCert.rotation.expiration.
 //   - Ensure calls DescribeCertificateAuthority (the CA must be ACTIVE; a
 //     SHORT_LIVED_CERTIFICATE CA refuses expirations over 7 days) and
 //     GetCertificateAuthorityCertificate, and checks that the CA's chain ends
@@ -34,7 +35,13 @@
 //     jittered backoff, more attempts and no retry quota.
 //   - Credentials: the default AWS chain when conf.auth is unset; static
 //     credentials from the DataSources otherwise (inline ones are accepted
-//     with a warning). The region comes from the AWS configuration
+//     with a warning). Surrounding whitespace of a credential is trimmed
+//     (a key file or Secret ending in a newline works, as with the AWS
+//     CLI); a control character or space left inside, or an accessKey that
+//     is not letters, digits and underscores (at most 128), is refused by
+//     Validate and by every Issue before any request, naming
+//     conf.auth.awsCredentials.accessKey or .accessKeySecret and never
+//     quoting the value. The region comes from the AWS configuration
 //     (AWS_REGION, shared config), else from the ARN. The standard AWS
 //     variables are honoured, including AWS_ENDPOINT_URL_ACM_PCA.
 //   - Metrics: see [CollectorsProvider].
@@ -287,9 +294,9 @@ func (b *backend) resolve(ctx context.Context, mesh string, p *parsedConf) (*res
 				v.AddErr("", err)
 				return ""
 			}
-			s := string(bytes.TrimSpace(data))
-			if s == "" {
-				v.Addf(field, "is empty")
+			s, err := cleanCredential(data, field == fAccessKey)
+			if err != nil {
+				v.AddErr(field, err)
 			}
 			return s
 		}
