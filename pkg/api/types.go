@@ -21,6 +21,7 @@ type Meta struct {
 	CreationTime     time.Time         `json:"creationTime,omitzero"`
 	ModificationTime time.Time         `json:"modificationTime,omitzero"`
 	Labels           map[string]string `json:"labels,omitempty"`
+	KumaReadOnly
 }
 
 // GetMeta gives access to the Meta of any resource that embeds it.

@@ -28,8 +28,16 @@ import (
 // DefaultMaxBodyBytes bounds a request body unless Options.MaxBodyBytes says otherwise.
 const DefaultMaxBodyBytes = 4 << 20
 
-// BasedOnKuma is the Kuma version whose API this server follows.
-const BasedOnKuma = "2.4.0"
+// BasedOnKuma is the Kuma version whose API this server follows (the
+// kumactl version its conformance fixtures were recorded with).
+const BasedOnKuma = "2.14.3"
+
+// Product is the product line reported by the index document. kumactl
+// refuses a control plane whose product is not its own ("this CLI is for
+// Kuma but the control plane you're connected to is ..."), so meshca answers
+// "Kuma": a statement that the API is Kuma's, not a claim to be Kuma.
+// meshca's own identity is in Tagline and Version.
+const Product = "Kuma"
 
 // Tagline is the product name reported by the index document.
 const Tagline = "meshca"
@@ -108,6 +116,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 type Index struct {
 	Hostname    string `json:"hostname"`
 	Tagline     string `json:"tagline"`
+	Product     string `json:"product"`
 	Version     string `json:"version"`
 	BasedOnKuma string `json:"basedOnKuma"`
 	InstanceID  string `json:"instanceId"`
@@ -120,6 +129,7 @@ func (s *Server) routes() {
 		WriteJSON(w, http.StatusOK, Index{
 			Hostname:    s.opts.Hostname,
 			Tagline:     Tagline,
+			Product:     Product,
 			Version:     s.opts.Version,
 			BasedOnKuma: BasedOnKuma,
 			InstanceID:  s.opts.InstanceID,

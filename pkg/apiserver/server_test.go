@@ -100,7 +100,7 @@ func TestIndex(t *testing.T) {
 	var idx map[string]any
 	do(t, "GET", env.Server.URL+"/", "", "").want(t, 200).decode(t, &idx)
 	want := map[string]any{
-		"hostname": "cp-0", "tagline": "meshca", "version": "1.2.3", "basedOnKuma": "2.4.0",
+		"hostname": "cp-0", "tagline": "meshca", "product": "Kuma", "version": "1.2.3", "basedOnKuma": "2.14.3",
 		"instanceId": "cp-0", "clusterId": "c-1", "gui": "",
 	}
 	if len(idx) != len(want) {

@@ -19,6 +19,7 @@ import (
 	"meshca/pkg/ca"
 	"meshca/pkg/datasource"
 	"meshca/pkg/identity"
+	"meshca/pkg/insights"
 	"meshca/pkg/resources"
 	"meshca/pkg/sds"
 	"meshca/pkg/store"
@@ -132,6 +133,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// re-verifies an open stream's token only when they changed.
 	go func() { _ = toks.Run(ctx) }()
 
+	instance, _ := os.Hostname()
+	conns := insights.NewConnections(instance, time.Now)
 	api := apiserver.New(mgr, apiserver.Options{
 		Logger:  logger,
 		Version: cfg.Version,
@@ -146,13 +149,16 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		Extra: extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
 	})
+	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {
+		api.Handle(pattern, h)
+	}
 	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := httpSrv.Serve(apiLis); !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("api server: %w", err)
 		}
 	}()
-	sdsSrv := sds.NewServer(sdsSource{ids}, sds.TokenAuthenticator{Tokens: toks}, logger, reg)
+	sdsSrv := sds.NewServer(sdsSource{ids, conns}, sds.TokenAuthenticator{Tokens: toks}, logger, reg)
 	go func() { errs <- sdsSrv.Serve(ctx, dpLis, tlsConf) }()
 
 	logger.Info("meshca control plane started", "version", cfg.Version, "api", apiLis.Addr().String(), "dpServer", dpLis.Addr().String(),
@@ -196,8 +202,12 @@ func openStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.Stor
 	}
 }
 
-// sdsSource adapts the identity manager to what the SDS server consumes.
-type sdsSource struct{ ids *identity.Manager }
+// sdsSource adapts the identity manager to what the SDS server consumes,
+// recording each stream in conns (a stream subscribes once, for its life).
+type sdsSource struct {
+	ids   *identity.Manager
+	conns *insights.Connections
+}
 
 func (s sdsSource) Current(mesh, name string) (sds.Secrets, bool) {
 	sec, ok := s.ids.Current(mesh, name)
@@ -205,5 +215,7 @@ func (s sdsSource) Current(mesh, name string) (sds.Secrets, bool) {
 }
 
 func (s sdsSource) Subscribe(mesh, name string, notify func()) func() {
-	return s.ids.Subscribe(mesh, name, notify)
+	updated, closed := s.conns.Open(mesh, name)
+	cancel := s.ids.Subscribe(mesh, name, func() { updated(); notify() })
+	return func() { cancel(); closed() }
 }

@@ -26,15 +26,6 @@ type tokenRequest struct {
 	ValidFor string            `json:"validFor,omitempty"`
 }
 
-// DataplaneInsightItem is one entry of GET /meshes/{mesh}/dataplanes+insights.
-type DataplaneInsightItem struct {
-	Type             string           `json:"type"`
-	Mesh             string           `json:"mesh"`
-	Name             string           `json:"name"`
-	Dataplane        *api.Dataplane   `json:"dataplane"`
-	DataplaneInsight identity.Insight `json:"dataplaneInsight"`
-}
-
 func extraEndpoints(mgr *resources.Manager, ids *identity.Manager, toks *tokens.Tokens, logger *slog.Logger, withPprof bool) map[string]http.Handler {
 	eps := map[string]http.Handler{
 		"POST /tokens/dataplane": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -89,22 +80,6 @@ func extraEndpoints(mgr *resources.Manager, ids *identity.Manager, toks *tokens.
 			in, _ := ids.Insight(mesh, name)
 			in.Mesh, in.Dataplane = mesh, name
 			apiserver.WriteJSON(w, http.StatusOK, in)
-		}),
-		"GET /meshes/{mesh}/dataplanes+insights": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			mesh := r.PathValue("mesh")
-			list, err := mgr.List(r.Context(), api.TypeDataplane, mesh)
-			if err != nil {
-				apiserver.WriteError(w, logger, err)
-				return
-			}
-			items := make([]DataplaneInsightItem, 0, len(list))
-			for _, res := range list {
-				dp := res.(*api.Dataplane)
-				in, _ := ids.Insight(dp.Mesh, dp.Name)
-				in.Mesh, in.Dataplane = dp.Mesh, dp.Name
-				items = append(items, DataplaneInsightItem{Type: "DataplaneOverview", Mesh: dp.Mesh, Name: dp.Name, Dataplane: dp, DataplaneInsight: in})
-			}
-			apiserver.WriteJSON(w, http.StatusOK, map[string]any{"total": len(items), "items": items, "next": nil})
 		}),
 	}
 	if withPprof {

@@ -13,8 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"meshca/pkg/api"
-
-	"meshca/pkg/identity"
+	"meshca/pkg/insights"
 )
 
 func newInspectCmd(app *App) *cobra.Command {
@@ -34,7 +33,7 @@ func newInspectCmd(app *App) *cobra.Command {
 				return err
 			}
 			var raw []byte
-			path := "/meshes/" + url.PathEscape(mesh) + "/dataplanes/" + url.PathEscape(args[0]) + "/_insight"
+			path := "/meshes/" + url.PathEscape(mesh) + "/dataplanes/" + url.PathEscape(args[0]) + "/_overview"
 			if _, err := client.Do(cmd.Context(), http.MethodGet, path, nil, nil, &raw); err != nil {
 				return err
 			}
@@ -54,14 +53,15 @@ func newInspectCmd(app *App) *cobra.Command {
 			default:
 				return fmt.Errorf("--output %q: must be table, yaml or json", output)
 			}
-			var in identity.Insight
-			if err := json.Unmarshal(raw, &in); err != nil {
-				return fmt.Errorf("decode insight: %w", err)
+			var o insights.DataplaneOverview
+			if err := json.Unmarshal(raw, &o); err != nil {
+				return fmt.Errorf("decode overview: %w", err)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
-			row("Dataplane", in.Mesh+"/"+in.Dataplane)
-			m := in.MTLS
+			row("Dataplane", o.Mesh+"/"+o.Name)
+			row("Connected", connection(o.DataplaneInsight, app.Now()))
+			m := o.DataplaneInsight.MTLS
 			if m == nil || m.Serial == "" {
 				row("Certificate", "none issued yet")
 				if m != nil && m.LastError != "" {
@@ -94,13 +94,27 @@ func newInspectCmd(app *App) *cobra.Command {
 	return cmd
 }
 
-// dataplaneOverviews is the answer of GET /meshes/{mesh}/dataplanes+insights.
+// dataplaneOverviews is the answer of GET /meshes/{mesh}/dataplanes/_overview.
 type dataplaneOverviews struct {
-	Items []struct {
-		Name             string           `json:"name"`
-		Dataplane        *api.Dataplane   `json:"dataplane"`
-		DataplaneInsight identity.Insight `json:"dataplaneInsight"`
-	} `json:"items"`
+	Items []insights.DataplaneOverview `json:"items"`
+	Next  *string                      `json:"next"`
+}
+
+// connection tells whether a data plane has a stream open now, since when,
+// or when its last one closed.
+func connection(in insights.DataplaneInsight, now time.Time) string {
+	if len(in.Subscriptions) == 0 {
+		return "no (never connected to this control plane)"
+	}
+	last := in.Subscriptions[len(in.Subscriptions)-1]
+	if in.Connected {
+		for _, s := range in.Subscriptions {
+			if s.DisconnectTime == nil {
+				return "yes, since " + ts(s.ConnectTime) + " (" + Age(s.ConnectTime, now) + " ago)"
+			}
+		}
+	}
+	return "no, disconnected at " + ts(*last.DisconnectTime) + " (" + Age(*last.DisconnectTime, now) + " ago)"
 }
 
 // newInspectDataplanesCmd lists a mesh's data planes with their certificate
@@ -116,17 +130,36 @@ func newInspectDataplanesCmd(app *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var list dataplaneOverviews
-			if _, err := client.Do(cmd.Context(), http.MethodGet, "/meshes/"+url.PathEscape(mesh)+"/dataplanes+insights", nil, nil, &list); err != nil {
-				return err
+			var items []insights.DataplaneOverview
+			path := "/meshes/" + url.PathEscape(mesh) + "/dataplanes/_overview"
+			query := url.Values{"size": {"1000"}}
+			for query != nil {
+				var page dataplaneOverviews
+				if _, err := client.Do(cmd.Context(), http.MethodGet, path, query, nil, &page); err != nil {
+					return err
+				}
+				items = append(items, page.Items...)
+				query = nil
+				if page.Next != nil {
+					u, err := url.Parse(*page.Next)
+					if err != nil {
+						return fmt.Errorf("next page %q: %w", *page.Next, err)
+					}
+					query = u.Query()
+				}
 			}
 			now := app.Now()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSERVICES\tBACKEND\tCERT EXPIRES IN\tNEXT ROTATION IN\tROTATIONS\tLAST ERROR")
-			for _, it := range list.Items {
+			fmt.Fprintln(tw, "NAME\tSERVICES\tCONNECTED\tBACKEND\tCERT EXPIRES IN\tNEXT ROTATION IN\tROTATIONS\tLAST ERROR")
+			for _, it := range items {
 				services := "-"
-				if it.Dataplane != nil {
-					services = orDash(strings.Join(it.Dataplane.Services(), ","))
+				var dp api.Dataplane
+				if json.Unmarshal(it.Dataplane, &dp.DataplaneSpec) == nil {
+					services = orDash(strings.Join(dp.Services(), ","))
+				}
+				connected := "no"
+				if it.DataplaneInsight.Connected {
+					connected = "yes"
 				}
 				backend, expires, next, rotations, lastErr := "-", "-", "-", "0", "-"
 				if m := it.DataplaneInsight.MTLS; m != nil {
@@ -140,7 +173,7 @@ func newInspectDataplanesCmd(app *App) *cobra.Command {
 					rotations = fmt.Sprint(m.CertificateRegenerations)
 					lastErr = orDash(m.LastError)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.Name, services, backend, expires, next, rotations, lastErr)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", it.Name, services, connected, backend, expires, next, rotations, lastErr)
 			}
 			return tw.Flush()
 		},

@@ -435,7 +435,7 @@ func TestDelete(t *testing.T) {
 func TestVersionAndAPIAddress(t *testing.T) {
 	h := newHarness(t)
 	r := h.run("version").ok(t)
-	if want := "Client: meshctl 9.9.9\nServer: meshca 1.2.3 (based on Kuma 2.4.0)\n"; r.stdout != want {
+	if want := "Client: meshctl 9.9.9\nServer: meshca 1.2.3 (based on Kuma 2.14.3)\n"; r.stdout != want {
 		t.Errorf("version %q, want %q", r.stdout, want)
 	}
 	// --api overrides the environment.

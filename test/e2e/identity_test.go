@@ -77,7 +77,7 @@ func TestDataplaneIdentity(t *testing.T) {
 
 	// inspect shows what a user needs to know.
 	out := cp.mustMeshctl(t, "inspect", "dataplane", "backend-1", "-m", "default")
-	for _, want := range []string{"spiffe://default/backend", "ca-1", strings.ToUpper(b1.SerialNumber.Text(16))} {
+	for _, want := range []string{"spiffe://default/backend", "ca-1", strings.ToUpper(b1.SerialNumber.Text(16)), "yes, since"} {
 		if !strings.Contains(strings.ToUpper(out), strings.ToUpper(want)) {
 			t.Errorf("inspect does not show %q:\n%s", want, out)
 		}
@@ -148,6 +148,13 @@ func TestDataplaneIdentity(t *testing.T) {
 	}
 	if exited, _ := fresh.exited(2 * time.Second); exited {
 		t.Errorf("agent with a token of the new key stopped:\n%s", fresh.out_())
+	}
+	// inspect shows who is connected now: the agent cut off is not.
+	if out := cp.mustMeshctl(t, "inspect", "dataplane", "backend-1", "-m", "default"); !strings.Contains(out, "no, disconnected at") {
+		t.Errorf("inspect of a cut-off data plane:\n%s", out)
+	}
+	if out := cp.mustMeshctl(t, "inspect", "dataplane", "web-1", "-m", "default"); !strings.Contains(out, "yes, since") {
+		t.Errorf("inspect of a connected data plane:\n%s", out)
 	}
 }
 

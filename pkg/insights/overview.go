@@ -1,0 +1,198 @@
+package insights
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"meshca/pkg/api"
+	"meshca/pkg/identity"
+)
+
+// Store is the part of the resource manager insights read.
+type Store interface {
+	Get(ctx context.Context, typ, mesh, name string) (api.Resource, error)
+	List(ctx context.Context, typ, mesh string) ([]api.Resource, error)
+}
+
+// Identities gives a data plane's certificate state (identity.Manager).
+type Identities interface {
+	Insight(mesh, name string) (identity.Insight, bool)
+}
+
+// Service computes insights.
+type Service struct {
+	store Store
+	ids   Identities
+	conns *Connections
+}
+
+// New returns a Service reading from store, ids and conns.
+func New(store Store, ids Identities, conns *Connections) *Service {
+	return &Service{store: store, ids: ids, conns: conns}
+}
+
+// Data-plane statuses, as Kuma names them.
+const (
+	StatusOnline            = "Online"
+	StatusOffline           = "Offline"
+	StatusPartiallyDegraded = "PartiallyDegraded"
+)
+
+// Overview returns dp with its insight.
+func (s *Service) Overview(dp *api.Dataplane) (DataplaneOverview, error) {
+	spec, err := api.MarshalSpec(dp)
+	if err != nil {
+		return DataplaneOverview{}, err
+	}
+	in := DataplaneInsight{Subscriptions: s.conns.Subscriptions(dp.Mesh, dp.Name)}
+	for _, sub := range in.Subscriptions {
+		if sub.DisconnectTime == nil {
+			in.Connected = true
+		}
+	}
+	if id, ok := s.ids.Insight(dp.Mesh, dp.Name); ok {
+		in.MTLS = id.MTLS
+	}
+	return DataplaneOverview{
+		Type: TypeDataplaneOverview, Mesh: dp.Mesh, Name: dp.Name,
+		CreationTime: dp.CreationTime, ModificationTime: dp.ModificationTime, Labels: dp.Labels,
+		Dataplane: json.RawMessage(spec), DataplaneInsight: in,
+	}, nil
+}
+
+// Status is the data plane's status as kumactl computes it: offline while
+// no stream is open or no inbound is ready, partially degraded while some
+// inbound is not ready, online otherwise.
+func (o DataplaneOverview) Status(dp *api.Dataplane) string {
+	if !o.DataplaneInsight.Connected {
+		return StatusOffline
+	}
+	if dp.Networking.Gateway != nil {
+		return StatusOnline
+	}
+	ready := 0
+	for _, in := range dp.Networking.Inbound {
+		if inboundReady(in) {
+			ready++
+		}
+	}
+	switch {
+	case ready == 0:
+		return StatusOffline
+	case ready < len(dp.Networking.Inbound):
+		return StatusPartiallyDegraded
+	default:
+		return StatusOnline
+	}
+}
+
+func inboundReady(in api.Inbound) bool {
+	if in.State == "NotReady" {
+		return false
+	}
+	if len(in.Health) > 0 {
+		var h struct {
+			Ready bool `json:"ready"`
+		}
+		if json.Unmarshal(in.Health, &h) == nil && !h.Ready {
+			return false
+		}
+	}
+	return true
+}
+
+func (st *DataplaneStat) add(status string) {
+	st.Total++
+	switch status {
+	case StatusOnline:
+		st.Online++
+	case StatusPartiallyDegraded:
+		st.PartiallyDegraded++
+	default:
+		st.Offline++
+	}
+}
+
+// MeshInsight summarizes mesh: its data planes by status, by type and by
+// certificate backend, its services and how many resources of each type
+// it holds. meshca has no traffic policies, so Policies is empty.
+func (s *Service) MeshInsight(ctx context.Context, mesh *api.Mesh) (MeshInsight, error) {
+	mi := MeshInsight{
+		Type: TypeMeshInsight, Name: mesh.Name,
+		CreationTime: mesh.CreationTime, ModificationTime: mesh.ModificationTime,
+		Policies:  map[string]Total{},
+		Resources: map[string]Total{},
+		MTLS:      MeshMTLS{IssuedBackends: map[string]DataplaneStat{}, SupportedBackends: map[string]DataplaneStat{}},
+	}
+	dps, err := s.store.List(ctx, api.TypeDataplane, mesh.Name)
+	if err != nil {
+		return MeshInsight{}, err
+	}
+	services := map[string]bool{}
+	for _, r := range dps {
+		dp := r.(*api.Dataplane)
+		o, err := s.Overview(dp)
+		if err != nil {
+			return MeshInsight{}, err
+		}
+		status := o.Status(dp)
+		mi.Dataplanes.add(status)
+		if dp.Networking.Gateway != nil {
+			mi.DataplanesByType.Gateway.add(status)
+		} else {
+			mi.DataplanesByType.Standard.add(status)
+		}
+		if m := o.DataplaneInsight.MTLS; m != nil {
+			if m.IssuedBackend != "" {
+				st := mi.MTLS.IssuedBackends[m.IssuedBackend]
+				st.add(status)
+				mi.MTLS.IssuedBackends[m.IssuedBackend] = st
+			}
+			for _, b := range m.SupportedBackends {
+				st := mi.MTLS.SupportedBackends[b]
+				st.add(status)
+				mi.MTLS.SupportedBackends[b] = st
+			}
+		}
+		for _, svc := range dp.Services() {
+			services[svc] = true
+		}
+	}
+	mi.Services = ServiceStat{Total: uint32(len(services)), Internal: uint32(len(services))}
+	if len(dps) > 0 {
+		mi.Resources[api.TypeDataplane] = Total{Total: uint32(len(dps))}
+	}
+	secrets, err := s.store.List(ctx, api.TypeSecret, mesh.Name)
+	if err != nil {
+		return MeshInsight{}, err
+	}
+	if len(secrets) > 0 {
+		mi.Resources[api.TypeSecret] = Total{Total: uint32(len(secrets))}
+	}
+	return mi, nil
+}
+
+// Overviews returns the overviews of dps that match f, sorted by mesh and
+// name.
+func (s *Service) Overviews(dps []api.Resource, f Filter) ([]DataplaneOverview, error) {
+	out := make([]DataplaneOverview, 0, len(dps))
+	for _, r := range dps {
+		dp := r.(*api.Dataplane)
+		if !f.match(dp) {
+			continue
+		}
+		o, err := s.Overview(dp)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Mesh != out[j].Mesh {
+			return out[i].Mesh < out[j].Mesh
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
