@@ -12,7 +12,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"meshca/pkg/acmpcaemu"
 )
@@ -48,37 +49,78 @@ func exitCode(err error) int {
 	return 1
 }
 
-// listFlag collects a repeatable string flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
 
 // config is the parsed command line of "run".
 type config struct {
 	address, addressFile, stateDir, configFile string
-	cas, credentials, rates                    listFlag
+	cas, credentials, rates                    []string
 	inProgress, latency, outageFor             time.Duration
 	issueRate, getRate, otherRate, errorRate   float64
 	activateRoots                              bool
 	region, account, logLevel, logFormat       string
 }
 
-func parseRunFlags(args []string, stderr io.Writer) (*config, error) {
+// usage marks an error as caused by the command line (exit status 2).
+func usage(err error) error { return fmt.Errorf("%w: %w", errUsage, err) }
+
+func newRootCmd(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "acmpca-local",
+		Short:         "ACM Private CA emulator speaking the real AWS wire protocols",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Usage()
+			return usage(errors.New(`missing command "run"`))
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
+	root.AddCommand(newRunCmd(ctx, stdout, stderr), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version) },
+	})
+	return root
+}
+
+func newRunCmd(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
 	var c config
-	fs := flag.NewFlagSet("acmpca-local run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Serve the emulator",
+		Example: `  acmpca-local run --address 127.0.0.1:8443 --state-dir /tmp/pca \
+    --ca 'arn=arn:aws:acm-pca:region:account:certificate-authority/12345678-1234-1234-1234-123456789012,type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE'`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usage(fmt.Errorf("unexpected arguments %q", args))
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error {
+			if err := c.check(); err != nil {
+				return err
+			}
+			return serve(ctx, &c, stdout, stderr)
+		},
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&c.address, "address", "127.0.0.1:8443", "listen address (port 0 picks a free port)")
 	fs.StringVar(&c.addressFile, "address-file", "", "write the bound host:port to this file once listening")
 	fs.StringVar(&c.stateDir, "state-dir", "", "directory for persistent state and CA chain PEM files (required)")
-	fs.Var(&c.cas, "ca", "CA spec 'arn=ARN,type=ROOT|SUBORDINATE,key=RSA_2048|EC_prime256v1,mode=GENERAL_PURPOSE|SHORT_LIVED_CERTIFICATE[,status=ACTIVE][,cn=NAME][,parent=ARN]' (repeatable)")
+	fs.StringArrayVar(&c.cas, "ca", nil, "CA spec 'arn=ARN,type=ROOT|SUBORDINATE,key=RSA_2048|EC_prime256v1,mode=GENERAL_PURPOSE|SHORT_LIVED_CERTIFICATE[,status=ACTIVE][,cn=NAME][,parent=ARN]' (repeatable)")
 	fs.StringVar(&c.configFile, "config", "", "YAML or JSON file with a list of CA specs")
-	fs.Var(&c.credentials, "credentials", "ACCESS_KEY_ID:SECRET accepted for SigV4 (repeatable; none = accept any signature)")
+	fs.StringArrayVar(&c.credentials, "credentials", nil, "ACCESS_KEY_ID:SECRET accepted for SigV4 (repeatable; none = accept any signature)")
 	fs.DurationVar(&c.inProgress, "in-progress", time.Second, "how long GetCertificate answers RequestInProgressException after issuance")
 	fs.Float64Var(&c.issueRate, "issue-rate", acmpcaemu.DefaultIssueRate, "IssueCertificate requests per second (0 = unlimited)")
 	fs.Float64Var(&c.getRate, "get-rate", acmpcaemu.DefaultGetRate, "GetCertificate requests per second (0 = unlimited)")
 	fs.Float64Var(&c.otherRate, "other-rate", acmpcaemu.DefaultOtherRate, "requests per second of every other operation (0 = unlimited)")
-	fs.Var(&c.rates, "rate", "OPERATION=N requests per second for one operation (repeatable, overrides the above)")
+	fs.StringArrayVar(&c.rates, "rate", nil, "OPERATION=N requests per second for one operation (repeatable, overrides the above)")
 	fs.Float64Var(&c.errorRate, "error-rate", 0, "probability (0..1) that a request fails with ServiceUnavailable (503)")
 	fs.DurationVar(&c.latency, "latency", 0, "latency added to every API request")
 	fs.DurationVar(&c.outageFor, "outage-for", 0, "start with an outage (all requests 503) lasting this long")
@@ -87,19 +129,17 @@ func parseRunFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.account, "account", "123456789012", "account id for ARNs of created CAs")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
-	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fs.NArg() != 0 {
-		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
+	return cmd
+}
+
+func (c *config) check() error {
 	if c.stateDir == "" {
-		return nil, fmt.Errorf("%w: --state-dir is required", errUsage)
+		return usage(errors.New("--state-dir is required"))
 	}
 	if c.errorRate < 0 || c.errorRate > 1 {
-		return nil, fmt.Errorf("%w: --error-rate must be within [0,1]", errUsage)
+		return usage(errors.New("--error-rate must be within [0,1]"))
 	}
-	return &c, nil
+	return nil
 }
 
 func (c *config) options(logger *slog.Logger) (acmpcaemu.Options, error) {
@@ -155,15 +195,24 @@ func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("%w: --log-format must be text or json", errUsage)
 }
 
+// run runs the command line args; --help and version print to stdout.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "run" {
-		fmt.Fprintln(stderr, "usage: acmpca-local run --address HOST:PORT --state-dir DIR [flags]; see acmpca-local run -h")
-		return fmt.Errorf("%w: missing command \"run\"", errUsage)
+	root := newRootCmd(ctx, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err != nil && !errors.Is(err, errUsage) && isCobraUsageError(err) {
+		err = usage(err)
 	}
-	c, err := parseRunFlags(args[1:], stderr)
-	if err != nil {
-		return err
-	}
+	return err
+}
+
+// isCobraUsageError tells cobra's own command-line errors (an unknown
+// command) from the errors of running one.
+func isCobraUsageError(err error) bool {
+	return strings.HasPrefix(err.Error(), "unknown command ")
+}
+
+func serve(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	logger, err := newLogger(c, stderr)
 	if err != nil {
 		return err

@@ -83,10 +83,26 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"serve"}, {"run"}, {"run", "--state-dir", "x", "--ca", "arn=bad"}} {
+	for _, args := range [][]string{{}, {"serve"}, {"run"}, {"run", "extra"}, {"run", "--bogus"}, {"run", "--state-dir", "x", "--error-rate", "2"}, {"run", "--state-dir", "x", "--ca", "arn=bad"}} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if err == nil || exitCode(err) != 2 {
 			t.Errorf("run(%q) = %v, want usage error", args, err)
 		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"run", "--help"}, {"help", "run"}} {
+		var stdout bytes.Buffer
+		if err := run(context.Background(), args, &stdout, io.Discard); err != nil {
+			t.Errorf("run(%q) = %v, want success", args, err)
+		}
+		if !strings.Contains(stdout.String(), "--state-dir") && !strings.Contains(stdout.String(), "run") {
+			t.Errorf("run(%q) printed no usage: %q", args, stdout.String())
+		}
+	}
+	var stdout bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &stdout, io.Discard); err != nil || strings.TrimSpace(stdout.String()) != version {
+		t.Errorf("version: %v %q", err, stdout.String())
 	}
 }

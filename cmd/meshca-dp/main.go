@@ -9,8 +9,13 @@
 // (upper case, dashes as underscores: MESHCA_DP_TOKEN_FILE, MESHCA_DP_OUT...);
 // a flag on the command line wins.
 //
+// kuma-dp's names are accepted too: --ca-cert-file for --cp-ca-cert and
+// --dataplane-token-file for --token-file.
+//
 // Exit status: 0 after SIGINT/SIGTERM, 2 when the control plane refuses the
-// token (retrying cannot help), 1 on other errors.
+// token or, with --exit-on-permanent-error, when its certificate keeps
+// failing to verify against --cp-ca-cert (retrying cannot help), 1 on other
+// errors.
 package main
 
 import (
@@ -32,6 +37,24 @@ import (
 
 const envPrefix = "MESHCA_DP_"
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// untrustedHint is how to fix a control-plane certificate that does not
+// verify against --cp-ca-cert.
+const untrustedHint = "check --cp-ca-cert; the control plane's CA is <data-dir>/dp-server-ca.pem on its host " +
+	"(meshca-data/dp-server-ca.pem by default), or the CA of its --dp-server-tls-cert"
+
+// permanentErrorLimit is how many attempts in a row may fail on the control
+// plane's certificate before --exit-on-permanent-error gives up.
+const permanentErrorLimit = 5
+
+// aliases are kuma-dp's flag names for meshca-dp's.
+var aliases = map[string]string{
+	"ca-cert-file":         "cp-ca-cert",
+	"dataplane-token-file": "token-file",
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
@@ -48,6 +71,9 @@ func run(args []string, stderr io.Writer) int {
 	case errors.Is(err, dpagent.ErrRefused):
 		fmt.Fprintf(stderr, "meshca-dp: %v\nThe token is invalid, revoked, expired, or for another dataplane: generate a new one for this dataplane; retrying will not help.\n", err)
 		return 2
+	case errors.Is(err, dpagent.ErrUntrusted):
+		fmt.Fprintf(stderr, "meshca-dp: %v\n%s.\n", err, untrustedHint)
+		return 2
 	default:
 		fmt.Fprintf(stderr, "meshca-dp: %v\n", err)
 		return 1
@@ -62,7 +88,12 @@ func newRootCmd(stderr io.Writer) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetErr(stderr)
-	root.AddCommand(newRunCmd(stderr))
+	root.AddCommand(newRunCmd(stderr), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version) },
+	})
 	return root
 }
 
@@ -71,6 +102,7 @@ type runFlags struct {
 	tokenFile, token          string
 	mesh, name, out, onRotate string
 	logLevel                  string
+	exitOnPermanentError      bool
 }
 
 func newRunCmd(stderr io.Writer) *cobra.Command {
@@ -93,14 +125,23 @@ environment variables.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.cpAddress, "cp-address", "127.0.0.1:5678", "control plane SDS address (host:port)")
-	fl.StringVar(&f.cpCACert, "cp-ca-cert", "", "PEM file of the CA that signed the control plane's server certificate (required)")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the dataplane token (re-read on every reconnection)")
+	// kuma-dp's names map to meshca-dp's before parsing.
+	fl.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if to, ok := aliases[name]; ok {
+			name = to
+		}
+		return pflag.NormalizedName(name)
+	})
+	fl.StringVar(&f.cpCACert, "cp-ca-cert", "", "PEM file of the CA that signed the control plane's server certificate (required; alias --ca-cert-file)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the dataplane token, re-read on every reconnection (alias --dataplane-token-file)")
 	fl.StringVar(&f.token, "token", "", "dataplane token inline (discouraged: visible in the process list; use --token-file)")
 	fl.StringVar(&f.mesh, "mesh", "default", "mesh of the dataplane")
 	fl.StringVar(&f.name, "name", "", "name of the dataplane (required)")
 	fl.StringVar(&f.out, "out", "", "directory to write cert.pem, key.pem and ca.pem into (required)")
 	fl.StringVar(&f.onRotate, "on-rotate", "", "shell command run (sh -c) after the files change; MESHCA_DP_OUT is set to --out")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.BoolVar(&f.exitOnPermanentError, "exit-on-permanent-error", false,
+		fmt.Sprintf("exit (status 2) after %d attempts in a row fail because the control plane's certificate does not verify against --cp-ca-cert, instead of retrying for ever", permanentErrorLimit))
 	return cmd
 }
 
@@ -172,9 +213,19 @@ func runAgent(ctx context.Context, f runFlags, stderr io.Writer) error {
 		OutDir:    f.out,
 		OnRotate:  f.onRotate,
 		Logger:    logger,
+
+		UntrustedHint:       untrustedHint,
+		PermanentErrorLimit: permanentLimit(f.exitOnPermanentError),
 	})
 	if err == nil {
 		logger.Info("stopped")
 	}
 	return err
+}
+
+func permanentLimit(exit bool) int {
+	if exit {
+		return permanentErrorLimit
+	}
+	return 0
 }

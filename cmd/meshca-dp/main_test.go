@@ -63,16 +63,52 @@ func TestRefusedTokenExitsNonZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	code := run([]string{"run", "--cp-address", lis.Addr().String(), "--cp-ca-cert", caFile,
-		"--token-file", tokFile, "--mesh", "default", "--name", "web-1", "--out", filepath.Join(dir, "out")}, &stderr)
+	out := filepath.Join(dir, "out")
+	// kuma-dp's flag names, as a Kuma user types them.
+	code := run([]string{"run", "--cp-address", lis.Addr().String(), "--ca-cert-file", caFile,
+		"--dataplane-token-file", tokFile, "--mesh", "default", "--name", "web-1", "--out", out}, &stderr)
 	if code != 2 {
 		t.Fatalf("exit code %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused token left %s behind (%v)", out, err)
 	}
 	if !strings.Contains(stderr.String(), "refused the dataplane token") {
 		t.Fatalf("stderr does not explain the refusal:\n%s", stderr.String())
 	}
 	if strings.Contains(stderr.String(), tok) {
 		t.Fatal("stderr contains the token")
+	}
+
+	// The control plane's certificate signed by another CA than
+	// --cp-ca-cert: said once, with the fix; --exit-on-permanent-error
+	// gives up.
+	_, otherCA, err := sds.LoadOrCreateServerTLS(t.TempDir(), "", "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(dir, "other-ca.pem")
+	if err := os.WriteFile(otherFile, otherCA, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	code = run([]string{"run", "--cp-address", lis.Addr().String(), "--cp-ca-cert", otherFile, "--exit-on-permanent-error",
+		"--token-file", tokFile, "--mesh", "default", "--name", "web-1", "--out", out}, &stderr)
+	if code != 2 {
+		t.Fatalf("exit code %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	if n := strings.Count(stderr.String(), "check --cp-ca-cert; the control plane's CA is <data-dir>/dp-server-ca.pem"); n != 2 {
+		t.Errorf("the fix is given %d times, want once in the log and once on exit:\n%s", n, stderr.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	root := newRootCmd(&bytes.Buffer{})
+	var stdout bytes.Buffer
+	root.SetOut(&stdout)
+	root.SetArgs([]string{"version"})
+	if err := root.Execute(); err != nil || strings.TrimSpace(stdout.String()) != version {
+		t.Fatalf("version: %v %q", err, stdout.String())
 	}
 }
 

@@ -83,6 +83,11 @@ const (
 // dataplane token: retrying with the same token cannot succeed.
 var ErrRefused = errors.New("control plane refused the dataplane token")
 
+// ErrUntrusted is wrapped by Run's error when the control plane's
+// certificate did not verify against CACertPEM PermanentErrorLimit times in
+// a row.
+var ErrUntrusted = errors.New("the control plane's certificate does not verify against the given CA")
+
 // Config configures the agent.
 type Config struct {
 	// CPAddress is the control plane's SDS address (host:port).
@@ -108,6 +113,14 @@ type Config struct {
 	Logger *slog.Logger
 	// OnUpdate, if set, is called after each change written (and its hook run).
 	OnUpdate func(Update)
+	// UntrustedHint is logged, once, the first time the control plane's
+	// certificate does not verify against CACertPEM: how to fix it.
+	UntrustedHint string
+	// PermanentErrorLimit, when positive, makes Run give up (an error
+	// wrapping ErrUntrusted) after that many attempts in a row failed
+	// because the control plane's certificate does not verify; 0 retries
+	// for ever (the control plane may be given the expected certificate).
+	PermanentErrorLimit int
 }
 
 // Update describes certificate material written to disk.
@@ -157,8 +170,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
 	}
+	// The directory is made up front so that an unusable --out fails at
+	// once, and removed again if Run ends before anything was written in it.
+	_, statErr := os.Stat(cfg.OutDir)
 	if err := os.MkdirAll(cfg.OutDir, 0o750); err != nil {
 		return fmt.Errorf("dpagent: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		defer func() { _ = os.Remove(cfg.OutDir) }() // fails, as it should, once files are in it
 	}
 	cc, err := grpc.NewClient(cfg.CPAddress,
 		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})),
@@ -174,6 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	a := &agent{cfg: cfg, client: secretv3.NewSecretDiscoveryServiceClient(cc), log: cfg.Logger.With("node", sds.NodeID(cfg.Mesh, cfg.Name))}
 	delay := cfg.InitialBackoff
+	untrusted := 0
 	for {
 		received, err := a.stream(ctx)
 		if ctx.Err() != nil {
@@ -185,8 +205,23 @@ func Run(ctx context.Context, cfg Config) error {
 		if received {
 			delay = cfg.InitialBackoff
 		}
+		if isUntrusted(err) {
+			untrusted++
+			if untrusted == 1 {
+				a.log.Error("the control plane's certificate does not verify against the CA given; "+cfg.UntrustedHint, "address", cfg.CPAddress, "error", err)
+			}
+			if cfg.PermanentErrorLimit > 0 && untrusted >= cfg.PermanentErrorLimit {
+				return fmt.Errorf("%w (%d attempts): %s", ErrUntrusted, untrusted, status.Convert(err).Message())
+			}
+		} else {
+			untrusted = 0
+		}
 		wait := delay/2 + rand.N(delay/2+1)
-		a.log.Warn("SDS stream ended; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
+		if untrusted > 1 {
+			a.log.Debug("SDS stream ended; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
+		} else {
+			a.log.Warn("SDS stream ended; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -196,6 +231,17 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		delay = min(2*delay, cfg.MaxBackoff)
 	}
+}
+
+// isUntrusted tells whether err is the TLS handshake failing on the control
+// plane's certificate. gRPC reports handshake failures as Unavailable with
+// the cause only in the message, so the message is what can be matched.
+func isUntrusted(err error) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	msg := status.Convert(err).Message()
+	return strings.Contains(msg, "x509: ") || strings.Contains(msg, "failed to verify certificate")
 }
 
 type agent struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"meshca/internal/syncbuf"
 	"meshca/pkg/api"
 	"meshca/pkg/dpagent"
 	"meshca/pkg/sds"
@@ -105,7 +106,9 @@ func startAgent(t *testing.T, cp *controlPlane, cfg dpagent.Config) *runningAgen
 	t.Helper()
 	ra := &runningAgent{updates: make(chan dpagent.Update, 16), done: make(chan struct{})}
 	cfg.CPAddress = cp.addr
-	cfg.CACertPEM = cp.caPEM
+	if cfg.CACertPEM == nil {
+		cfg.CACertPEM = cp.caPEM
+	}
 	cfg.Mesh = "default"
 	if cfg.Name == "" {
 		cfg.Name = "web-1"
@@ -115,7 +118,9 @@ func startAgent(t *testing.T, cp *controlPlane, cfg dpagent.Config) *runningAgen
 		cfg.Token = func() (string, error) { return tok, nil }
 	}
 	cfg.InitialBackoff, cfg.MaxBackoff = 10*time.Millisecond, 100*time.Millisecond
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	cfg.OnUpdate = func(u dpagent.Update) { ra.updates <- u }
 	ctx, cancel := context.WithCancel(context.Background())
 	ra.cancel = cancel
@@ -258,11 +263,15 @@ func TestRefusedTokenIsPermanent(t *testing.T) {
 	}
 	for name, tok := range cases {
 		t.Run(name, func(t *testing.T) {
-			ra := startAgent(t, cp, dpagent.Config{OutDir: t.TempDir(), Token: tok})
+			out := filepath.Join(t.TempDir(), "out")
+			ra := startAgent(t, cp, dpagent.Config{OutDir: out, Token: tok})
 			select {
 			case <-ra.done:
 				if !errors.Is(ra.err, dpagent.ErrRefused) {
 					t.Fatalf("Run = %v, want ErrRefused", ra.err)
+				}
+				if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the refused agent left %s behind (%v)", out, err)
 				}
 				if strings.Contains(ra.err.Error(), other) {
 					t.Fatal("error contains the token")
@@ -273,5 +282,36 @@ func TestRefusedTokenIsPermanent(t *testing.T) {
 				t.Fatal("agent kept retrying a refused token")
 			}
 		})
+	}
+}
+
+// An agent given the wrong CA for the control plane says so once, with the
+// fix, and gives up after PermanentErrorLimit attempts.
+func TestUntrustedControlPlaneIsReportedOnce(t *testing.T) {
+	cp := newControlPlane(t)
+	cp.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
+	_, otherCA, err := sds.LoadOrCreateServerTLS(t.TempDir(), "", "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	out := filepath.Join(t.TempDir(), "out")
+	ra := startAgent(t, cp, dpagent.Config{OutDir: out, CACertPEM: otherCA, PermanentErrorLimit: 4,
+		UntrustedHint: "check --cp-ca-cert", Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	select {
+	case <-ra.done:
+	case u := <-ra.updates:
+		t.Fatalf("agent trusting another CA got an update: %+v", u)
+	case <-time.After(wait):
+		t.Fatal("agent kept retrying an untrusted control plane")
+	}
+	if !errors.Is(ra.err, dpagent.ErrUntrusted) || !strings.Contains(ra.err.Error(), "4 attempts") {
+		t.Fatalf("Run = %v, want ErrUntrusted after 4 attempts", ra.err)
+	}
+	if n := strings.Count(logs.String(), "check --cp-ca-cert"); n != 1 {
+		t.Errorf("hint logged %d times, want once:\n%s", n, logs.String())
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left behind (%v)", out, err)
 	}
 }
