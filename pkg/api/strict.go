@@ -14,7 +14,7 @@ import (
 // DecodeStrict decodes JSON into v and refuses what v does not declare: every
 // unknown field, however deeply nested, is reported with its full path
 // ("conf.auth.awsCredentials.token: unknown field"), as are values of the
-// wrong type. Paths are rooted at path. Empty or null input leaves v as it is.
+// wrong type and keys given twice in one object (see [DuplicateKeys]). Paths are rooted at path. Empty or null input leaves v as it is.
 // Every CA backend decodes its conf with it.
 func DecodeStrict(js []byte, v any, path string) error {
 	trimmed := bytes.TrimSpace(js)
@@ -22,6 +22,10 @@ func DecodeStrict(js []byte, v any, path string) error {
 		return nil
 	}
 	ve := &ValidationError{}
+	DuplicateKeys(ve, trimmed, path)
+	if err := ve.OrNil(); err != nil {
+		return err
+	}
 	UnknownFields(ve, trimmed, reflect.TypeOf(v), path)
 	if err := ve.OrNil(); err != nil {
 		return err

@@ -157,6 +157,12 @@ func decodeBody(body []byte, d api.Descriptor, mesh, name string) (api.Resource,
 			return nil, &Error{Status: http.StatusBadRequest, Title: TitleInvalid, Detail: "the request body is not valid JSON or YAML: " + err.Error()}
 		}
 	}
+	// Before the body becomes a map, which would keep one of two keys.
+	dup := &api.ValidationError{}
+	api.DuplicateKeys(dup, js, "")
+	if err := dup.OrNil(); err != nil {
+		return nil, err
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(js, &obj); err != nil || obj == nil {
 		return nil, &Error{Status: http.StatusBadRequest, Title: TitleInvalid, Detail: "the request body must be a JSON or YAML object"}

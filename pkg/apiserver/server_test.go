@@ -195,6 +195,10 @@ func TestPutRefusals(t *testing.T) {
 		{"structural", "/meshes/m1", `{"mtls":{"enabledBackend":"x","backends":[{"name":"a","type":"nope"}]}}`, "mtls.backends[0].type"},
 		{"secret in missing mesh", "/meshes/nope/secrets/s", `{"type":"Secret","data":"` + secretData + `"}`, "mesh"},
 		{"bad base64", "/global-secrets/g", `{"type":"GlobalSecret","data":"%%%"}`, "data"},
+		// Duplicate keys are refused at any depth, naming the key's path.
+		{"duplicate key", "/meshes/m1", `{"type":"Mesh","name":"m1","name":"m1"}`, "name"},
+		{"duplicate key in conf", "/meshes/m1", `{"mtls":{"enabledBackend":"ca-1","backends":[{"name":"ca-1","type":"provided","conf":{"cert":{"secret":"a","secret":"b"}}}]}}`, "mtls.backends[0].conf.cert.secret"},
+		{"duplicate tag", "/meshes/default/dataplanes/d1", `{"networking":{"address":"127.0.0.1","inbound":[{"port":1,"servicePort":2,"tags":{"kuma.io/service":"a","kuma.io/service":"b"}}]}}`, `networking.inbound[0].tags["kuma.io/service"]`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,7 +242,7 @@ func TestPutRefusals(t *testing.T) {
 		}
 	})
 	// Nothing of the above was stored.
-	for _, typ := range []string{api.TypeMesh, api.TypeSecret, api.TypeGlobalSecret} {
+	for _, typ := range []string{api.TypeMesh, api.TypeSecret, api.TypeGlobalSecret, api.TypeDataplane} {
 		if l, err := env.Store.List(t.Context(), typ, ""); err != nil || len(l) != 0 {
 			t.Errorf("%s stored after refusals: %v %v", typ, l, err)
 		}

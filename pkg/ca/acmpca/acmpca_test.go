@@ -707,3 +707,10 @@ func TestIdempotencyTokenFits(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestDuplicateConfKeysAreRefused(t *testing.T) {
+	_, err := parseConf([]byte(`{"arn":"` + seedARN + `","caCert":{"secret":"a"},"auth":{"awsCredentials":{"accessKey":{"secret":"x"},"accessKey":{"secret":"y"}}}}`))
+	if f := api.Fields(err); len(f) == 0 || f[0] != fAccessKey {
+		t.Fatalf("fields %q, want %s (%v)", f, fAccessKey, err)
+	}
+}

@@ -145,6 +145,7 @@ func parseConf(raw json.RawMessage) (*parsedConf, error) {
 		v.Addf(fConf, "must be set: arn and caCert are required")
 		return nil, v
 	}
+	api.DuplicateKeys(v, trimmed, fConf)
 	api.UnknownFields(v, trimmed, reflect.TypeFor[Conf](), fConf)
 	if err := v.OrNil(); err != nil {
 		return nil, err

@@ -103,6 +103,7 @@ func ParseConf(raw json.RawMessage) (*FromCp, error) {
 		v.Addf(fFromCp, "must be set")
 		return nil, v
 	}
+	api.DuplicateKeys(v, raw, fConf)
 	api.UnknownFields(v, raw, reflect.TypeFor[Conf](), fConf)
 	if err := v.OrNil(); err != nil {
 		return nil, err

@@ -198,6 +198,7 @@ func TestParseConf(t *testing.T) {
 		}, wantField: "conf.fromCp.auth.token", wantMsg: "exactly one of"},
 		{name: "wrong type", mod: func(m map[string]any) { m["role"] = 3 }, wantField: "conf.fromCp.role", wantMsg: "must be string"},
 		{name: "no fromCp", raw: `{}`, wantField: "conf.fromCp", wantMsg: "must be set"},
+		{name: "duplicate key", raw: `{"fromCp":{"address":"https://v:8200","pki":"p","role":"r","role":"s","auth":{"token":{"secret":"t"}}}}`, wantField: "conf.fromCp.role", wantMsg: "duplicate key"},
 		{name: "no conf", raw: ``, wantField: "conf.fromCp", wantMsg: "must be set"},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,61 @@
+package api
+
+import (
+	"strings"
+	"testing"
+)
+
+// Duplicate JSON keys are refused at every level, naming the key by its
+// path, as duplicate YAML keys are: a key given twice is a mistake whose
+// outcome (last wins in encoding/json, first wins elsewhere) the writer
+// did not choose.
+func TestDuplicateKeysAreRefused(t *testing.T) {
+	tests := []struct {
+		name, in, field string
+	}{
+		{"top level", `{"type":"Mesh","name":"a","name":"b"}`, "name"},
+		{"mtls", `{"type":"Mesh","name":"a","mtls":{"enabledBackend":"x","enabledBackend":"y"}}`, "mtls.enabledBackend"},
+		{"backend in list", `{"type":"Mesh","name":"a","mtls":{"backends":[{"name":"x","type":"builtin"},{"name":"y","type":"builtin","type":"provided"}]}}`, "mtls.backends[1].type"},
+		{"conf block", `{"type":"Mesh","name":"a","mtls":{"backends":[{"name":"x","type":"acmpca","conf":{"arn":"a","arn":"b"}}]}}`, "mtls.backends[0].conf.arn"},
+		{"deep in conf", `{"type":"Mesh","name":"a","mtls":{"backends":[{"name":"x","type":"vault","conf":{"fromCp":{"auth":{"token":{"secret":"s1","secret":"s2"}}}}}]}}`, "mtls.backends[0].conf.fromCp.auth.token.secret"},
+		{"tag", `{"type":"Dataplane","mesh":"m","name":"d","networking":{"address":"1.2.3.4","inbound":[{"port":1,"tags":{"kuma.io/service":"a","kuma.io/service":"b"}}]}}`, `networking.inbound[0].tags["kuma.io/service"]`},
+		{"secret data", `{"type":"Secret","mesh":"m","name":"s","data":"YQ==","data":"Yg=="}`, "data"},
+		{"escaped spelling", `{"type":"Mesh","name":"a","n\u0061me":"b"}`, "name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodeUniversal([]byte(tt.in))
+			if err == nil {
+				t.Fatalf("decoded without an error")
+			}
+			fields := Fields(err)
+			if len(fields) == 0 || fields[0] != tt.field {
+				t.Fatalf("fields %q, want %q first (%v)", fields, tt.field, err)
+			}
+			if !strings.Contains(err.Error(), "duplicate key") {
+				t.Fatalf("error %q does not say duplicate key", err)
+			}
+		})
+	}
+	// The same key in different objects is no duplicate.
+	ok := `{"type":"Mesh","name":"a","mtls":{"enabledBackend":"x","backends":[{"name":"x","type":"builtin"},{"name":"y","type":"builtin"}]}}`
+	if _, err := DecodeUniversal([]byte(ok)); err != nil {
+		t.Fatalf("%s: %v", ok, err)
+	}
+	// Backends decode their conf with DecodeStrict: it refuses them too.
+	var conf struct {
+		A struct {
+			B int `json:"b"`
+		} `json:"a"`
+	}
+	err := DecodeStrict([]byte(`{"a":{"b":1,"b":2}}`), &conf, "conf")
+	if f := Fields(err); len(f) != 1 || f[0] != "conf.a.b" {
+		t.Fatalf("DecodeStrict: fields %q, want conf.a.b (%v)", f, err)
+	}
+	// YAML and JSON read through YAML (meshctl apply -f) were refused before.
+	for _, in := range []string{"type: Mesh\nname: a\nname: b\n", `{"type":"Mesh","name":"a","mtls":{"enabledBackend":"x","enabledBackend":"y"}}`} {
+		if _, _, err := DecodeOne([]byte(in)); err == nil || !strings.Contains(err.Error(), "already set") && !strings.Contains(err.Error(), "duplicate key") {
+			t.Fatalf("DecodeOne(%q): %v", in, err)
+		}
+	}
+}
