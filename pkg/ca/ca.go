@@ -93,9 +93,12 @@ type Backend interface {
 	// (e.g. "conf.arn"), or plain errors that concern the whole backend.
 	// Validate has no side effects.
 	Validate(ctx context.Context, mesh string, b api.MTLSBackend) error
-	// Ensure prepares the CA so TrustBundle and Issue can work: creates the
-	// builtin root if absent, fetches and checks an external CA's chain. It is
-	// idempotent: calling it again when the CA exists is a cheap no-op.
+	// Ensure prepares the CA so TrustBundle and Issue can work: loads stored
+	// CA state, fetches and checks an external CA's chain. It is idempotent
+	// (calling it again when the CA is ready is a cheap no-op) and it never
+	// writes to the store: state a backend keeps there is created through
+	// Provisioner, committed with the Mesh that uses it. A Provisioner whose
+	// state does not exist yet answers an error wrapping store.ErrNotFound.
 	Ensure(ctx context.Context, mesh string, b api.MTLSBackend) error
 	// TrustBundle returns the PEM roots that peers of this mesh must trust
 	// for certificates of this backend.
@@ -111,6 +114,20 @@ type Backend interface {
 // caller can commit them with the Mesh change.
 type Cleaner interface {
 	CleanupOps(ctx context.Context, mesh string, b api.MTLSBackend) ([]store.Op, error)
+}
+
+// Provisioner is implemented by backends that keep CA state in the store
+// (the builtin root). That state must exist exactly when a Mesh that uses it
+// is stored, whatever requests race: a request that fails must never remove
+// what a request that succeeded relies on. So a backend never commits such
+// state itself. ProvisionOps returns the ops that create it when it is absent
+// (none when it exists), generating it has no other side effect, and the
+// caller commits the ops in the same commit as the Mesh write (or with an
+// OpRequire of the Mesh it saw). The ops are OpCreate, so of two writers that
+// race, one commit fails with store.ErrAlreadyExists and leaves nothing
+// behind; the caller then reads again and finds the winner's state.
+type Provisioner interface {
+	ProvisionOps(ctx context.Context, mesh string, b api.MTLSBackend) ([]store.Op, error)
 }
 
 // SecretUser is implemented by backends that reference mesh Secrets in their
@@ -150,4 +167,17 @@ type KeySigner interface {
 // buying a second certificate.
 type IdempotentIssuer interface {
 	IdempotentIssue() bool
+}
+
+// Prepare readies backend b of mesh for use. For a Provisioner whose state
+// does not exist yet it returns the ops that create it, to be committed with
+// (or conditional on) the Mesh; otherwise it runs Ensure and returns none.
+func Prepare(ctx context.Context, be Backend, mesh string, b api.MTLSBackend) ([]store.Op, error) {
+	if p, ok := be.(Provisioner); ok {
+		ops, err := p.ProvisionOps(ctx, mesh, b)
+		if err != nil || len(ops) > 0 {
+			return ops, err
+		}
+	}
+	return nil, be.Ensure(ctx, mesh, b)
 }

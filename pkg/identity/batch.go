@@ -12,7 +12,7 @@ import (
 const maxBatch = 512
 
 type writeReq struct {
-	op   store.Op
+	ops  []store.Op
 	done chan error
 }
 
@@ -34,23 +34,31 @@ func (m *Manager) writeBatches(ctx context.Context, reqs chan writeReq) {
 				break drain
 			}
 		}
-		ops := make([]store.Op, len(batch))
-		for i, r := range batch {
-			ops[i] = r.op
+		ops := make([]store.Op, 0, len(batch))
+		for _, r := range batch {
+			ops = append(ops, r.ops...)
 		}
 		err := m.store.Commit(ctx, ops...)
+		if err != nil && len(batch) > 1 && ctx.Err() == nil {
+			// One request's condition (its Dataplane deleted meanwhile) must
+			// not fail the others: commit each on its own to tell them apart.
+			for _, r := range batch {
+				r.done <- m.store.Commit(ctx, r.ops...)
+			}
+			continue
+		}
 		for _, r := range batch {
 			r.done <- err
 		}
 	}
 }
 
-// commit writes one op, through the group-commit writer when it runs.
-func (m *Manager) commit(ctx context.Context, op store.Op) error {
+// commit writes ops atomically, through the group-commit writer when it runs.
+func (m *Manager) commit(ctx context.Context, ops ...store.Op) error {
 	if m.writes == nil {
-		return m.store.Commit(ctx, op)
+		return m.store.Commit(ctx, ops...)
 	}
-	r := writeReq{op: op, done: make(chan error, 1)}
+	r := writeReq{ops: ops, done: make(chan error, 1)}
 	select {
 	case m.writes <- r:
 	case <-ctx.Done():

@@ -14,6 +14,7 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
 	"meshca/pkg/ca/builtin"
+	"meshca/pkg/ca/catest"
 	"meshca/pkg/datasource"
 	"meshca/pkg/store/memory"
 )
@@ -31,7 +32,7 @@ func BenchmarkIssuanceBuiltin(b *testing.B) {
 	be, _ := reg.Get(api.BackendBuiltin)
 	backend := api.MTLSBackend{Name: "ca-1", Type: api.BackendBuiltin}
 	ctx := context.Background()
-	if err := be.Ensure(ctx, "default", backend); err != nil {
+	if err := catest.Provision(ctx, st, be, "default", backend); err != nil {
 		b.Fatal(err)
 	}
 	// The mesh is known, as in the running loop, so its trust bundle is cached.

@@ -6,9 +6,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
+	"meshca/pkg/store"
 )
 
 // backendBundle returns (and caches) the trust bundle of one backend.
@@ -24,7 +27,7 @@ func (m *Manager) backendBundle(ctx context.Context, mesh string, b api.MTLSBack
 	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
 	defer cancel()
-	if err := be.Ensure(ctx, mesh, b); err != nil {
+	if err := m.ensure(ctx, mesh, b, be); err != nil {
 		return nil, err
 	}
 	tb, err := be.TrustBundle(ctx, mesh, b)
@@ -37,6 +40,36 @@ func (m *Manager) backendBundle(ctx context.Context, mesh string, b api.MTLSBack
 	}
 	m.mu.Unlock()
 	return tb, nil
+}
+
+// ensure readies a backend of a stored Mesh. CA state the backend keeps in
+// the store and that is missing (an operator deleted the builtin root's
+// Secrets) is created again, conditional on the Mesh at the version the loop
+// saw: it can never be created for a Mesh that is gone or no longer uses it.
+func (m *Manager) ensure(ctx context.Context, mesh string, b api.MTLSBackend, be ca.Backend) error {
+	m.mu.Lock()
+	var version int64
+	if ms := m.meshes[mesh]; ms != nil {
+		version = ms.version
+	}
+	m.mu.Unlock()
+	ops, err := ca.Prepare(ctx, be, mesh, b)
+	if err != nil || len(ops) == 0 {
+		return err
+	}
+	if version == 0 {
+		return fmt.Errorf("mesh %q backend %q: CA state is missing and the mesh is not known yet", mesh, b.Name)
+	}
+	ops = append(ops, store.Op{Kind: store.OpRequire, Record: store.Record{Key: store.Key{Type: api.TypeMesh, Name: mesh}, Version: version}})
+	switch err := m.store.Commit(ctx, ops...); {
+	case err == nil:
+		m.logger.Warn("CA state of a mesh was missing; created it again", "mesh", mesh, "backend", b.Name)
+	case errors.Is(err, store.ErrAlreadyExists):
+		// Another writer created it meanwhile: use theirs.
+	default:
+		return fmt.Errorf("mesh %q backend %q: create missing CA state: %w", mesh, b.Name, err)
+	}
+	return be.Ensure(ctx, mesh, b)
 }
 
 // refreshBundle recomputes what a mesh's data planes must trust: the roots
@@ -74,7 +107,7 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 			continue
 		}
 		tctx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout())
-		err = be.Ensure(tctx, mesh, b)
+		err = m.ensure(tctx, mesh, b, be)
 		var tb []byte
 		if err == nil {
 			tb, err = be.TrustBundle(tctx, mesh, b)

@@ -232,12 +232,17 @@ func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBacke
 	return &current{rec: rec, serial: serial.Text(16)}, nil
 }
 
+// persist stores a data plane's identity record, conditional on its
+// Dataplane: an issuance that finishes after the Dataplane (or its Mesh) was
+// deleted leaves no record behind, and fails with store.ErrNotFound.
 func (m *Manager) persist(ctx context.Context, dp *api.Dataplane, rec record) error {
 	spec, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	return m.commit(ctx, store.Op{Kind: store.OpUpsert, Record: store.Record{Key: store.Key{Type: TypeDataplaneIdentity, Mesh: dp.Mesh, Name: dp.Name}, Spec: spec}})
+	return m.commit(ctx,
+		store.Op{Kind: store.OpRequire, Record: store.Record{Key: store.Key{Type: api.TypeDataplane, Mesh: dp.Mesh, Name: dp.Name}}},
+		store.Op{Kind: store.OpUpsert, Record: store.Record{Key: store.Key{Type: TypeDataplaneIdentity, Mesh: dp.Mesh, Name: dp.Name}, Spec: spec}})
 }
 
 // chainAfterLeaf returns the intermediates of an issued certificate: those

@@ -92,6 +92,12 @@ type ApplyOptions struct {
 	Synced bool
 }
 
+// applyAttempts bounds how often Apply re-reads and retries a commit that
+// lost a race (another writer created or changed the same resource, or the
+// CA state it provisions, in between): PUT is idempotent, so two identical
+// concurrent PUTs both succeed instead of one failing with a conflict.
+const applyAttempts = 4
+
 // Apply creates or updates r. It returns created=true when r did not exist.
 func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) (created bool, err error) {
 	meta := r.GetMeta()
@@ -103,10 +109,24 @@ func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) 
 	if err := r.Validate(); err != nil {
 		return false, err
 	}
-	key := store.Key{Type: meta.Type, Mesh: meta.Mesh, Name: meta.Name}
 	if meta.Mesh != "" && !opts.DryRun {
 		return m.applyInMesh(ctx, r)
 	}
+	for attempt := 1; ; attempt++ {
+		created, err = m.applyOnce(ctx, r, opts)
+		if attempt == applyAttempts || !(errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict)) {
+			return created, err
+		}
+		m.logger.Debug("apply lost a race; reading again", "type", meta.Type, "name", meta.Name, "attempt", attempt)
+	}
+}
+
+// applyOnce reads the current state, prepares the change and commits it in
+// one commit: the resource, the CA state it provisions and the removal of
+// CA state it drops. A failed commit leaves nothing to undo.
+func (m *Manager) applyOnce(ctx context.Context, r api.Resource, opts ApplyOptions) (created bool, err error) {
+	meta := r.GetMeta()
+	key := store.Key{Type: meta.Type, Mesh: meta.Mesh, Name: meta.Name}
 	existing, err := m.store.Get(ctx, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -115,7 +135,7 @@ func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) 
 		return false, err
 	}
 	var extra []store.Op
-	var undo func()
+	var provisioned []string
 	switch res := r.(type) {
 	case *api.Mesh:
 		var prev *api.Mesh
@@ -126,7 +146,7 @@ func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) 
 			}
 			prev = p.(*api.Mesh)
 		}
-		extra, undo, err = m.prepareMesh(ctx, res, prev, opts.DryRun)
+		extra, provisioned, err = m.prepareMesh(ctx, res, prev, opts.DryRun)
 		if err != nil {
 			return false, err
 		}
@@ -149,10 +169,10 @@ func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) 
 		op.Record.CreationTime = existing.CreationTime
 	}
 	if err := m.store.Commit(ctx, append([]store.Op{op}, extra...)...); err != nil {
-		if undo != nil {
-			undo()
-		}
 		return false, err
+	}
+	for _, b := range provisioned {
+		m.logger.Info("CA provisioned with its mesh", "mesh", meta.Name, "backend", b)
 	}
 	m.logger.Info("resource applied", "type", meta.Type, "mesh", meta.Mesh, "name", meta.Name, "created", created)
 	return created, nil
@@ -208,10 +228,12 @@ func (m *Manager) requireMesh(ctx context.Context, mesh string) error {
 	return err
 }
 
-// prepareMesh validates every backend's conf, prepares the enabled backend's
-// CA and returns the ops that remove state of backends the update drops.
-// undo releases what Ensure created if the commit then fails.
-func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun bool) ([]store.Op, func(), error) {
+// prepareMesh validates every backend's conf and prepares the enabled
+// backend's CA. It returns the ops to commit with the Mesh: those that create
+// the CA state the enabled backend keeps in the store (ca.Provisioner), so
+// that state exists exactly when a Mesh using it does, and those that remove
+// state of backends the update drops. It commits nothing itself.
+func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun bool) (ops []store.Op, provisioned []string, err error) {
 	v := &api.ValidationError{}
 	var backends []ca.Backend
 	if mesh.MTLS != nil {
@@ -230,31 +252,25 @@ func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun 
 	if err := v.OrNil(); err != nil {
 		return nil, nil, err
 	}
-	var undo func()
+	if dryRun {
+		return nil, nil, nil
+	}
 	if b, i, ok := mesh.EnabledMTLSBackend(); ok {
 		field := fmt.Sprintf("mtls.backends[%d]", i)
-		if dryRun {
-			return nil, nil, nil
-		}
-		// A backend newly enabled on a new mesh may create CA state; if the
-		// Mesh cannot be stored, that state is removed again.
-		if prev == nil {
-			undo = m.cleanupFunc(mesh.Name, backends[i], b)
-		}
 		ectx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout()+b.CertRequestTimeout())
-		err := backends[i].Ensure(ectx, mesh.Name, b)
+		more, err := ca.Prepare(ectx, backends[i], mesh.Name, b)
 		cancel()
 		if err != nil {
-			if undo != nil {
-				undo()
-			}
 			return nil, nil, api.PrefixErr(field, err)
 		}
+		if len(more) > 0 {
+			ops = append(ops, more...)
+			provisioned = append(provisioned, b.Name)
+		}
 	}
-	if dryRun || prev == nil || prev.MTLS == nil {
-		return nil, undo, nil
+	if prev == nil || prev.MTLS == nil {
+		return ops, provisioned, nil
 	}
-	var ops []store.Op
 	kept := map[string]bool{}
 	if mesh.MTLS != nil {
 		for _, b := range mesh.MTLS.Backends {
@@ -267,11 +283,11 @@ func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun 
 		}
 		more, err := m.cleanupOps(ctx, mesh.Name, old)
 		if err != nil {
-			return nil, undo, err
+			return nil, nil, err
 		}
 		ops = append(ops, more...)
 	}
-	return ops, undo, nil
+	return ops, provisioned, nil
 }
 
 func (m *Manager) cleanupOps(ctx context.Context, mesh string, b api.MTLSBackend) ([]store.Op, error) {
@@ -284,20 +300,6 @@ func (m *Manager) cleanupOps(ctx context.Context, mesh string, b api.MTLSBackend
 		return nil, nil
 	}
 	return c.CleanupOps(ctx, mesh, b)
-}
-
-func (m *Manager) cleanupFunc(mesh string, be ca.Backend, b api.MTLSBackend) func() {
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		ops, err := m.cleanupOps(ctx, mesh, b)
-		if err != nil || len(ops) == 0 {
-			return
-		}
-		if err := m.store.Commit(ctx, ops...); err != nil {
-			m.logger.Warn("could not remove CA state of a mesh that was not stored", "mesh", mesh, "backend", b.Name, "error", err)
-		}
-	}
 }
 
 // Delete removes a resource, refusing deletions that would break another.

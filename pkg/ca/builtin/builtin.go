@@ -1,5 +1,6 @@
 // Package builtin is Kuma's builtin CA: meshca generates a self-signed root
-// per (mesh, backend) on first use, keeps it as two mesh-scoped Secrets with
+// per (mesh, backend) when the Mesh that enables it is stored (in the same
+// commit, see ca.Provisioner), keeps it as two mesh-scoped Secrets with
 // Kuma's names, and signs data-plane certificates with it in process.
 package builtin
 
@@ -161,15 +162,12 @@ type Backend struct {
 
 	mu    sync.RWMutex
 	cache map[caKey]*entry
-	// locks serialises root creation per (mesh, backend) within this
-	// process so concurrent Ensure calls generate one key; across processes
-	// the store's OpCreate decides.
-	locks map[caKey]*sync.Mutex
 }
 
 var (
-	_ ca.Backend = (*Backend)(nil)
-	_ ca.Cleaner = (*Backend)(nil)
+	_ ca.Backend     = (*Backend)(nil)
+	_ ca.Cleaner     = (*Backend)(nil)
+	_ ca.Provisioner = (*Backend)(nil)
 )
 
 // New returns the builtin backend. It is a ca.Constructor.
@@ -182,7 +180,6 @@ func New(deps ca.Deps) (ca.Backend, error) {
 		log:   deps.Logger,
 		now:   deps.Now,
 		cache: map[caKey]*entry{},
-		locks: map[caKey]*sync.Mutex{},
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -202,34 +199,41 @@ func (b *Backend) Validate(_ context.Context, _ string, mb api.MTLSBackend) erro
 	return err
 }
 
-// Ensure implements ca.Backend: it creates the root if absent and otherwise
-// reloads it only when its stored Secrets changed.
+// Ensure implements ca.Backend: it loads the root, parsing it again only
+// when its stored Secrets changed. It never creates one (see ProvisionOps):
+// when the root does not exist it answers an error wrapping
+// store.ErrNotFound.
 func (b *Backend) Ensure(ctx context.Context, mesh string, mb api.MTLSBackend) error {
+	if _, err := ParseConf(mb.Conf); err != nil {
+		return err
+	}
+	_, err := b.load(ctx, caKey{mesh, mb.Name})
+	return err
+}
+
+// ProvisionOps implements ca.Provisioner: when the root does not exist, it
+// generates one and returns the two OpCreate ops that store it (the caller
+// commits them with the Mesh that enables this backend); when it exists, it
+// returns none. An incomplete root (one Secret of the pair) is an error
+// naming both Secrets: replacing it silently would break every certificate
+// it signed.
+func (b *Backend) ProvisionOps(ctx context.Context, mesh string, mb api.MTLSBackend) ([]store.Op, error) {
 	conf, err := ParseConf(mb.Conf)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	k := caKey{mesh, mb.Name}
-	_, err = b.load(ctx, k)
-	if !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-
-	lock := b.lockFor(k)
-	lock.Lock()
-	defer lock.Unlock()
-	// Another goroutine may have created it while we waited.
 	if _, err := b.load(ctx, k); !errors.Is(err, store.ErrNotFound) {
-		return err
+		return nil, err
 	}
-	if err := b.create(ctx, k, conf); err != nil {
-		if !errors.Is(err, store.ErrAlreadyExists) {
-			return err
-		}
-		b.log.DebugContext(ctx, "builtin CA root created concurrently elsewhere; using it", "mesh", mesh, "backend", mb.Name)
+	certRec, keyRec, err := b.generate(k, conf)
+	if err != nil {
+		return nil, err
 	}
-	_, err = b.load(ctx, k)
-	return err
+	return []store.Op{
+		{Kind: store.OpCreate, Record: certRec},
+		{Kind: store.OpCreate, Record: keyRec},
+	}, nil
 }
 
 // CleanupOps implements ca.Cleaner: delete ops for the root's Secrets that
@@ -255,17 +259,6 @@ func (b *Backend) CleanupOps(ctx context.Context, mesh string, mb api.MTLSBacken
 	return ops, nil
 }
 
-func (b *Backend) lockFor(k caKey) *sync.Mutex {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	l, ok := b.locks[k]
-	if !ok {
-		l = &sync.Mutex{}
-		b.locks[k] = l
-	}
-	return l
-}
-
 // current returns the cached root, revalidating it against the store when
 // the last check is older than revalidateAfter.
 func (b *Backend) current(ctx context.Context, k caKey) (*casign.CA, error) {
@@ -277,7 +270,7 @@ func (b *Backend) current(ctx context.Context, k caKey) (*casign.CA, error) {
 	}
 	c, err := b.load(ctx, k)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("builtin CA of mesh %q backend %q does not exist yet (Ensure creates it): %w", k.mesh, k.backend, err)
+		return nil, fmt.Errorf("builtin CA of mesh %q backend %q does not exist (it is created with the Mesh that enables it): %w", k.mesh, k.backend, err)
 	}
 	return c, err
 }
@@ -338,35 +331,17 @@ func (b *Backend) forget(k caKey) {
 	b.mu.Unlock()
 }
 
-// create generates a root and stores it with OpCreate; it returns an error
-// wrapping store.ErrAlreadyExists when another writer got there first.
-func (b *Backend) create(ctx context.Context, k caKey, conf Conf) error {
-	now := b.now()
-	certPEM, keyPEM, notAfter, err := newRoot(k.mesh, conf, now)
+// generate makes a new root and the two Secret records that hold it.
+func (b *Backend) generate(k caKey, conf Conf) (certRec, keyRec store.Record, err error) {
+	certPEM, keyPEM, _, err := newRoot(k.mesh, conf, b.now())
 	if err != nil {
-		return fmt.Errorf("builtin CA of mesh %q backend %q: %w", k.mesh, k.backend, err)
+		return certRec, keyRec, fmt.Errorf("builtin CA of mesh %q backend %q: %w", k.mesh, k.backend, err)
 	}
-	certRec, err := secretRecord(k.mesh, CertSecretName(k.mesh, k.backend), certPEM)
-	if err != nil {
-		return err
+	if certRec, err = secretRecord(k.mesh, CertSecretName(k.mesh, k.backend), certPEM); err != nil {
+		return certRec, keyRec, err
 	}
-	keyRec, err := secretRecord(k.mesh, KeySecretName(k.mesh, k.backend), keyPEM)
-	if err != nil {
-		return err
-	}
-	if err := b.store.Commit(ctx,
-		store.Op{Kind: store.OpCreate, Record: certRec},
-		store.Op{Kind: store.OpCreate, Record: keyRec},
-	); err != nil {
-		return fmt.Errorf("builtin CA of mesh %q backend %q: store root: %w", k.mesh, k.backend, err)
-	}
-	alg := "ECDSA P-256"
-	if conf.CACert.RSABits != 0 {
-		alg = fmt.Sprintf("RSA %d", conf.CACert.RSABits)
-	}
-	b.log.InfoContext(ctx, "created builtin CA root", "mesh", k.mesh, "backend", k.backend,
-		"algorithm", alg, "notAfter", notAfter, "certSecret", certRec.Name)
-	return nil
+	keyRec, err = secretRecord(k.mesh, KeySecretName(k.mesh, k.backend), keyPEM)
+	return certRec, keyRec, err
 }
 
 func newRoot(mesh string, conf Conf, now time.Time) (certPEM, keyPEM []byte, notAfter time.Time, err error) {

@@ -96,12 +96,13 @@ func TestIssueVerifies(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			clk := catest.NewClock(t0)
-			b := newBackend(t, memory.New(), clk)
+			s := memory.New()
+			b := newBackend(t, s, clk)
 			mb := backendConf("ca-1", tt.conf)
 			if err := b.Validate(ctx, "default", mb); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			if err := b.Ensure(ctx, "default", mb); err != nil {
+			if err := catest.Provision(ctx, s, b, "default", mb); err != nil {
 				t.Fatalf("Ensure: %v", err)
 			}
 			bundle, err := b.TrustBundle(ctx, "default", mb)
@@ -204,12 +205,13 @@ func TestIssueLifetime(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			clk := catest.NewClock(t0)
-			b := newBackend(t, memory.New(), clk)
+			s := memory.New()
+			b := newBackend(t, s, clk)
 			mb := backendConf("ca-1", tt.conf)
 			if tt.dpExpiration != "" {
 				mb.DpCert = &api.DpCert{Rotation: &api.Rotation{Expiration: tt.dpExpiration}}
 			}
-			if err := b.Ensure(ctx, "default", mb); err != nil {
+			if err := catest.Provision(ctx, s, b, "default", mb); err != nil {
 				t.Fatal(err)
 			}
 			iss, err := b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: catest.NewCSR(t, ecKey(t), "x", "spiffe://default/backend"), Validity: tt.validity})
@@ -234,7 +236,7 @@ func TestIssueRefusals(t *testing.T) {
 	if _, err := b.Issue(ctx, "default", mb, ca.IssueRequest{CSR: good, Validity: time.Hour}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Issue before Ensure: err = %v, want store.ErrNotFound", err)
 	}
-	if err := b.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, b, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 
@@ -281,7 +283,7 @@ func TestRootPersistedAndReused(t *testing.T) {
 	mb := backendConf("ca-1", "")
 
 	first := newBackend(t, s, clk)
-	if err := first.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, first, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 	bundle1, err := first.TrustBundle(ctx, "default", mb)
@@ -301,7 +303,7 @@ func TestRootPersistedAndReused(t *testing.T) {
 	// A second instance (another control-plane replica, or a restart) uses
 	// the stored root instead of generating one.
 	second := newBackend(t, s, clk)
-	if err := second.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, second, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 	bundle2, err := second.TrustBundle(ctx, "default", mb)
@@ -329,7 +331,7 @@ func TestRootPersistedAndReused(t *testing.T) {
 	// Other backends and meshes get their own roots.
 	for _, other := range []struct{ mesh, backend string }{{"default", "ca-2"}, {"other", "ca-1"}} {
 		omb := backendConf(other.backend, "")
-		if err := second.Ensure(ctx, other.mesh, omb); err != nil {
+		if err := catest.Provision(ctx, s, second, other.mesh, omb); err != nil {
 			t.Fatal(err)
 		}
 		ob, err := second.TrustBundle(ctx, other.mesh, omb)
@@ -342,7 +344,7 @@ func TestRootPersistedAndReused(t *testing.T) {
 	}
 }
 
-func TestConcurrentEnsureCreatesOneRoot(t *testing.T) {
+func TestConcurrentProvisionCreatesOneRoot(t *testing.T) {
 	ctx := context.Background()
 	clk := catest.NewClock(t0)
 	s := memory.New()
@@ -359,7 +361,7 @@ func TestConcurrentEnsureCreatesOneRoot(t *testing.T) {
 		wg.Go(func() {
 			b := instances[i%len(instances)]
 			<-start
-			if errs[i] = b.Ensure(ctx, "default", mb); errs[i] != nil {
+			if errs[i] = catest.Provision(ctx, s, b, "default", mb); errs[i] != nil {
 				return
 			}
 			bundles[i], errs[i] = b.TrustBundle(ctx, "default", mb)
@@ -396,7 +398,7 @@ func TestCacheFollowsStoredRoot(t *testing.T) {
 	mb := backendConf("ca-1", "")
 	a := newBackend(t, s, clk)
 	other := newBackend(t, s, clk)
-	if err := a.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, a, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 	oldBundle, _ := a.TrustBundle(ctx, "default", mb)
@@ -409,7 +411,7 @@ func TestCacheFollowsStoredRoot(t *testing.T) {
 	if err := s.Commit(ctx, ops...); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, other, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 	newBundle, _ := other.TrustBundle(ctx, "default", mb)
@@ -432,7 +434,7 @@ func TestCacheFollowsStoredRoot(t *testing.T) {
 		t.Errorf("after revalidation the certificate is not from the new root: %v", err)
 	}
 	// Ensure always checks the store.
-	if err := other.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, other, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -459,11 +461,11 @@ func TestCleanupOps(t *testing.T) {
 		t.Errorf("CleanupOps before Ensure = %d ops, want 0", len(ops))
 	}
 
-	if err := b.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, b, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 	// A secret of another backend is not touched.
-	if err := b.Ensure(ctx, "default", backendConf("ca-2", "")); err != nil {
+	if err := catest.Provision(ctx, s, b, "default", backendConf("ca-2", "")); err != nil {
 		t.Fatal(err)
 	}
 	ops, err = cleaner.CleanupOps(ctx, "default", mb)
@@ -503,7 +505,7 @@ func TestEnsureIncompleteRoot(t *testing.T) {
 	s := memory.New()
 	mb := backendConf("ca-1", "")
 	b := newBackend(t, s, clk)
-	if err := b.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, b, "default", mb); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Delete(ctx, s, store.Key{Type: api.TypeSecret, Mesh: "default", Name: builtin.KeySecretName("default", "ca-1")}); err != nil {
@@ -601,9 +603,10 @@ func TestRootLifetime(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.conf, func(t *testing.T) {
 			ctx := context.Background()
-			b := newBackend(t, memory.New(), catest.NewClock(t0))
+			s := memory.New()
+			b := newBackend(t, s, catest.NewClock(t0))
 			mb := backendConf("ca-1", tt.conf)
-			if err := b.Ensure(ctx, "default", mb); err != nil {
+			if err := catest.Provision(ctx, s, b, "default", mb); err != nil {
 				t.Fatal(err)
 			}
 			bundle, _ := b.TrustBundle(ctx, "default", mb)
@@ -619,12 +622,13 @@ func TestRootLifetime(t *testing.T) {
 // default (P-256) root. Compare with BenchmarkRawFloor.
 func BenchmarkIssue(b *testing.B) {
 	ctx := context.Background()
-	be, err := builtin.New(ca.Deps{Store: memory.New()})
+	s := memory.New()
+	be, err := builtin.New(ca.Deps{Store: s})
 	if err != nil {
 		b.Fatal(err)
 	}
 	mb := backendConf("ca-1", "")
-	if err := be.Ensure(ctx, "default", mb); err != nil {
+	if err := catest.Provision(ctx, s, be, "default", mb); err != nil {
 		b.Fatal(err)
 	}
 	req := ca.IssueRequest{CSR: catest.NewCSR(b, ecKey(b), "backend", "spiffe://default/backend"), Validity: 24 * time.Hour}

@@ -3,10 +3,15 @@
 package catest
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"meshca/pkg/api"
+	"meshca/pkg/ca"
+	"meshca/pkg/store"
 	"net/url"
 	"sync"
 	"testing"
@@ -53,4 +58,19 @@ func NewCSR(t testing.TB, key crypto.Signer, cn string, uris ...string) *x509.Ce
 		t.Fatal(err)
 	}
 	return csr
+}
+
+// Provision readies backend mb of mesh as the control plane does: the CA
+// state a ca.Provisioner keeps in the store is committed (a concurrent
+// writer's state is taken instead, as store.ErrAlreadyExists says), then
+// Ensure runs.
+func Provision(ctx context.Context, s store.Store, be ca.Backend, mesh string, mb api.MTLSBackend) error {
+	ops, err := ca.Prepare(ctx, be, mesh, mb)
+	if err != nil || len(ops) == 0 {
+		return err
+	}
+	if err := s.Commit(ctx, ops...); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
+		return err
+	}
+	return be.Ensure(ctx, mesh, mb)
 }
