@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"meshca/pkg/apiserver"
 	"meshca/pkg/controlplane"
 )
 
@@ -72,6 +73,9 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Store, "store", envOr("MESHCA_STORE", "sqlite"), "store: sqlite (embedded), memory, or postgres")
 	f.StringVar(&cfg.StoreDSN, "store-dsn", os.Getenv("MESHCA_STORE_DSN"), "PostgreSQL connection string for --store postgres")
 	f.StringVar(&cfg.APIAddress, "api-address", envOr("MESHCA_API_ADDRESS", controlplane.DefaultAPIAddress), "HTTP API listen address")
+	f.Int64Var(&cfg.APIMaxBodyBytes, "api-max-body-bytes", apiserver.DefaultMaxBodyBytes, "largest request body the HTTP API reads (larger ones get 413)")
+	f.Int64Var(&cfg.APIBodyBudgetBytes, "api-body-budget-bytes", apiserver.DefaultBodyBudgetBytes,
+		"bytes of request bodies the HTTP API reads and decodes at once, across all requests (over it: 503 with Retry-After)")
 	f.StringVar(&cfg.DPServerAddress, "dp-server-address", envOr("MESHCA_DP_SERVER_ADDRESS", controlplane.DefaultDPServerAddress), "SDS (gRPC, TLS) listen address for data planes")
 	f.StringVar(&cfg.DPServerTLSCert, "dp-server-tls-cert", "", "PEM certificate for the dp server (default: created once under --data-dir)")
 	f.StringVar(&cfg.DPServerTLSKey, "dp-server-tls-key", "", "PEM key for --dp-server-tls-cert")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -114,18 +113,17 @@ func (s *Server) put(d api.Descriptor) handlerFunc {
 		if err != nil {
 			return err
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return err
-			}
-			return &Error{Status: http.StatusBadRequest, Title: TitleBadRequest, Detail: "could not read the request body", Err: err}
-		}
-		res, err := decodeBody(body, d, mesh, name)
+		body, release, err := s.readBody(w, r)
 		if err != nil {
 			return err
 		}
+		res, err := decodeBody(body, d, mesh, name)
+		if err != nil {
+			release()
+			return err
+		}
+		// The decoded resource is as large as the body until it is stored.
+		defer release()
 		created, err := s.mgr.Apply(r.Context(), res, resources.ApplyOptions{DryRun: dryRun})
 		if err != nil {
 			return err
@@ -162,6 +160,9 @@ func decodeBody(body []byte, d api.Descriptor, mesh, name string) (api.Resource,
 	api.DuplicateKeys(dup, js, "")
 	if err := dup.OrNil(); err != nil {
 		return nil, err
+	}
+	if complete(js, d, mesh, name) {
+		return api.DecodeUniversal(js)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(js, &obj); err != nil || obj == nil {
@@ -201,6 +202,30 @@ func decodeBody(body []byte, d api.Descriptor, mesh, name string) (api.Resource,
 		return nil, err
 	}
 	return api.DecodeUniversal(js)
+}
+
+// complete reports whether js already names the type, name and mesh of
+// the URL and carries no Kubernetes fields: the common case, decoded as is,
+// without a map of the body and a second encoding of it (each as large as
+// the body). Anything else takes the reconciling path, which explains.
+func complete(js []byte, d api.Descriptor, mesh, name string) bool {
+	var head struct {
+		Type       *string         `json:"type"`
+		Name       *string         `json:"name"`
+		Mesh       *string         `json:"mesh"`
+		Kind       json.RawMessage `json:"kind"`
+		APIVersion json.RawMessage `json:"apiVersion"`
+	}
+	if err := json.Unmarshal(js, &head); err != nil || head.Kind != nil || head.APIVersion != nil {
+		return false
+	}
+	if head.Type == nil || *head.Type != d.Type || head.Name == nil || *head.Name != name {
+		return false
+	}
+	if d.MeshScoped {
+		return head.Mesh != nil && *head.Mesh == mesh
+	}
+	return head.Mesh == nil
 }
 
 func (s *Server) list(d api.Descriptor) handlerFunc {

@@ -25,9 +25,6 @@ import (
 	"meshca/pkg/resources"
 )
 
-// DefaultMaxBodyBytes bounds a request body unless Options.MaxBodyBytes says otherwise.
-const DefaultMaxBodyBytes = 4 << 20
-
 // BasedOnKuma is the Kuma version whose API this server follows (the
 // kumactl version its conformance fixtures were recorded with).
 const BasedOnKuma = "2.14.3"
@@ -60,9 +57,13 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Extra endpoints, keyed by http.ServeMux pattern ("POST /tokens/dataplane").
 	Extra map[string]http.Handler
-	// MaxBodyBytes bounds request bodies read by the resource endpoints;
-	// 0 means DefaultMaxBodyBytes.
+	// MaxBodyBytes bounds request bodies read by the resource endpoints
+	// (larger ones get 413); 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// BodyBudgetBytes bounds the bytes of bodies being read and decoded at
+	// once across requests (over it, 503 with Retry-After); 0 means
+	// DefaultBodyBudgetBytes. It is raised to MaxBodyBytes if below.
+	BodyBudgetBytes int64
 }
 
 // Server is meshca's HTTP API.
@@ -72,6 +73,7 @@ type Server struct {
 	logger  *slog.Logger
 	mux     *http.ServeMux
 	handler http.Handler
+	bodies  *bodyBudget
 }
 
 // New returns a Server exposing mgr. It panics if an Extra pattern is
@@ -91,7 +93,11 @@ func New(mgr *resources.Manager, opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &Server{mgr: mgr, opts: opts, logger: opts.Logger, mux: http.NewServeMux()}
+	if opts.BodyBudgetBytes <= 0 {
+		opts.BodyBudgetBytes = DefaultBodyBudgetBytes
+	}
+	opts.BodyBudgetBytes = max(opts.BodyBudgetBytes, opts.MaxBodyBytes)
+	s := &Server{mgr: mgr, opts: opts, logger: opts.Logger, mux: http.NewServeMux(), bodies: &bodyBudget{max: opts.BodyBudgetBytes}}
 	s.routes()
 	for pattern, h := range opts.Extra {
 		s.Handle(pattern, h)

@@ -237,7 +237,7 @@ func TestPutRefusals(t *testing.T) {
 	t.Run("too large", func(t *testing.T) {
 		big := `{"type":"GlobalSecret","data":"` + strings.Repeat("A", apiserver.DefaultMaxBodyBytes) + `"}`
 		e := do(t, "PUT", base+"/global-secrets/big", "application/json", big).want(t, 413).errorBody(t)
-		if !strings.Contains(e.Detail, "4 MiB") {
+		if !strings.Contains(e.Detail, "1 MiB") {
 			t.Errorf("413 detail %q", e.Detail)
 		}
 	})

@@ -36,8 +36,11 @@ type Config struct {
 	Store    string
 	StoreDSN string
 
-	APIAddress      string
-	DPServerAddress string
+	APIAddress string
+	// APIMaxBodyBytes and APIBodyBudgetBytes bound one request body and the
+	// bodies being decoded at once (apiserver.Options); 0 means the default.
+	APIMaxBodyBytes, APIBodyBudgetBytes int64
+	DPServerAddress                     string
 	// DPServerTLSCert/Key are the operator's own SDS server certificate; when
 	// empty, a CA and certificate are created once under DataDir.
 	DPServerTLSCert, DPServerTLSKey string
@@ -152,7 +155,9 @@ func Run(ctx context.Context, cfg Config) error {
 				return errors.New("loading identities")
 			}
 		},
-		Extra: extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
+		MaxBodyBytes:    cfg.APIMaxBodyBytes,
+		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
+		Extra:           extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
 	})
 	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {
 		api.Handle(pattern, h)
