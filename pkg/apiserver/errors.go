@@ -111,6 +111,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 //   - *resources.InUseError: 400, the message as detail and as a cause;
 //   - resources.ErrReadOnly: 403;
 //   - *http.MaxBytesError: 413;
+//   - store.ErrStorageFull: 507;
 //   - store.ErrNotFound: 404; store.ErrConflict, store.ErrAlreadyExists: 409;
 //   - anything else: 500 with a generic message; err is logged, not shown.
 func WriteError(w http.ResponseWriter, logger *slog.Logger, err error) {
@@ -170,6 +171,9 @@ func classify(err error) *Error {
 	case errors.As(err, &mbe):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Title: TitleTooLarge,
 			Detail: "the request body must be at most " + formatBytes(mbe.Limit)}
+	case errors.Is(err, store.ErrStorageFull):
+		return &Error{Status: http.StatusInsufficientStorage, Title: "Insufficient storage",
+			Detail: "the store's disk is full: writes are refused until space is freed; reads and certificate delivery go on"}
 	case errors.Is(err, store.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Title: TitleNotFound, Detail: err.Error()}
 	case errors.Is(err, store.ErrConflict):

@@ -19,6 +19,10 @@ var (
 	ErrNotFound      = errors.New("not found")
 	ErrAlreadyExists = errors.New("already exists")
 	ErrConflict      = errors.New("conflict: resource was modified concurrently (stale version)")
+	// ErrStorageFull wraps a write refused because the store's disk (or
+	// database quota) is full. Reads keep working; writes work again once
+	// space is freed, with nothing to restart.
+	ErrStorageFull = errors.New("the store's disk is full")
 )
 
 // Key names one record. Mesh is empty for global records (Mesh, GlobalSecret).

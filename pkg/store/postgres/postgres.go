@@ -225,6 +225,20 @@ func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, err
 
 // Commit implements store.Store.
 func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
+	return classify(s.commit(ctx, ops...))
+}
+
+// classify marks errors that say the database server's disk is full
+// (SQLSTATE 53100 disk_full) with store.ErrStorageFull.
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if err != nil && errors.As(err, &pgErr) && pgErr.Code == "53100" {
+		return fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+	}
+	return err
+}
+
+func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 	if err := storeutil.ValidateOps(ops); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

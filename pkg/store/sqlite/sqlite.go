@@ -42,9 +42,11 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"meshca/pkg/store"
 	"meshca/pkg/store/internal/storeutil"
@@ -353,6 +355,16 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	}
 }
 
+// classify marks errors that say the disk is full (SQLITE_FULL, or ENOSPC
+// from the file system) with store.ErrStorageFull.
+func classify(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL || errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+	}
+	return err
+}
+
 func (s *Store) signal() {
 	select {
 	case s.wake <- struct{}{}:
@@ -423,7 +435,7 @@ func (s *Store) commitBatch(batch []*request) {
 	}
 	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock in the DSN)
 	if err != nil {
-		fail(batch, fmt.Errorf("commit: begin: %w", err))
+		fail(batch, fmt.Errorf("commit: begin: %w", classify(err)))
 		return
 	}
 	st := &txStmts{
@@ -452,7 +464,7 @@ func (s *Store) commitBatch(batch []*request) {
 			// is committed. Calls that already had their own outcome keep
 			// it; the others get the error.
 			_ = tx.Rollback()
-			err = fmt.Errorf("commit: batch aborted: %w", err)
+			err = fmt.Errorf("commit: batch aborted: %w", classify(err))
 			s.logger.Error("group commit aborted", "calls", len(batch), "error", err)
 			for _, c := range claimed {
 				if c.err != nil {
@@ -467,7 +479,7 @@ func (s *Store) commitBatch(batch []*request) {
 	}
 
 	if err := tx.Commit(); err != nil {
-		err = fmt.Errorf("commit: %w", err)
+		err = fmt.Errorf("commit: %w", classify(err))
 		for _, r := range claimed {
 			r.done <- err
 		}
