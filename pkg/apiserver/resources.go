@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,11 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
+			if context.Cause(r.Context()) == ErrShuttingDown {
+				w.Header().Set("Retry-After", "1")
+				err = &Error{Status: http.StatusServiceUnavailable, Title: "Shutting down",
+					Detail: "the control plane is shutting down and stopped this request before it changed anything; retry (another instance, or this one once restarted)", Err: err}
+			}
 			WriteError(w, s.logger.With(slog.String("method", r.Method), slog.String("path", r.URL.Path)), err)
 		}
 	})

@@ -39,6 +39,12 @@ const Product = "Kuma"
 // Tagline is the product name reported by the index document.
 const Tagline = "meshca"
 
+// ErrShuttingDown is the cause with which the control plane cancels the
+// contexts of requests still running at the end of its shutdown grace (see
+// http.Server.BaseContext): such a request answers 503 with Retry-After
+// instead of having its connection dropped.
+var ErrShuttingDown = errors.New("control plane shutting down")
+
 // Options configure a Server. Every field is optional.
 type Options struct {
 	// Logger receives the access log (debug level) and internal errors.

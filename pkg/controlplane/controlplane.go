@@ -68,6 +68,14 @@ const (
 	DefaultDPServerAddress = "127.0.0.1:5678"
 )
 
+// shutdownGrace is how long in-flight API requests may run after a stop
+// signal; those still running shutdownAnswerTime before its end are stopped
+// and answered 503.
+const (
+	shutdownGrace      = 5 * time.Second
+	shutdownAnswerTime = time.Second
+)
+
 // Run starts the control plane and blocks until ctx is done.
 func Run(ctx context.Context, cfg Config) error {
 	logger := cfg.Logger
@@ -162,7 +170,10 @@ func Run(ctx context.Context, cfg Config) error {
 	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {
 		api.Handle(pattern, h)
 	}
-	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	reqCtx, stopRequests := context.WithCancelCause(context.Background())
+	defer stopRequests(nil)
+	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return reqCtx }}
 	go func() {
 		if err := httpSrv.Serve(apiLis); !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("api server: %w", err)
@@ -183,8 +194,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	logger.Info("meshca control plane stopping")
 	cancel()
-	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	shutdownCtx, done := context.WithTimeout(context.Background(), shutdownGrace)
 	defer done()
+	// Requests still running near the end of the grace are stopped with a
+	// cause the API answers as 503, so no client sees its connection dropped.
+	stopSlow := time.AfterFunc(shutdownGrace-shutdownAnswerTime, func() { stopRequests(apiserver.ErrShuttingDown) })
+	defer stopSlow.Stop()
 	_ = httpSrv.Shutdown(shutdownCtx)
 	return runErr
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,4 +94,70 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp.apply(t, secret("after"))
+}
+
+// TestShutdownAnswersInFlight: a SIGTERM while an apply is stuck on an
+// unreachable CA (an ACM PCA endpoint that accepts and never answers)
+// answers that apply with 503 and a reason before the process exits, instead
+// of dropping the client's connection; nothing is stored.
+func TestShutdownAnswersInFlight(t *testing.T) {
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Close()
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	dataDir := t.TempDir()
+	cp := startCP(t, dataDir, "AWS_ENDPOINT_URL_ACM_PCA=http://"+hang.Addr().String(), "AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=AKIDENV", "AWS_SECRET_ACCESS_KEY=secret-env", "AWS_EC2_METADATA_DISABLED=true")
+	caPEM, _ := newCA(t, "stuck root")
+	mesh := fmt.Sprintf(`type: Mesh
+name: stuck
+mtls:
+  enabledBackend: acmpca-1
+  backends:
+  - name: acmpca-1
+    type: acmpca
+    conf:
+      arn: "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/12345678-1234-1234-1234-123456789012"
+      caCert:
+        inline: %s
+`, base64.StdEncoding.EncodeToString(caPEM))
+	type result struct {
+		out string
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		out, err := cp.meshctlIn(mesh, "apply", "-f", "-")
+		res <- result{out, err}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	select {
+	case r := <-res:
+		t.Fatalf("apply finished before the shutdown (the CA must hang it): %q %v", r.out, r.err)
+	default:
+	}
+	if err := cp.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err == nil || !strings.Contains(r.err.Error(), "shutting down") {
+		t.Fatalf("apply interrupted by shutdown: err = %v, want the 503 saying the control plane is shutting down", r.err)
+	}
+	if done, err := cp.proc.exited(10 * time.Second); !done || err != nil {
+		t.Fatalf("meshca-cp after SIGTERM: exited=%v err=%v", done, err)
+	}
+	cp.launch(t)
+	if out, err := cp.meshctl("get", "mesh", "stuck"); err == nil {
+		t.Fatalf("the interrupted apply stored the mesh:\n%s", out)
+	}
 }
