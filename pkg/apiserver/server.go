@@ -165,6 +165,7 @@ func (s *Server) routes() {
 		s.mux.Handle("GET /metrics", s.opts.Metrics)
 	}
 	s.resourceRoutes()
+	s.kumaAltRoutes()
 }
 
 func writeText(w http.ResponseWriter, status int, body string) {

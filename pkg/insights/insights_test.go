@@ -190,6 +190,9 @@ func TestMeshInsights(t *testing.T) {
 	if mi.Type != "MeshInsight" || mi.Name != "demo" || mi.Dataplanes != want || mi.DataplanesByType.Standard != want {
 		t.Errorf("dataplanes = %+v", mi)
 	}
+	if mi.DpVersions.KumaDp["unknown"] != want || mi.DpVersions.Envoy["unknown"] != want {
+		t.Errorf("dpVersions = %+v", mi.DpVersions)
+	}
 	if got := mi.MTLS.IssuedBackends["ca-1"]; got != (insights.DataplaneStat{Total: 1, Online: 1}) {
 		t.Errorf("issuedBackends[ca-1] = %+v", got)
 	}

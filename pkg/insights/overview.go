@@ -138,8 +138,13 @@ func (s *Service) MeshInsight(ctx context.Context, mesh *api.Mesh) (MeshInsight,
 		}
 		status := o.Status(dp)
 		mi.Dataplanes.add(status)
-		if dp.Networking.Gateway != nil {
+		if gw := dp.Networking.Gateway; gw != nil {
 			mi.DataplanesByType.Gateway.add(status)
+			if gw.Type == "BUILTIN" {
+				mi.DataplanesByType.GatewayBuiltin.add(status)
+			} else {
+				mi.DataplanesByType.GatewayDelegated.add(status)
+			}
 		} else {
 			mi.DataplanesByType.Standard.add(status)
 		}
@@ -157,6 +162,12 @@ func (s *Service) MeshInsight(ctx context.Context, mesh *api.Mesh) (MeshInsight,
 		}
 		for _, svc := range dp.Services() {
 			services[svc] = true
+		}
+	}
+	if len(dps) > 0 {
+		mi.DpVersions = DpVersions{
+			KumaDp: map[string]DataplaneStat{"unknown": mi.Dataplanes},
+			Envoy:  map[string]DataplaneStat{"unknown": mi.Dataplanes},
 		}
 	}
 	mi.Services = ServiceStat{Total: uint32(len(services)), Internal: uint32(len(services))}

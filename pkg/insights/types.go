@@ -78,12 +78,23 @@ type MeshInsight struct {
 	MTLS             MeshMTLS         `json:"mTLS"`
 	Services         ServiceStat      `json:"services"`
 	Resources        map[string]Total `json:"resources"`
+	DpVersions       DpVersions       `json:"dpVersions"`
+}
+
+// DpVersions counts data planes by agent and Envoy version. meshca-dp
+// reports no version, so every data plane counts as "unknown", as Kuma
+// counts a data plane that did not report one.
+type DpVersions struct {
+	KumaDp map[string]DataplaneStat `json:"kumaDp,omitempty"`
+	Envoy  map[string]DataplaneStat `json:"envoy,omitempty"`
 }
 
 // DataplanesByType splits MeshInsight.Dataplanes into proxies and gateways.
 type DataplanesByType struct {
-	Standard DataplaneStat `json:"standard"`
-	Gateway  DataplaneStat `json:"gateway"`
+	Standard         DataplaneStat `json:"standard"`
+	Gateway          DataplaneStat `json:"gateway"`
+	GatewayBuiltin   DataplaneStat `json:"gatewayBuiltin"`
+	GatewayDelegated DataplaneStat `json:"gatewayDelegated"`
 }
 
 // MeshMTLS counts data planes by the backend that issued their certificate
