@@ -70,6 +70,9 @@ type Options struct {
 	// once across requests (over it, 503 with Retry-After); 0 means
 	// DefaultBodyBudgetBytes. It is raised to MaxBodyBytes if below.
 	BodyBudgetBytes int64
+	// GUI is the path of the web view, reported by the index document
+	// (empty when there is none).
+	GUI string
 }
 
 // Server is meshca's HTTP API.
@@ -146,6 +149,7 @@ func (s *Server) routes() {
 			BasedOnKuma: BasedOnKuma,
 			InstanceID:  s.opts.InstanceID,
 			ClusterID:   s.opts.ClusterID,
+			GUI:         s.opts.GUI,
 		})
 	})
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

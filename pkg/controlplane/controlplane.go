@@ -18,6 +18,7 @@ import (
 	"meshca/pkg/apiserver"
 	"meshca/pkg/ca"
 	"meshca/pkg/datasource"
+	"meshca/pkg/gui"
 	"meshca/pkg/identity"
 	"meshca/pkg/insights"
 	"meshca/pkg/resources"
@@ -165,7 +166,9 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		MaxBodyBytes:    cfg.APIMaxBodyBytes,
 		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
-		Extra:           extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
+		Extra: withGUI(extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
+			gui.New(gui.Options{Source: ids, Backends: cas, Logger: logger})),
+		GUI: gui.Path,
 	})
 	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {
 		api.Handle(pattern, h)

@@ -11,6 +11,7 @@ import (
 
 	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
+	"meshca/pkg/gui"
 	"meshca/pkg/identity"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
@@ -86,6 +87,15 @@ func extraEndpoints(mgr *resources.Manager, ids *identity.Manager, toks *tokens.
 		eps["GET /debug/pprof/"] = http.HandlerFunc(pprof.Index)
 		eps["GET /debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
 		eps["GET /debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
+	}
+	return eps
+}
+
+// withGUI adds the web view's routes (pages under /gui/, their JSON, and
+// GET /meshes/{mesh}/_overview) to the extra endpoints.
+func withGUI(eps map[string]http.Handler, g *gui.Handler) map[string]http.Handler {
+	for pattern, h := range g.Routes() {
+		eps[pattern] = h
 	}
 	return eps
 }

@@ -39,6 +39,9 @@ type MTLSInsight struct {
 	NotAfter  time.Time `json:"notAfter,omitzero"`
 	// CertificateRef identifies the certificate at its CA (an ACM certificate ARN).
 	CertificateRef string `json:"certificateRef,omitempty"`
+	// History is the issuance history since the control plane started,
+	// oldest first (a meshca extension).
+	History []Rotation `json:"rotationHistory,omitempty"`
 }
 
 // Insight returns the mTLS state of a data plane; ok=false if it is unknown.
@@ -50,7 +53,8 @@ func (m *Manager) Insight(mesh, name string) (Insight, bool) {
 		return Insight{}, false
 	}
 	in := Insight{Mesh: mesh, Dataplane: name}
-	mi := &MTLSInsight{LastError: st.lastErr, LastErrorTime: st.lastErrAt, FailedAttempts: st.attempts}
+	mi := &MTLSInsight{LastError: st.lastErr, LastErrorTime: st.lastErrAt, FailedAttempts: st.attempts,
+		History: append([]Rotation(nil), st.history...)}
 	if ms := m.meshes[mesh]; ms != nil && ms.mesh != nil && ms.mesh.MTLS != nil {
 		for _, b := range ms.mesh.MTLS.Backends {
 			mi.SupportedBackends = append(mi.SupportedBackends, b.Name)

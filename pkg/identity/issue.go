@@ -58,6 +58,9 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 		return false // deleted meanwhile
 	}
 	now := m.opts.Now()
+	if err == nil || ctx.Err() == nil {
+		recordHistoryLocked(st, b, c, err, now)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return false

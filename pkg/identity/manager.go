@@ -63,6 +63,8 @@ type dpState struct {
 	lastRotated time.Time
 
 	subs []*subscriber // usually one: the data plane's SDS stream
+
+	history []Rotation // see overview.go
 }
 
 // subscriber is one Subscribe call's callback.

@@ -90,7 +90,7 @@ func newInspectCmd(app *App) *cobra.Command {
 	}
 	dp.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
 	dp.Flags().StringVarP(&output, "output", "o", OutputTable, "output format: table, yaml or json")
-	cmd.AddCommand(dp, newInspectDataplanesCmd(app))
+	cmd.AddCommand(dp, newInspectDataplanesCmd(app), newInspectMeshCmd(app))
 	return cmd
 }
 

@@ -340,6 +340,7 @@ func (b *backend) prepare(ctx context.Context, mesh string, mb api.MTLSBackend) 
 			sem:    make(chan struct{}, p.concurrency),
 			seen:   map[string]time.Time{},
 		}
+		st.budget.use.now = b.hooks.now
 		b.states[key] = st
 	}
 	b.mu.Unlock()
@@ -686,6 +687,7 @@ func (b *backend) issue(ctx context.Context, mesh string, mb api.MTLSBackend, re
 	certARN := aws.ToString(out.CertificateArn)
 	if st.firstSeen(certARN, b.hooks.now()) {
 		b.m.issued.Inc()
+		st.budget.use.issued()
 	}
 
 	got, err := b.poll(rctx, client, rc.conf.Arn, certARN, limit)

@@ -203,6 +203,7 @@ func budgetMiddleware(b budget, m *metrics) middleware.FinalizeMiddleware {
 		out, md, err := next.HandleFinalize(ctx, in)
 		outcome := outcomeOf(err)
 		m.requests.WithLabelValues(op, outcome).Inc()
+		b.use.request(op, isThrottle(err))
 		if isThrottle(err) {
 			m.throttles.WithLabelValues(op).Inc()
 			b.throttled(op)
@@ -235,6 +236,7 @@ func addBudgetMiddleware(b budget, m *metrics) func(*middleware.Stack) error {
 // spending its retries against the quota.
 type budget struct {
 	issue, other *adaptive
+	use          *usage
 }
 
 const (
@@ -290,7 +292,7 @@ func (a *adaptive) succeeded() {
 }
 
 func newBudget(rps float64) budget {
-	return budget{issue: newAdaptive(rps), other: newAdaptive(rps * readRatio)}
+	return budget{issue: newAdaptive(rps), other: newAdaptive(rps * readRatio), use: newUsage(time.Now)}
 }
 
 func (b budget) setRate(rps float64) {
@@ -299,7 +301,7 @@ func (b budget) setRate(rps float64) {
 }
 
 func (b budget) bucket(op string) *adaptive {
-	if op == "IssueCertificate" {
+	if op == opIssue {
 		return b.issue
 	}
 	return b.other

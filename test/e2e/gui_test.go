@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// serialText is a certificate serial as the web view and meshctl show it.
+func serialText(c *x509.Certificate) string {
+	return strings.ToUpper(hex.EncodeToString(c.SerialNumber.Bytes()))
+}
+
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+const thirdDataplane = `type: Dataplane
+mesh: %s
+name: db-1
+networking:
+  address: 127.0.0.1
+  inbound:
+  - port: 9003
+    servicePort: 8003
+    tags:
+      kuma.io/service: db
+      kuma.io/zone: zone-b
+`
+
+// TestGUIBuiltin drives the web view in headless Chromium against the real
+// meshca-cp with a builtin mesh and three meshca-dp agents: the pages show
+// what the agents hold, a rotation shows without reloading the page, the
+// detail page decodes the certificate, and it all works by keyboard and on
+// a narrow window.
+func TestGUIBuiltin(t *testing.T) {
+	b := newBrowser(t)
+	cp := startCP(t, t.TempDir())
+	cp.apply(t, builtinMeshWith("1h"))
+	cp.apply(t, dataplanes("default")+"---\n"+fmt.Sprintf(thirdDataplane, "default"))
+	agents := map[string]*agent{}
+	for _, n := range []string{"backend-1", "web-1", "db-1"} {
+		agents[n] = startAgent(t, cp, "default", n, n)
+	}
+	for _, a := range agents {
+		a.waitCert(t)
+	}
+
+	var index struct {
+		GUI string `json:"gui"`
+	}
+	getJSON(t, "http://"+cp.api+"/", &index)
+	if index.GUI != "/gui/" {
+		t.Fatalf("GET / gui = %q, want /gui/", index.GUI)
+	}
+	base := "http://" + cp.api + index.GUI
+
+	// Meshes: three valid data planes, the builtin root in the bundle.
+	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
+	b.waitText(10*time.Second, "3 valid data planes", `section[data-mesh="default"] li[data-state="valid"] .count`, func(s string) bool { return s == "3" })
+	if got := b.text(`section[data-mesh="default"] [data-field="backend"]`); got != "ca-1" {
+		t.Errorf("enabled backend shown as %q", got)
+	}
+	if got := b.text(`section[data-mesh="default"] table`); !strings.Contains(got, "meshca builtin CA default") || !strings.Contains(got, "UTC") {
+		t.Errorf("trust bundle table does not show the root's subject and expiry: %q", got)
+	}
+	b.screenshot("meshes")
+
+	// By keyboard: the Data planes link of the navigation.
+	b.do("open Data planes by keyboard", chromedp.Focus(chromedp.CSS(`#nav a[data-page="dataplanes"]`)), chromedp.KeyEvent(kb.Enter))
+	for name, a := range agents {
+		want := serialText(a.leaf())
+		b.waitText(10*time.Second, name+"'s serial", fmt.Sprintf(`#dp-table tr[data-name=%q] td[data-col="serial"]`, name), func(s string) bool { return s == want })
+	}
+	b.screenshot("dataplanes")
+	evalAs[bool](b, `window.meshcaNoReload = true`)
+
+	// A 10 s lifetime: the re-issue, then a rotation, appear on screen.
+	cell := `#dp-table tr[data-name="backend-1"] td[data-col="serial"]`
+	s1 := b.text(cell)
+	cp.apply(t, builtinMeshWith("10s"))
+	s2 := b.waitText(20*time.Second, "the re-issue for 10s on screen", cell, func(s string) bool { return s != s1 && s != "" })
+	s3 := b.waitText(20*time.Second, "a rotation on screen", cell, func(s string) bool { return s != s2 && s != s1 && s != "" })
+	if !evalAs[bool](b, `window.meshcaNoReload === true`) {
+		t.Fatal("the page was reloaded to show the rotation")
+	}
+	// What the screen shows is what the agent holds.
+	waitFor(t, 15*time.Second, "screen and agent agree on backend-1's serial", func() bool {
+		return b.text(cell) == serialText(agents["backend-1"].leaf())
+	})
+	t.Logf("serials on screen: %s → %s → %s", s1, s2, s3)
+
+	// Keyboard filter: typing narrows the table to one row.
+	b.do("filter by keyboard", chromedp.Focus(chromedp.CSS("#filter")), chromedp.SendKeys(chromedp.CSS("#filter"), "web"))
+	b.waitText(10*time.Second, "one matching row", "#count", func(s string) bool { return strings.HasPrefix(s, "Showing 1–1 of 1 matching") })
+	if got := b.text("#dp-table tbody tr th"); got != "web-1" {
+		t.Errorf("filtered row is %q, want web-1", got)
+	}
+	// Sorting by a column header button, descending on the second press.
+	b.do("clear filter", evalVoid(`(f => { f.value = ""; f.dispatchEvent(new Event("input")); })(document.querySelector("#filter"))`))
+	b.waitText(10*time.Second, "all rows back", "#count", func(s string) bool { return strings.Contains(s, "of 3 matching") })
+	b.do("sort by name, descending", chromedp.Click(chromedp.CSS(`button[data-sort="name"]`)))
+	b.waitText(10*time.Second, "name descending", "#dp-table tbody tr th", func(s string) bool { return s == "web-1" })
+
+	// Detail: the decoded certificate and its rotation history.
+	b.do("open backend-1", chromedp.Navigate(base+"#/meshes/default/dataplanes/backend-1"))
+	b.waitText(10*time.Second, "detail page", `#dp-summary [data-field="serial"]`, func(s string) bool { return len(s) > 8 })
+	leaf := b.text(`section[data-chain="0"]`)
+	for _, want := range []string{"spiffe://default/backend", "ECDSA P-256", "meshca builtin CA default", "Not after"} {
+		if !strings.Contains(leaf, want) {
+			t.Errorf("decoded leaf does not show %q: %q", want, leaf)
+		}
+	}
+	if root := b.text(`section[data-chain="1"]`); !strings.Contains(root, "Root") {
+		t.Errorf("chain has no root from the trust bundle: %q", root)
+	}
+	issued := evalAs[int](b, `[...document.querySelectorAll("#history tbody tr")].filter(r => r.textContent.includes("issued")).length`)
+	if issued < 3 {
+		t.Errorf("rotation history shows %d issuances, want at least 3 (first, re-issue, rotation)", issued)
+	}
+	b.screenshot("dataplane-detail")
+
+	// Timeline: every data plane counted, bars drawn.
+	b.do("open the timeline", chromedp.Navigate(base+"#/meshes/default/timeline"))
+	b.waitText(10*time.Second, "timeline summary", `#timeline-summary [data-field="total"]`, func(s string) bool { return s == "3" })
+	bars := evalAs[int](b, `document.querySelectorAll("#timeline-chart rect.bar-exp, #timeline-chart rect.bar-rot").length`)
+	if bars == 0 {
+		t.Error("the timeline draws no bar")
+	}
+	b.screenshot("timeline")
+
+	// Budget page of a builtin mesh says there is nothing to bill.
+	b.do("open the budget page", chromedp.Navigate(base+"#/meshes/default/budget"))
+	b.waitText(10*time.Second, "no-budget note", "#no-budget", func(s string) bool { return strings.Contains(s, "builtin") })
+
+	// Narrow window: nothing wider than the screen.
+	b.do("narrow window", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)), chromedp.Navigate(base+"#/meshes"))
+	b.waitText(10*time.Second, "meshes page, narrow", `section[data-mesh="default"] li[data-state="valid"] .count`, func(s string) bool { return s != "" })
+	if evalAs[bool](b, `document.documentElement.scrollWidth > window.innerWidth + 1`) {
+		t.Error("the Meshes page scrolls sideways on a 390 px wide window")
+	}
+	b.screenshot("meshes-narrow")
+}
+
+// TestGUIExternalCA runs an acmpca mesh against acmpca-local: the budget
+// page's projection is the documented formula for the mesh, meshctl inspect
+// mesh prints the same numbers, and a CA that fails shows as failing with
+// its error text.
+func TestGUIExternalCA(t *testing.T) {
+	b := newBrowser(t)
+	emu := startEmulator(t,
+		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=SHORT_LIVED_CERTIFICATE",
+		"--credentials", "AKIDENV:secret-env")
+	cp := startCP(t, t.TempDir(), "AWS_ENDPOINT_URL_ACM_PCA="+emu.url, "AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=AKIDENV", "AWS_SECRET_ACCESS_KEY=secret-env", "AWS_EC2_METADATA_DISABLED=true")
+	cp.apply(t, "type: Mesh\nname: pca\n")
+	cp.apply(t, fmt.Sprintf("type: Secret\nmesh: pca\nname: ca\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, seedARN))))
+	mesh := func(expiration string) string {
+		return fmt.Sprintf(`type: Mesh
+name: pca
+mtls:
+  enabledBackend: aws
+  backends:
+  - name: aws
+    type: acmpca
+    dpCert: {rotation: {expiration: %s}, requestTimeout: 2s}
+    conf:
+      arn: %s
+      caCert: {secret: ca}
+      maxRequestsPerSecond: 5
+`, expiration, seedARN)
+	}
+	cp.apply(t, mesh("1h"))
+	cp.apply(t, dataplanes("pca")+"---\n"+fmt.Sprintf(thirdDataplane, "pca"))
+	overview := func() (v struct {
+		States map[string]int `json:"states"`
+		Budget struct {
+			Formula string `json:"formula"`
+		} `json:"budget"`
+	}) {
+		getJSON(t, "http://"+cp.api+"/meshes/pca/_overview?pricePerCertificate=0.1", &v)
+		return v
+	}
+	waitFor(t, 30*time.Second, "3 valid certificates from ACM PCA", func() bool { return overview().States["valid"] == 3 })
+
+	// The projection: 3 data planes × 30 days ÷ (0.8 × 1 h) = 2700
+	// certificates a month, at $0.10 each.
+	const n, lifetime, price = 3, time.Hour, 0.10
+	wantCerts := n * (30 * 24 * time.Hour).Seconds() / (0.8 * lifetime.Seconds())
+	wantCost := wantCerts * price
+	base := "http://" + cp.api + "/gui/"
+	b.do("open the budget page", chromedp.Navigate(base+"#/meshes/pca/budget?price=0.1"))
+	b.waitText(10*time.Second, "projection", "#projected-certs", func(s string) bool { return s != "" })
+	certs := evalAs[float64](b, `Number(document.querySelector('#projection [data-field="certs"]').dataset.value)`)
+	cost := evalAs[float64](b, `Number(document.querySelector('#projection [data-field="cost"]').dataset.value)`)
+	if certs != wantCerts || cost != wantCost {
+		t.Errorf("projection %v certificates $%v, want %v and $%v", certs, cost, wantCerts, wantCost)
+	}
+	if got, want := b.text("#projected-certs"), "2,700.0"; got != want {
+		t.Errorf("projected certificates shown as %q, want %q", got, want)
+	}
+	if got, want := b.text("#projected-cost"), "$270.00"; got != want {
+		t.Errorf("projected cost shown as %q, want %q", got, want)
+	}
+	formula := b.text("#formula")
+	if !strings.Contains(formula, "3 data planes × 2592000 s ÷ (0.80 × 3600 s) = 2700.0 certificates a month; × $0.1 = $270.00") {
+		t.Errorf("formula shown as %q", formula)
+	}
+	today, _ := strconv.Atoi(strings.ReplaceAll(b.text(`[data-field="today"]`), ",", ""))
+	if today < 3 {
+		t.Errorf("billable certificates today shown as %d, want at least the 3 issued", today)
+	}
+	if got := b.text(`[data-field="rps"]`); !strings.Contains(got, "of 5.0") {
+		t.Errorf("request rate does not show maxRequestsPerSecond 5: %q", got)
+	}
+	b.screenshot("budget")
+
+	// meshctl inspect mesh prints the same numbers.
+	out := cp.mustMeshctl(t, "inspect", "mesh", "pca", "--price-per-certificate", "0.1")
+	for _, want := range []string{"2700.0", "$270.00", formula, "aws (acmpca)", "valid 3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("meshctl inspect mesh does not show %q:\n%s", want, out)
+		}
+	}
+
+	// The CA fails: ACM PCA is down when a new lifetime makes every data
+	// plane re-issue. Each shows as failing (its certificate stays in
+	// service), with the error its insight reports.
+	emu.admin(t, "faults", `{"outageFor":"300s"}`)
+	cp.apply(t, mesh("2h"))
+	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
+	b.waitText(60*time.Second, "3 failing data planes", `section[data-mesh="pca"] li[data-state="failing"] .count`, func(s string) bool { return s == "3" })
+	var in struct {
+		MTLS struct {
+			LastError string `json:"lastError"`
+		} `json:"mTLS"`
+	}
+	getJSON(t, "http://"+cp.api+"/meshes/pca/dataplanes/backend-1/_insight", &in)
+	if in.MTLS.LastError == "" {
+		t.Fatal("the insight reports no error")
+	}
+	shown := b.waitText(10*time.Second, "the error text", `section[data-mesh="pca"] .mesh-errors .err-text`, func(s string) bool { return s != "" })
+	if shown != in.MTLS.LastError {
+		t.Errorf("Meshes page shows error %q, the insight says %q", shown, in.MTLS.LastError)
+	}
+	if !strings.Contains(shown, "IssueCertificate") {
+		t.Errorf("error text %q does not name the failed ACM PCA call", shown)
+	}
+	b.screenshot("meshes-failing")
+	b.do("open the failing table", chromedp.Navigate(base+"#/meshes/pca/dataplanes?state=failing"))
+	b.waitText(10*time.Second, "failing rows", "#count", func(s string) bool { return strings.Contains(s, "of 3 matching") })
+	if got := b.text(`#dp-table tr[data-name="backend-1"] td[data-col="lastError"]`); !strings.Contains(got, in.MTLS.LastError) {
+		t.Errorf("table's last error %q does not show %q", got, in.MTLS.LastError)
+	}
+	if got := b.text(`#dp-table tr[data-name="backend-1"] td[data-col="state"]`); got != "failing" {
+		t.Errorf("state shown as %q", got)
+	}
+	b.screenshot("dataplanes-failing")
+}
+
+// evalVoid is an action that evaluates JavaScript for its effect.
+func evalVoid(expr string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.Evaluate[any](expr)(ctx, t)
+		return chromedp.Void{}, err
+	}
+}
