@@ -289,7 +289,7 @@ func run(ctx context.Context, c config) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"run", "--data-dir", filepath.Join(dir, "cp"), "--api-address", apiAddr, "--dp-server-address", dpAddr, "--log-level", "warn"}
+	args := []string{"run", "--data-dir", filepath.Join(dir, "cp"), "--api-address", apiAddr, "--dp-server-address", dpAddr, "--api-tls-address", "127.0.0.1:0", "--log-level", "warn"}
 	if c.workers > 0 {
 		args = append(args, "--issuance-workers", fmt.Sprint(c.workers))
 	}

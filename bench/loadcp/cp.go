@@ -84,6 +84,7 @@ func startCP(ctx context.Context, o cpOptions, onExit func(error)) (*cpProcess, 
 		"--data-dir", o.dataDir,
 		"--api-address", fmt.Sprintf("127.0.0.1:%d", apiPort),
 		"--dp-server-address", p.sdsAddr,
+		"--api-tls-address", "127.0.0.1:0",
 		"--store", o.store,
 		"--log-level", o.logLevel,
 	}

@@ -76,6 +76,11 @@ func newRunCmd() *cobra.Command {
 	f.Int64Var(&cfg.APIMaxBodyBytes, "api-max-body-bytes", apiserver.DefaultMaxBodyBytes, "largest request body the HTTP API reads (larger ones get 413)")
 	f.Int64Var(&cfg.APIBodyBudgetBytes, "api-body-budget-bytes", apiserver.DefaultBodyBudgetBytes,
 		"bytes of request bodies the HTTP API reads and decodes at once, across all requests (over it: 503 with Retry-After)")
+	f.StringVar(&cfg.APITLSAddress, "api-tls-address", envOr("MESHCA_API_TLS_ADDRESS", controlplane.DefaultAPITLSAddress), "HTTPS API listen address (user tokens); empty disables it")
+	f.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "PEM certificate for the HTTPS API (default: issued by a CA created once under --data-dir, api-server-ca.pem)")
+	f.StringVar(&cfg.APITLSKey, "api-tls-key", "", "PEM key for --api-tls-cert")
+	f.BoolVar(&cfg.APILocalhostIsAdmin, "api-localhost-is-admin", true, "loopback clients of the plain HTTP API are admin")
+	f.BoolVar(&cfg.APIAllowInsecureRemote, "api-allow-insecure-remote", false, "allow --api-address on a non-loopback address (plain HTTP from the network; warned at every start)")
 	f.StringVar(&cfg.DPServerAddress, "dp-server-address", envOr("MESHCA_DP_SERVER_ADDRESS", controlplane.DefaultDPServerAddress), "SDS (gRPC, TLS) listen address for data planes")
 	f.StringVar(&cfg.DPServerTLSCert, "dp-server-tls-cert", "", "PEM certificate for the dp server (default: created once under --data-dir)")
 	f.StringVar(&cfg.DPServerTLSKey, "dp-server-tls-key", "", "PEM key for --dp-server-tls-cert")

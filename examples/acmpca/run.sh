@@ -141,7 +141,7 @@ API="http://127.0.0.1:$API_PORT"
 DP_ADDR="127.0.0.1:$DP_PORT"
 CP_DATA="$WORK/cp-data"
 AWS_ENDPOINT_URL_ACM_PCA="http://$PCA_ADDR" AWS_REGION=us-east-1 \
-  "$BIN/meshca-cp" run --data-dir "$CP_DATA" --api-address "127.0.0.1:$API_PORT" \
+  "$BIN/meshca-cp" run --data-dir "$CP_DATA" --api-address "127.0.0.1:$API_PORT" --api-tls-address 127.0.0.1:0 \
   --dp-server-address "$DP_ADDR" >"$WORK/meshca-cp.log" 2>&1 &
 PIDS+=($!); CP_PID=$!
 wait_until 30 "meshca-cp /readyz" curl -fsS "$API/readyz"

@@ -22,6 +22,7 @@ import (
 	"os"
 	"time"
 
+	"meshca/pkg/authn"
 	"meshca/pkg/resources"
 )
 
@@ -73,16 +74,23 @@ type Options struct {
 	// GUI is the path of the web view, reported by the index document
 	// (empty when there is none).
 	GUI string
+	// Authenticator says who calls (see HandlerFor); nil means loopback
+	// clients of the plain listener are admin and tokens are refused.
+	Authenticator *authn.Authenticator
+	// AllowRemotePlain lets non-loopback clients use the plain listener
+	// (--api-allow-insecure-remote); loopback clients are still held to a
+	// loopback Host header.
+	AllowRemotePlain bool
 }
 
 // Server is meshca's HTTP API.
 type Server struct {
-	mgr     *resources.Manager
-	opts    Options
-	logger  *slog.Logger
-	mux     *http.ServeMux
-	handler http.Handler
-	bodies  *bodyBudget
+	mgr    *resources.Manager
+	opts   Options
+	logger *slog.Logger
+	mux    *http.ServeMux
+	bodies *bodyBudget
+	authn  *authn.Authenticator
 }
 
 // New returns a Server exposing mgr. It panics if an Extra pattern is
@@ -106,12 +114,14 @@ func New(mgr *resources.Manager, opts Options) *Server {
 		opts.BodyBudgetBytes = DefaultBodyBudgetBytes
 	}
 	opts.BodyBudgetBytes = max(opts.BodyBudgetBytes, opts.MaxBodyBytes)
-	s := &Server{mgr: mgr, opts: opts, logger: opts.Logger, mux: http.NewServeMux(), bodies: &bodyBudget{max: opts.BodyBudgetBytes}}
+	s := &Server{mgr: mgr, opts: opts, logger: opts.Logger, mux: http.NewServeMux(), bodies: &bodyBudget{max: opts.BodyBudgetBytes}, authn: opts.Authenticator}
+	if s.authn == nil {
+		s.authn = &authn.Authenticator{LocalhostIsAdmin: true}
+	}
 	s.routes()
 	for pattern, h := range opts.Extra {
 		s.Handle(pattern, h)
 	}
-	s.handler = s.accessLog(s.recoverPanics(s.jsonFallback(s.mux)))
 	return s
 }
 
@@ -124,8 +134,9 @@ func (s *Server) Handle(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, h)
 }
 
-// Handler returns the http.Handler serving the API.
-func (s *Server) Handler() http.Handler { return s.handler }
+// Handler returns the http.Handler serving the API on the plain listener
+// (HandlerFor(authn.Plain)).
+func (s *Server) Handler() http.Handler { return s.HandlerFor(authn.Plain) }
 
 // Index is the document served at GET /, as Kuma serves it.
 type Index struct {

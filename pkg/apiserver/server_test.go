@@ -140,7 +140,7 @@ func TestHealthMetricsAndFallbacks(t *testing.T) {
 	if !strings.Contains(e.Detail, "/no/such/thing") {
 		t.Errorf("404 detail %q", e.Detail)
 	}
-	r := do(t, "POST", env.Server.URL+"/meshes/default", "", "{}").want(t, 405)
+	r := do(t, "POST", env.Server.URL+"/meshes/default", "application/json", "{}").want(t, 405)
 	r.errorBody(t)
 	if allow := r.header.Get("Allow"); !strings.Contains(allow, "PUT") {
 		t.Errorf("Allow %q", allow)
@@ -445,6 +445,8 @@ func TestReadOnlyAndExtensions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		req.RemoteAddr, req.Host = "127.0.0.1:40000", "localhost:5681"
+		req.Header.Set("Content-Type", "application/json")
 		w := httptest.NewRecorder()
 		srv.Handler().ServeHTTP(w, req)
 		return response{status: w.Code, header: w.Header(), body: w.Body.Bytes()}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"meshca/pkg/apiserver"
+	"meshca/pkg/authn"
 	"meshca/pkg/ca"
 	"meshca/pkg/datasource"
 	"meshca/pkg/gui"
@@ -42,6 +43,14 @@ type Config struct {
 	// bodies being decoded at once (apiserver.Options); 0 means the default.
 	APIMaxBodyBytes, APIBodyBudgetBytes int64
 	DPServerAddress                     string
+	// APITLSAddress is the HTTPS listener of the API ("" for none), with
+	// the operator's APITLSCert/Key or a certificate of a CA kept under DataDir.
+	APITLSAddress         string
+	APITLSCert, APITLSKey string
+	// APILocalhostIsAdmin makes loopback clients of the plain listener admin.
+	APILocalhostIsAdmin bool
+	// APIAllowInsecureRemote allows a non-loopback plain listener.
+	APIAllowInsecureRemote bool
 	// DPServerTLSCert/Key are the operator's own SDS server certificate; when
 	// empty, a CA and certificate are created once under DataDir.
 	DPServerTLSCert, DPServerTLSKey string
@@ -125,19 +134,20 @@ func Run(ctx context.Context, cfg Config) error {
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg})
 	toks := tokens.New(st, time.Now)
 
-	apiLis, err := net.Listen("tcp", cfg.APIAddress)
+	apiLs, err := listenAPI(cfg, logger)
 	if err != nil {
-		return fmt.Errorf("--api-address %q: %w", cfg.APIAddress, err)
+		return err
 	}
+	apiLis := apiLs.plain
 	dpLis, err := net.Listen("tcp", cfg.DPServerAddress)
 	if err != nil {
-		apiLis.Close()
+		apiLs.Close()
 		return fmt.Errorf("--dp-server-address %q: %w", cfg.DPServerAddress, err)
 	}
 	host, _, _ := net.SplitHostPort(cfg.DPServerAddress)
 	tlsConf, _, err := sds.LoadOrCreateServerTLS(cfg.DataDir, cfg.DPServerTLSCert, cfg.DPServerTLSKey, []string{host}, time.Now)
 	if err != nil {
-		apiLis.Close()
+		apiLs.Close()
 		dpLis.Close()
 		return fmt.Errorf("dp server TLS: %w", err)
 	}
@@ -168,24 +178,35 @@ func Run(ctx context.Context, cfg Config) error {
 		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
 		Extra: withGUI(extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
 			gui.New(gui.Options{Source: ids, Backends: cas, Logger: logger})),
-		GUI: gui.Path,
+		GUI:              gui.Path,
+		Authenticator:    &authn.Authenticator{LocalhostIsAdmin: cfg.APILocalhostIsAdmin},
+		AllowRemotePlain: cfg.APIAllowInsecureRemote,
 	})
 	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {
 		api.Handle(pattern, h)
 	}
 	reqCtx, stopRequests := context.WithCancelCause(context.Background())
 	defer stopRequests(nil)
-	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	httpSrv := &http.Server{Handler: api.HandlerFor(authn.Plain), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return reqCtx }}
 	go func() {
 		if err := httpSrv.Serve(apiLis); !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("api server: %w", err)
 		}
 	}()
+	httpsSrv := &http.Server{Handler: api.HandlerFor(authn.HTTPS), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return reqCtx }}
+	if apiLs.tls != nil {
+		go func() {
+			if err := httpsSrv.Serve(apiLs.tls); !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("api https server: %w", err)
+			}
+		}()
+	}
 	sdsSrv := sds.NewServer(sdsSource{ids, conns}, sds.TokenAuthenticator{Tokens: toks}, logger, reg)
 	go func() { errs <- sdsSrv.Serve(ctx, dpLis, tlsConf) }()
 
-	logger.Info("meshca control plane started", "version", cfg.Version, "api", apiLis.Addr().String(), "dpServer", dpLis.Addr().String(),
+	logger.Info("meshca control plane started", "version", cfg.Version, "api", apiLis.Addr().String(), "apiTLS", addrOf(apiLs.tls), "dpServer", dpLis.Addr().String(),
 		"store", storeName(cfg), "dataDir", cfg.DataDir, "backends", cas.Types())
 	if cfg.Started != nil {
 		cfg.Started(apiLis.Addr(), dpLis.Addr())
@@ -203,7 +224,10 @@ func Run(ctx context.Context, cfg Config) error {
 	// cause the API answers as 503, so no client sees its connection dropped.
 	stopSlow := time.AfterFunc(shutdownGrace-shutdownAnswerTime, func() { stopRequests(apiserver.ErrShuttingDown) })
 	defer stopSlow.Stop()
+	httpsDone := make(chan struct{})
+	go func() { _ = httpsSrv.Shutdown(shutdownCtx); close(httpsDone) }()
 	_ = httpSrv.Shutdown(shutdownCtx)
+	<-httpsDone
 	return runErr
 }
 

@@ -30,6 +30,20 @@ const (
 	ServerCertKeyFile = "dp-server.key"
 )
 
+// ServerFiles names what LoadOrCreateTLS keeps under its data directory, so
+// that several servers (the dp server, the API's HTTPS listener) each keep
+// their own CA beside the others.
+type ServerFiles struct {
+	CA, CAKey, Cert, CertKey string
+	// Name is the server's name in the certificates' common names.
+	Name string
+}
+
+// DPServerFiles are the files of the data-plane server.
+func DPServerFiles() ServerFiles {
+	return ServerFiles{CA: ServerCAFile, CAKey: ServerCAKeyFile, Cert: ServerCertFile, CertKey: ServerCertKeyFile, Name: "meshca data-plane server"}
+}
+
 const (
 	serverCAValidity   = 10 * 365 * 24 * time.Hour
 	serverCertValidity = 365 * 24 * time.Hour
@@ -53,6 +67,11 @@ const (
 // cover hosts, or when it was not signed by that CA. Files are written
 // atomically. One process should own dataDir at a time.
 func LoadOrCreateServerTLS(dataDir string, certFile, keyFile string, hosts []string, now func() time.Time) (*tls.Config, []byte, error) {
+	return LoadOrCreateTLS(DPServerFiles(), dataDir, certFile, keyFile, hosts, now)
+}
+
+// LoadOrCreateTLS is LoadOrCreateServerTLS for the server whose files are files.
+func LoadOrCreateTLS(files ServerFiles, dataDir string, certFile, keyFile string, hosts []string, now func() time.Time) (*tls.Config, []byte, error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -75,7 +94,7 @@ func LoadOrCreateServerTLS(dataDir string, certFile, keyFile string, hosts []str
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("server TLS: %w", err)
 	}
-	caCert, caKey, caPEM, err := loadOrCreateCA(dataDir, now())
+	caCert, caKey, caPEM, err := loadOrCreateCA(files, dataDir, now())
 	if err != nil {
 		return nil, nil, fmt.Errorf("server TLS: %w", err)
 	}
@@ -85,15 +104,15 @@ func LoadOrCreateServerTLS(dataDir string, certFile, keyFile string, hosts []str
 			sans = append(sans, h)
 		}
 	}
-	cert, err := loadOrIssueServerCert(dataDir, caCert, caKey, caPEM, sans, now())
+	cert, err := loadOrIssueServerCert(files, dataDir, caCert, caKey, caPEM, sans, now())
 	if err != nil {
 		return nil, nil, fmt.Errorf("server TLS: %w", err)
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, caPEM, nil
 }
 
-func loadOrCreateCA(dir string, now time.Time) (*x509.Certificate, crypto.Signer, []byte, error) {
-	certPath, keyPath := filepath.Join(dir, ServerCAFile), filepath.Join(dir, ServerCAKeyFile)
+func loadOrCreateCA(files ServerFiles, dir string, now time.Time) (*x509.Certificate, crypto.Signer, []byte, error) {
+	certPath, keyPath := filepath.Join(dir, files.CA), filepath.Join(dir, files.CAKey)
 	certPEM, certErr := os.ReadFile(certPath)
 	keyPEM, keyErr := os.ReadFile(keyPath)
 	switch {
@@ -128,7 +147,7 @@ func loadOrCreateCA(dir string, now time.Time) (*x509.Certificate, crypto.Signer
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "meshca data-plane server CA"},
+		Subject:               pkix.Name{CommonName: files.Name + " CA"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(serverCAValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -159,8 +178,8 @@ func loadOrCreateCA(dir string, now time.Time) (*x509.Certificate, crypto.Signer
 	return cert, key, certPEM, nil
 }
 
-func loadOrIssueServerCert(dir string, ca *x509.Certificate, caKey crypto.Signer, caPEM []byte, sans []string, now time.Time) (tls.Certificate, error) {
-	certPath, keyPath := filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerCertKeyFile)
+func loadOrIssueServerCert(files ServerFiles, dir string, ca *x509.Certificate, caKey crypto.Signer, caPEM []byte, sans []string, now time.Time) (tls.Certificate, error) {
+	certPath, keyPath := filepath.Join(dir, files.Cert), filepath.Join(dir, files.CertKey)
 	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && usable(pair.Leaf, ca, sans, now) {
 		return pair, nil
 	}
@@ -175,7 +194,7 @@ func loadOrIssueServerCert(dir string, ca *x509.Certificate, caKey crypto.Signer
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "meshca data-plane server"},
+		Subject:      pkix.Name{CommonName: files.Name},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(serverCertValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

@@ -21,7 +21,7 @@ import (
 func TestDataDirInUse(t *testing.T) {
 	dataDir := t.TempDir()
 	cp := startCP(t, dataDir)
-	second := start(t, "meshca-cp", nil, "run", "--data-dir", dataDir, "--api-address", freePort(t), "--dp-server-address", freePort(t))
+	second := start(t, "meshca-cp", nil, "run", "--data-dir", dataDir, "--api-address", freePort(t), "--dp-server-address", freePort(t), "--api-tls-address", freePort(t))
 	done, err := second.exited(15 * time.Second)
 	if !done || err == nil {
 		t.Fatalf("second meshca-cp on %s: exited=%v err=%v, want a refusal", dataDir, done, err)

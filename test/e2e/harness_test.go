@@ -132,19 +132,20 @@ func (p *proc) exited(within time.Duration) (bool, error) {
 type controlPlane struct {
 	*proc
 	dataDir, api, dp string
+	apiTLS           string // the HTTPS API
 	env              []string
 }
 
 func startCP(t *testing.T, dataDir string, env ...string) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{dataDir: dataDir, api: freePort(t), dp: freePort(t), env: env}
+	cp := &controlPlane{dataDir: dataDir, api: freePort(t), dp: freePort(t), apiTLS: freePort(t), env: env}
 	cp.launch(t)
 	return cp
 }
 
 func (cp *controlPlane) launch(t *testing.T) {
 	t.Helper()
-	cp.proc = start(t, "meshca-cp", cp.env, "run", "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp, "--log-level", "debug")
+	cp.proc = start(t, "meshca-cp", cp.env, "run", "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp, "--api-tls-address", cp.apiTLS, "--log-level", "debug")
 	waitFor(t, 30*time.Second, "control plane ready", func() bool {
 		resp, err := http.Get("http://" + cp.api + "/readyz")
 		if err != nil {

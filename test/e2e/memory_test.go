@@ -36,7 +36,7 @@ func TestMemoryLimit(t *testing.T) {
 	t.Run("bad value", func(t *testing.T) {
 		dataDir := filepath.Join(t.TempDir(), "data")
 		p := start(t, "meshca-cp", nil, "run", "--data-dir", dataDir, "--api-address", freePort(t),
-			"--dp-server-address", freePort(t), "--memory-limit", "lots")
+			"--dp-server-address", freePort(t), "--api-tls-address", freePort(t), "--memory-limit", "lots")
 		done, err := p.exited(10 * time.Second)
 		if !done || err == nil {
 			t.Fatalf("meshca-cp with --memory-limit lots: exited=%v err=%v, want a failure", done, err)
