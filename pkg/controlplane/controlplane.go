@@ -266,6 +266,20 @@ func (s sdsSource) Current(mesh, name string) (sds.Secrets, bool) {
 	return sds.Secrets(sec), ok
 }
 
+// Servable implements sds.ServableChecker.
+func (s sdsSource) Servable(mesh, name string) error {
+	err := s.ids.Servable(mesh, name)
+	if errors.Is(err, identity.ErrDataplaneNotFound) {
+		return dataplaneNotFound{err}
+	}
+	return err
+}
+
+// dataplaneNotFound is identity's not-found error marked for sds too.
+type dataplaneNotFound struct{ error }
+
+func (e dataplaneNotFound) Unwrap() []error { return []error{e.error, sds.ErrDataplaneNotFound} }
+
 func (s sdsSource) Subscribe(mesh, name string, notify func()) func() {
 	updated, closed := s.conns.Open(mesh, name)
 	cancel := s.ids.Subscribe(mesh, name, func() { updated(); notify() })

@@ -25,7 +25,11 @@
 // A broken stream or an unreachable control plane is retried with jittered
 // exponential backoff (capped at MaxBackoff, 5 s by default). A refused token
 // (codes.Unauthenticated or codes.PermissionDenied) is permanent: Run returns
-// an error wrapping ErrRefused without retrying. The token is re-read for
+// an error wrapping ErrRefused without retrying. A control plane that has
+// nothing to serve this dataplane (codes.NotFound: it is not registered;
+// codes.FailedPrecondition: its mesh has no mTLS) is retried, since the
+// operator may fix it, with backoff up to MaxNotServedBackoff (15 s); the
+// reason is logged once each time it changes, not on every attempt. The token is re-read for
 // every connection attempt, so a replaced token file is picked up.
 package dpagent
 
@@ -76,7 +80,10 @@ const EnvOut = "MESHCA_DP_OUT"
 const (
 	DefaultInitialBackoff = 200 * time.Millisecond
 	DefaultMaxBackoff     = 5 * time.Second
-	DefaultHookTimeout    = 2 * time.Minute
+	// DefaultMaxNotServedBackoff: a dataplane registered or a mesh given
+	// mTLS is noticed within this.
+	DefaultMaxNotServedBackoff = 15 * time.Second
+	DefaultHookTimeout         = 2 * time.Minute
 )
 
 // ErrRefused is wrapped by Run's error when the control plane refused the
@@ -109,6 +116,12 @@ type Config struct {
 	HookTimeout time.Duration
 	// InitialBackoff and MaxBackoff bound reconnection delays.
 	InitialBackoff, MaxBackoff time.Duration
+	// MaxNotServedBackoff bounds the delay between attempts while the
+	// control plane answers that it has nothing to serve this dataplane
+	// (codes.NotFound, codes.FailedPrecondition): an operator must act
+	// first, so there is no hurry (default DefaultMaxNotServedBackoff; never
+	// below MaxBackoff).
+	MaxNotServedBackoff time.Duration
 	// Logger receives progress (never key material or the token).
 	Logger *slog.Logger
 	// OnUpdate, if set, is called after each change written (and its hook run).
@@ -170,6 +183,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
 	}
+	if cfg.MaxNotServedBackoff <= 0 {
+		cfg.MaxNotServedBackoff = DefaultMaxNotServedBackoff
+	}
 	// The directory is made up front so that an unusable --out fails at
 	// once, and removed again if Run ends before anything was written in it.
 	_, statErr := os.Stat(cfg.OutDir)
@@ -194,16 +210,37 @@ func Run(ctx context.Context, cfg Config) error {
 	a := &agent{cfg: cfg, client: secretv3.NewSecretDiscoveryServiceClient(cc), log: cfg.Logger.With("node", sds.NodeID(cfg.Mesh, cfg.Name))}
 	delay := cfg.InitialBackoff
 	untrusted := 0
+	lastNotServed := "" // the control plane's last reason for serving nothing, logged once
 	for {
 		received, err := a.stream(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied {
+		c := status.Code(err)
+		if c == codes.Unauthenticated || c == codes.PermissionDenied {
 			return fmt.Errorf("%w (%s): %s", ErrRefused, c, status.Convert(err).Message())
 		}
 		if received {
 			delay = cfg.InitialBackoff
+			lastNotServed = ""
+		}
+		if c == codes.NotFound || c == codes.FailedPrecondition {
+			// The token is good but there is nothing to serve yet: the
+			// operator may register the dataplane or enable mTLS, so wait
+			// for it, saying why once per reason rather than per attempt.
+			reason := c.String() + ": " + status.Convert(err).Message()
+			wait := delay/2 + rand.N(delay/2+1)
+			if reason != lastNotServed {
+				lastNotServed = reason
+				a.log.Error("the control plane has nothing to serve this dataplane; retrying until it has", "code", c.String(), "reason", status.Convert(err).Message())
+			} else {
+				a.log.Debug("still nothing to serve; retrying", "code", c.String(), "in", wait.Round(time.Millisecond))
+			}
+			if !sleep(ctx, wait) {
+				return nil
+			}
+			delay = min(2*delay, max(cfg.MaxBackoff, cfg.MaxNotServedBackoff))
+			continue
 		}
 		if isUntrusted(err) {
 			untrusted++
@@ -222,14 +259,22 @@ func Run(ctx context.Context, cfg Config) error {
 		} else {
 			a.log.Warn("SDS stream ended; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 		delay = min(2*delay, cfg.MaxBackoff)
+	}
+}
+
+// sleep waits for d; false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

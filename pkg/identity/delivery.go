@@ -3,6 +3,8 @@ package identity
 // Delivery: what SDS reads and subscribes to.
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 )
 
@@ -67,3 +69,46 @@ func (m *Manager) Subscribe(mesh, name string, notify func()) (cancel func()) {
 		}
 	}
 }
+
+// ErrDataplaneNotFound is wrapped by Servable's error when the data plane is
+// not registered.
+var ErrDataplaneNotFound = errors.New("dataplane not found")
+
+// Servable returns nil when a data plane holds a certificate or will get
+// one by itself; otherwise why it will wait until an operator acts: an
+// error wrapping ErrDataplaneNotFound (not registered, or its mesh does not
+// exist), or one saying its mesh issues no certificates. Before the
+// persisted state is loaded it returns nil: it cannot tell yet. The SDS
+// server asks it when a stream opens, so that a data plane is told why
+// instead of being kept waiting silently.
+func (m *Manager) Servable(mesh, name string) error {
+	select {
+	case <-m.ready:
+	default:
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.dps[dpKey{mesh, name}]
+	ms := m.meshes[mesh]
+	switch {
+	case ms == nil:
+		return notFound(fmt.Sprintf("dataplane %q cannot exist: mesh %q does not exist", name, mesh))
+	case st == nil || st.dp == nil: // a placeholder kept for a waiting stream is no registration
+		return notFound(fmt.Sprintf("dataplane %q not found in mesh %q: register it (meshctl apply -f) or check the name the token was made for", name, mesh))
+	case st.cur.issued():
+		return nil
+	case !ms.mtls:
+		return fmt.Errorf("mesh %q has no mTLS backend enabled (mtls.enabledBackend is not set): no certificate is issued in it until one is", mesh)
+	case ms.backend == nil:
+		return fmt.Errorf("mesh %q: backend %q of type %q cannot issue here: %s", mesh, ms.enabled.Name, ms.enabled.Type, ms.lastErr)
+	}
+	return nil
+}
+
+// notFound is an error wrapping ErrDataplaneNotFound whose message is only
+// the reason.
+type notFound string
+
+func (e notFound) Error() string { return string(e) }
+func (e notFound) Unwrap() error { return ErrDataplaneNotFound }

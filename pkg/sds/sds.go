@@ -23,6 +23,11 @@
 //   - Authorization. The node id must be `<mesh>.<name>` of the token's
 //     dataplane (Kuma's convention); any other node id ends the stream with
 //     codes.PermissionDenied. The node is checked on every request carrying one.
+//   - Servability. After authentication, a Source that is a
+//     ServableChecker is asked whether the data plane can be served; if not
+//     (not registered: codes.NotFound; its mesh has no mTLS:
+//     codes.FailedPrecondition) the stream ends with the reason at once,
+//     logged once per stream. A stream that opened is never ended for this.
 //   - Content. Two envoy.extensions.transport_sockets.tls.v3.Secret
 //     resources: `identity_cert:secret:<mesh>` (certificate chain + private
 //     key) and `mesh_ca:secret:<mesh>` (trusted CA bundle), built from
@@ -97,6 +102,24 @@ type Source interface {
 	// Source's locks held.
 	Subscribe(mesh, name string, notify func()) (cancel func())
 }
+
+// ServableChecker is implemented by Sources that can tell, when a stream
+// opens, that its data plane will receive nothing until an operator acts:
+// it is not registered, or its mesh issues no certificates. The stream then
+// ends at once with a status saying why (and the server logs it once)
+// instead of staying open and silent.
+type ServableChecker interface {
+	// Servable returns nil when mesh/name has secrets or will get them by
+	// itself. Otherwise its error is the reason sent to the data plane:
+	// codes.NotFound if it wraps ErrDataplaneNotFound, else
+	// codes.FailedPrecondition. Both tell the data plane to retry later,
+	// since the operator may fix it.
+	Servable(mesh, name string) error
+}
+
+// ErrDataplaneNotFound marks a ServableChecker's error as "no such data
+// plane" (codes.NotFound).
+var ErrDataplaneNotFound = errors.New("dataplane not found")
 
 // Authenticator verifies a dataplane token and returns whom it identifies.
 //

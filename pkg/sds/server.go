@@ -258,6 +258,9 @@ func (s *Server) open(ctx, serveCtx context.Context) (*conn, error) {
 		return nil, authStatus(err)
 	}
 	c.mesh, c.name, c.node = mesh, name, NodeID(mesh, name)
+	if err := s.servable(mesh, name); err != nil {
+		return nil, err
+	}
 	s.add(c)
 	if serveCtx.Err() != nil {
 		c.end(errShuttingDown) // closeAll may have run before add
@@ -265,6 +268,25 @@ func (s *Server) open(ctx, serveCtx context.Context) (*conn, error) {
 	s.connections.Inc()
 	s.log.Info("SDS stream opened", "node", c.node)
 	return c, nil
+}
+
+// servable asks the source whether mesh/name can be served and, if not,
+// logs why and returns the status the stream ends with.
+func (s *Server) servable(mesh, name string) error {
+	sc, ok := s.src.(ServableChecker)
+	if !ok {
+		return nil
+	}
+	err := sc.Servable(mesh, name)
+	if err == nil {
+		return nil
+	}
+	code := codes.FailedPrecondition
+	if errors.Is(err, ErrDataplaneNotFound) {
+		code = codes.NotFound
+	}
+	s.log.Warn("SDS stream refused: nothing to serve this dataplane", "node", NodeID(mesh, name), "code", code.String(), "reason", err)
+	return status.Error(code, err.Error())
 }
 
 // end ends the stream from outside its handler with err, a status error.

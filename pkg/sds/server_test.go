@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"meshca/internal/syncbuf"
 	"meshca/pkg/api"
 	"meshca/pkg/sds"
 	"meshca/pkg/sds/sdstest"
@@ -41,6 +43,7 @@ type env struct {
 	client secretv3.SecretDiscoveryServiceClient
 	cancel context.CancelFunc
 	served chan error
+	logs   *syncbuf.Buffer // the server's log, warnings and errors
 }
 
 func newEnv(t *testing.T, opts ...sds.Option) *env {
@@ -61,8 +64,8 @@ func newEnvAuth(t *testing.T, auth func(*tokens.Tokens) sds.Authenticator, opts 
 	if err := store.Create(context.Background(), st, store.Record{Key: store.Key{Type: api.TypeMesh, Name: "default"}, Spec: spec}); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, tokens: tokens.New(st, nil), src: sdstest.NewSource(), reg: prometheus.NewRegistry(), served: make(chan error, 1)}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	e := &env{t: t, st: st, tokens: tokens.New(st, nil), src: sdstest.NewSource(), reg: prometheus.NewRegistry(), served: make(chan error, 1), logs: &syncbuf.Buffer{}}
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, e.logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var a sds.Authenticator = sds.TokenAuthenticator{Tokens: e.tokens}
 	if auth != nil {
 		a = auth(e.tokens)

@@ -26,9 +26,14 @@ type Source struct {
 	secrets map[string]sds.Secrets
 	subs    map[string]map[*func()]struct{}
 	changed chan struct{} // closed and replaced when subscriptions change
+	refuse  map[string]error
+	asked   map[string]int // Servable calls
 }
 
-var _ sds.Source = (*Source)(nil)
+var (
+	_ sds.Source          = (*Source)(nil)
+	_ sds.ServableChecker = (*Source)(nil)
+)
 
 // NewSource returns an empty Source.
 func NewSource() *Source {
@@ -36,7 +41,32 @@ func NewSource() *Source {
 		secrets: map[string]sds.Secrets{},
 		subs:    map[string]map[*func()]struct{}{},
 		changed: make(chan struct{}),
+		refuse:  map[string]error{},
+		asked:   map[string]int{},
 	}
+}
+
+// Refuse makes Servable return err for mesh/name (nil: servable again).
+func (s *Source) Refuse(mesh, name string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse[sds.NodeID(mesh, name)] = err
+}
+
+// Servable implements sds.ServableChecker with what Refuse set.
+func (s *Source) Servable(mesh, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.asked[sds.NodeID(mesh, name)]++
+	return s.refuse[sds.NodeID(mesh, name)]
+}
+
+// ServableCalls returns how many times Servable was asked about mesh/name
+// (once per stream opened).
+func (s *Source) ServableCalls(mesh, name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asked[sds.NodeID(mesh, name)]
 }
 
 // Set replaces mesh/name's secrets and signals its subscribers.
