@@ -58,6 +58,11 @@ before it stay applied.`,
 			out := cmd.OutOrStdout()
 			var applied []string
 			for _, sd := range docs {
+				if !dryRun && client.Unchanged(cmd.Context(), sd.doc.Resource) {
+					fmt.Fprintf(out, "%s unchanged\n", describeResource(sd.doc.Resource))
+					applied = append(applied, describeResource(sd.doc.Resource))
+					continue
+				}
 				created, err := client.Apply(cmd.Context(), sd.doc.Resource, dryRun)
 				if err != nil {
 					return &ApplyError{Doc: sd.String(), Applied: applied, DryRun: dryRun, Err: mapFields(sd.doc, err)}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"meshca/pkg/api"
 	"meshca/pkg/tokens"
 )
 
@@ -40,6 +41,7 @@ func newGenerateCmd(app *App) *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(string(out)))
+			warnMissingDataplane(cmd, client, mesh, name)
 			return nil
 		},
 	}
@@ -67,4 +69,17 @@ next serial, then delete the old one (its tokens stop working):
 		},
 	})
 	return cmd
+}
+
+// warnMissingDataplane says on stderr when the token is for a Dataplane that
+// does not exist (a typo is the likely cause): the token is still printed,
+// as Kuma does, since the Dataplane may be applied later.
+func warnMissingDataplane(cmd *cobra.Command, client *Client, mesh, name string) {
+	d, err := api.DescriptorOf(api.TypeDataplane)
+	if err != nil {
+		return
+	}
+	if _, err := client.Get(cmd.Context(), d, mesh, name); IsNotFound(err) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "Warning: Dataplane %q does not exist in mesh %q; the token works once a Dataplane of that name is applied\n", name, mesh)
+	}
 }

@@ -167,7 +167,8 @@ func TestApplyMultiDocument(t *testing.T) {
 		t.Errorf("dataplane not stored: %v", err)
 	}
 
-	// Again: everything is configured. Two -f, the second from stdin.
+	// Again: what is as stored is unchanged (and not written); the Mesh
+	// changes twice. Two -f, the second from stdin.
 	h.stdin = `apiVersion: v1
 kind: Secret
 metadata:
@@ -176,12 +177,25 @@ type: system.kuma.io/global-secret
 data:
   value: ` + secretB64 + "\n"
 	r = h.run("apply", "-f", file, "-f", "-").ok(t)
-	want = "Mesh \"default\" configured\nSecret \"ca-cert\" configured\nMesh \"default\" configured\nDataplane \"backend-1\" configured\nGlobalSecret \"global-ca\" created\n"
+	dpBefore, err := h.env.Manager.Get(ctx, api.TypeDataplane, "default", "backend-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "Mesh \"default\" configured\nSecret \"ca-cert\" unchanged\nMesh \"default\" configured\nDataplane \"backend-1\" unchanged\nGlobalSecret \"global-ca\" created\n"
 	if r.stdout != want {
 		t.Errorf("stdout:\n%s\nwant:\n%s", r.stdout, want)
 	}
 	if _, err := h.env.Manager.Get(ctx, api.TypeGlobalSecret, "", "global-ca"); err != nil {
 		t.Errorf("global secret not stored: %v", err)
+	}
+	if dpAfter, err := h.env.Manager.Get(ctx, api.TypeDataplane, "default", "backend-1"); err != nil ||
+		!dpAfter.GetMeta().ModificationTime.Equal(dpBefore.GetMeta().ModificationTime) {
+		t.Errorf("an unchanged Dataplane was written again (%v)", err)
+	}
+	// A changed field is configured again.
+	r = h.run("apply", "-f", writeFile(t, "dp.yaml", "type: Dataplane\nmesh: default\nname: backend-1\nnetworking: {address: 10.0.0.2, inbound: [{port: 8080, tags: {kuma.io/service: backend, version: v1}}]}\n")).ok(t)
+	if want := "Dataplane \"backend-1\" configured\n"; r.stdout != want {
+		t.Errorf("stdout %q, want %q", r.stdout, want)
 	}
 }
 

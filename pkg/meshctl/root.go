@@ -65,6 +65,7 @@ func builtinCommands() []func(*App) *cobra.Command {
 		newGetCmd,
 		newDeleteCmd,
 		newGenerateCmd,
+		newRevokeCmd,
 		newInspectCmd,
 		newVersionCmd,
 	}

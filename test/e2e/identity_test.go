@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +157,21 @@ func TestDataplaneIdentity(t *testing.T) {
 	}
 	if out := cp.mustMeshctl(t, "inspect", "dataplane", "web-1", "-m", "default"); !strings.Contains(out, "yes, since") {
 		t.Errorf("inspect of a connected data plane:\n%s", out)
+	}
+
+	// meshctl revoke, given the token on stdin, cuts its agent off.
+	tok, err := os.ReadFile(filepath.Join(filepath.Dir(fresh.out), "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cp.meshctlIn(string(tok), "revoke", "dataplane-token", "-"); err != nil || !strings.Contains(out, `revoked in mesh "default"`) {
+		t.Fatalf("revoke: %v %s", err, out)
+	}
+	if exited, err := fresh.exited(20 * time.Second); !exited || err == nil {
+		t.Errorf("agent with a revoked token: exited=%v err=%v", exited, err)
+	}
+	if out := cp.mustMeshctl(t, "inspect", "dataplanes", "-m", "default"); strings.Contains(out, "yes") {
+		t.Errorf("a data plane shows as connected after every agent was cut off:\n%s", out)
 	}
 }
 
