@@ -166,8 +166,12 @@ func TestIssueVerifies(t *testing.T) {
 			if leaf.IsCA {
 				t.Error("leaf is a CA")
 			}
-			if leaf.KeyUsage != x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment {
-				t.Errorf("leaf KeyUsage = %v", leaf.KeyUsage)
+			wantKU := x509.KeyUsageDigitalSignature // keyEncipherment is for RSA keys only
+			if _, rsaKey := leaf.PublicKey.(*rsa.PublicKey); rsaKey {
+				wantKU |= x509.KeyUsageKeyEncipherment
+			}
+			if leaf.KeyUsage != wantKU {
+				t.Errorf("leaf KeyUsage = %v, want %v", leaf.KeyUsage, wantKU)
 			}
 			if !slices.Equal(leaf.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}) {
 				t.Errorf("leaf ExtKeyUsage = %v", leaf.ExtKeyUsage)

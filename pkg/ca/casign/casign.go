@@ -141,7 +141,7 @@ func (c *CA) sign(ctx context.Context, pub crypto.PublicKey, subject pkix.Name, 
 		NotAfter:              notAfter,
 		URIs:                  uris,
 		DNSNames:              dnsNames,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		KeyUsage:              leafKeyUsage(pub),
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		AuthorityKeyId:        c.cert.SubjectKeyId,
@@ -156,6 +156,17 @@ func (c *CA) sign(ctx context.Context, pub crypto.PublicKey, subject pkix.Name, 
 		// x509 encodes validity in whole UTC seconds.
 		Built: &ca.BuiltLeaf{Serial: serial, NotAfter: notAfter.UTC().Truncate(time.Second), Issuer: c.cert},
 	}, nil
+}
+
+// leafKeyUsage is digitalSignature, plus keyEncipherment for an RSA key
+// only: that usage is RSA key transport, which an EC key cannot do (RFC 5480
+// section 3 lists what an EC key may assert).
+func leafKeyUsage(pub crypto.PublicKey) x509.KeyUsage {
+	ku := x509.KeyUsageDigitalSignature
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		ku |= x509.KeyUsageKeyEncipherment
+	}
+	return ku
 }
 
 // SerialNumber returns a random positive 128-bit serial number.
