@@ -63,7 +63,9 @@ func startControlPlane(t *testing.T) string {
 		done <- controlplane.Run(ctx, controlplane.Config{
 			DataDir: t.TempDir(), Store: "memory", APIAddress: "127.0.0.1:0", DPServerAddress: "127.0.0.1:0",
 			Version: "test", Logger: slog.New(slog.DiscardHandler),
-			Started: func(api, _ net.Addr) { started <- api },
+			// As meshca-cp runs by default, and as Kuma treats localhost: admin.
+			APILocalhostIsAdmin: true,
+			Started:             func(api, _ net.Addr) { started <- api },
 		})
 	}()
 	t.Cleanup(func() {
