@@ -17,10 +17,12 @@ type DataplaneSummary struct {
 	Mesh string
 	Name string
 	// Dataplane is the resource as last seen; shared, never to be modified.
-	Dataplane      *api.Dataplane
-	Backend        string
-	BackendType    string
-	Serial         string // upper-case hex, as Insight shows it
+	Dataplane   *api.Dataplane
+	Backend     string
+	BackendType string
+	// Serial is the certificate's serial as big.Int.Text(16) (lower case,
+	// no padding): cheap to copy; DisplaySerial formats it as Insight does.
+	Serial         string
 	IssuedAt       time.Time
 	NotAfter       time.Time
 	Rotations      int64
@@ -46,7 +48,7 @@ func (m *Manager) Summaries(mesh string) []DataplaneSummary {
 		}
 		if c := st.cur; c.issued() {
 			s.Backend, s.BackendType = c.rec.Backend, c.rec.BackendType
-			s.Serial = displaySerial(c.serial)
+			s.Serial = c.serial
 			s.IssuedAt, s.NotAfter, s.Rotations = c.rec.IssuedAt, c.rec.NotAfter, c.rec.Rotations
 		}
 		out = append(out, s)
@@ -54,9 +56,9 @@ func (m *Manager) Summaries(mesh string) []DataplaneSummary {
 	return out
 }
 
-// displaySerial turns big.Int.Text(16) into Insight's form (the bytes in
+// DisplaySerial turns big.Int.Text(16) into Insight's form (the bytes in
 // upper-case hex, so an even number of digits).
-func displaySerial(hexText string) string {
+func DisplaySerial(hexText string) string {
 	s := strings.ToUpper(hexText)
 	if len(s)%2 == 1 {
 		s = "0" + s
@@ -129,7 +131,7 @@ func recordHistoryLocked(st *dpState, b api.MTLSBackend, c *current, err error, 
 		st.history = appendBounded(st.history, Rotation{At: now, Backend: b.Name, Error: msg, Attempts: 1})
 		return
 	}
-	st.history = appendBounded(st.history, Rotation{At: now, Backend: c.rec.Backend, Serial: displaySerial(c.serial), NotAfter: c.rec.NotAfter})
+	st.history = appendBounded(st.history, Rotation{At: now, Backend: c.rec.Backend, Serial: DisplaySerial(c.serial), NotAfter: c.rec.NotAfter})
 }
 
 func appendBounded(h []Rotation, r Rotation) []Rotation {
