@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
@@ -130,6 +132,7 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 	for k, v := range fetched {
 		ms.bundles[k] = v
 	}
+	m.rootsChangedLocked(mesh, ms)
 	if len(bundle) == 0 || bytes.Equal(bundle, ms.bundle) {
 		return
 	}
@@ -159,4 +162,54 @@ func dedupePEM(parts ...[]byte) []byte {
 		}
 	}
 	return out
+}
+
+// rootsChangedLocked notices a change of the enabled backend's roots (a
+// builtin root replaced after its Mesh was deleted and created again, a
+// provided CA's Secret changed): certificates of the mesh that do not chain
+// to the new roots are re-issued at once, rather than served until their
+// rotation to peers that no longer trust them.
+func (m *Manager) rootsChangedLocked(mesh string, ms *meshState) {
+	roots, ok := ms.bundles[ms.enabled.Name]
+	if !ms.mtls || !ok || bytes.Equal(roots, ms.enabledRoots) {
+		return
+	}
+	first := ms.enabledRoots == nil
+	ms.enabledRoots = roots
+	ms.rootGen++
+	if first {
+		return
+	}
+	for k, st := range m.dps {
+		if k.mesh != mesh || !st.cur.issued() || st.inFlight || chainsTo(st.cur.rec, roots) {
+			continue
+		}
+		m.logger.Warn("certificate does not chain to its backend's current roots; issuing again",
+			"mesh", mesh, "dataplane", k.name, "backend", ms.enabled.Name)
+		st.stale = true
+		m.considerLocked(k, st)
+	}
+}
+
+// chainsTo reports whether a record's certificate chains to roots (validity
+// periods aside: this asks who signed it, not whether it is current).
+func chainsTo(rec record, roots []byte) bool {
+	certs, err := ca.ParseCertificates([]byte(rec.CertPEM + rec.ChainPEM))
+	if err != nil || len(certs) == 0 {
+		return false
+	}
+	pool, err := ca.ParseCertificates(roots)
+	if err != nil {
+		return false
+	}
+	opts := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(),
+		CurrentTime: certs[0].NotBefore.Add(time.Second), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	for _, r := range pool {
+		opts.Roots.AddCert(r)
+	}
+	for _, c := range certs[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err = certs[0].Verify(opts)
+	return err == nil
 }

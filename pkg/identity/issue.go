@@ -30,7 +30,7 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 		m.mu.Unlock()
 		return
 	}
-	dp, b, be := st.dp, ms.enabled, ms.backend
+	dp, b, be, gen := st.dp, ms.enabled, ms.backend, ms.rootGen
 	var prev record
 	if st.cur != nil {
 		prev = st.cur.rec
@@ -42,7 +42,7 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 	elapsed := m.opts.Now().Sub(start)
 	m.m.observe(b.Type, err, elapsed)
 
-	if m.settle(ctx, k, st, ms, b, c, err, elapsed) {
+	if m.settle(ctx, k, st, ms, b, c, err, elapsed, gen) {
 		// The set of backends in use changed: the bundle may shrink now.
 		m.refreshBundle(ctx, k.mesh)
 	}
@@ -50,7 +50,7 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 
 // settle records the outcome of one issuance; it reports whether the mesh's
 // trust bundle must be recomputed.
-func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshState, b api.MTLSBackend, c *current, err error, elapsed time.Duration) bool {
+func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshState, b api.MTLSBackend, c *current, err error, elapsed time.Duration, gen uint64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st.inFlight = false
@@ -86,6 +86,11 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 	}
 	ms.inUse[c.rec.Backend]++
 	st.cur = c
+	// The enabled backend's roots changed while this was being issued: it
+	// may be signed by the root replaced meanwhile. Issue again.
+	if st.stale = ms.rootGen != gen; st.stale {
+		st.again = true
+	}
 	st.attempts, st.lastErr, st.lastErrAt = 0, "", time.Time{}
 	st.lastRotated = now
 	m.logger.Info("certificate issued", "mesh", k.mesh, "dataplane", k.name, "backend", b.Name,

@@ -56,6 +56,9 @@ type dpState struct {
 	scheduled bool
 	inFlight  bool
 	again     bool
+	// stale marks a certificate that does not chain to the enabled
+	// backend's current roots: it is re-issued at once.
+	stale bool
 
 	attempts    int
 	lastErr     string
@@ -80,6 +83,11 @@ type meshState struct {
 	inUse   map[string]int    // backend name -> data planes holding its certificate
 	version int64
 	lastErr string
+	// enabledRoots is the enabled backend's bundle last seen; rootGen counts
+	// its changes, so an issuance that straddles one (signed by a root
+	// replaced meanwhile) is known to be stale when it settles.
+	enabledRoots []byte
+	rootGen      uint64
 }
 
 // Manager runs the issuance and rotation loop for every data plane.

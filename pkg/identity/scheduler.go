@@ -28,7 +28,7 @@ func (m *Manager) considerLocked(k dpKey, st *dpState) {
 	fp := fingerprint(id, ms.enabled)
 	c := st.cur
 	switch {
-	case !c.issued(), c.rec.Pending != nil, c.rec.Fingerprint != fp, !now.Before(c.rec.NotAfter):
+	case !c.issued(), st.stale, c.rec.Pending != nil, c.rec.Fingerprint != fp, !now.Before(c.rec.NotAfter):
 		m.enqueueLocked(k, st, now)
 	default:
 		m.enqueueLocked(k, st, RotateAt(c.rec.IssuedAt, c.rec.NotAfter, m.opts.Jitter()))

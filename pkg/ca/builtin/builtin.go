@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"meshca/pkg/api"
@@ -144,6 +145,10 @@ type entry struct {
 	// original, so the specs are compared too: a byte comparison, no parsing.
 	cert, key store.Record
 	checked   time.Time
+	// seq orders loads: an entry read from the store earlier never replaces
+	// one read later, so a slow load cannot bring back a root that a
+	// concurrent load already saw replaced.
+	seq uint64
 }
 
 func (e *entry) matches(cert, key store.Record) bool {
@@ -162,6 +167,7 @@ type Backend struct {
 
 	mu    sync.RWMutex
 	cache map[caKey]*entry
+	seq   atomic.Uint64
 }
 
 var (
@@ -283,6 +289,7 @@ func (b *Backend) load(ctx context.Context, k caKey) (*casign.CA, error) {
 	keyKey := store.Key{Type: api.TypeSecret, Mesh: k.mesh, Name: KeySecretName(k.mesh, k.backend)}
 	// The pair is created and deleted in one commit, but read with two Gets
 	// that can straddle such a commit: read again before calling it broken.
+	seq := b.seq.Add(1)
 	var certRec, keyRec store.Record
 	var certErr, keyErr error
 	for range 3 {
@@ -309,7 +316,7 @@ func (b *Backend) load(ctx context.Context, k caKey) (*casign.CA, error) {
 
 	b.mu.Lock()
 	if e := b.cache[k]; e != nil && e.matches(certRec, keyRec) {
-		b.cache[k] = &entry{ca: e.ca, cert: e.cert, key: e.key, checked: now}
+		b.cache[k] = &entry{ca: e.ca, cert: e.cert, key: e.key, checked: now, seq: max(seq, e.seq)}
 		b.mu.Unlock()
 		return e.ca, nil
 	}
@@ -320,7 +327,9 @@ func (b *Backend) load(ctx context.Context, k caKey) (*casign.CA, error) {
 		return nil, fmt.Errorf("builtin CA of mesh %q backend %q: %w", k.mesh, k.backend, err)
 	}
 	b.mu.Lock()
-	b.cache[k] = &entry{ca: c, cert: certRec, key: keyRec, checked: now}
+	if e := b.cache[k]; e == nil || e.seq < seq {
+		b.cache[k] = &entry{ca: c, cert: certRec, key: keyRec, checked: now, seq: seq}
+	}
 	b.mu.Unlock()
 	return c, nil
 }
