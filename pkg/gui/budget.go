@@ -47,8 +47,13 @@ type BudgetView struct {
 	AccountQuota         float64   `json:"accountQuota"`
 	Requests             int64     `json:"requests"`
 	Throttles            int64     `json:"throttles"`
-	IssuedToday          int64     `json:"issuedToday"`
-	IssuedThisMonth      int64     `json:"issuedThisMonth"`
+	// IssuedToday and IssuedThisMonth (UTC) are billable certificates:
+	// those counted since the control plane started, or, when more, those
+	// still held that were issued today / this month (Held*).
+	IssuedToday         int64 `json:"issuedToday"`
+	IssuedThisMonth     int64 `json:"issuedThisMonth"`
+	HeldIssuedToday     int64 `json:"heldIssuedToday"`
+	HeldIssuedThisMonth int64 `json:"heldIssuedThisMonth"`
 
 	// The projection: Dataplanes × Month ÷ (RotateFraction × Lifetime)
 	// certificates a month, each at PricePerCertificate.
@@ -72,9 +77,10 @@ func Project(n int, lifetime time.Duration, price float64) (certs, cost float64)
 	return certs, certs * price
 }
 
-func (h *Handler) budgetView(ms identity.MeshState, dataplanes int, price float64) BudgetView {
+func (h *Handler) budgetView(ms identity.MeshState, sums []identity.DataplaneSummary, price float64) BudgetView {
 	b := ms.Enabled
 	life := b.CertExpiration()
+	dataplanes := len(sums)
 	v := BudgetView{Backend: b.Name, AccountQuota: DefaultAccountQuota, Dataplanes: dataplanes,
 		LifetimeSeconds: life.Seconds(), RotateFraction: RotateFraction, MonthSeconds: Month.Seconds(), PricePerCertificate: price}
 	var conf struct {
@@ -100,7 +106,27 @@ func (h *Handler) budgetView(ms identity.MeshState, dataplanes int, price float6
 			}
 		}
 	}
-	v.CertsPerMonth, v.ProjectedMonthlyCost = Project(dataplanes, life, price)
+	// The counters live in memory since the control plane started; the
+	// certificates still held were persisted. Those issued today or this
+	// month are a floor the counts never go under, across restarts too.
+	now := h.opts.Now().UTC()
+	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	for i := range sums {
+		s := &sums[i]
+		if s.Backend != b.Name || s.Serial == "" {
+			continue
+		}
+		if !s.IssuedAt.Before(month) {
+			v.HeldIssuedThisMonth++
+			if !s.IssuedAt.Before(day) {
+				v.HeldIssuedToday++
+			}
+		}
+	}
+	v.IssuedToday = max(v.IssuedToday, v.HeldIssuedToday)
+	v.IssuedThisMonth = max(v.IssuedThisMonth, v.HeldIssuedThisMonth)
+	v.CertsPerMonth, v.ProjectedMonthlyCost = Project(len(sums), life, price)
 	v.Formula = fmt.Sprintf("%d data planes × %.0f s ÷ (%.2f × %.0f s) = %.1f certificates a month; × $%s = $%.2f",
 		dataplanes, Month.Seconds(), RotateFraction, life.Seconds(), v.CertsPerMonth, formatPrice(price), v.ProjectedMonthlyCost)
 	return v
@@ -144,7 +170,7 @@ func (h *Handler) budget(w http.ResponseWriter, r *http.Request) {
 	if ms.MTLS {
 		out.Type = ms.Enabled.Type
 		if ms.Enabled.Type == acmpca.Type {
-			b := h.budgetView(ms, len(h.opts.Source.Summaries(ms.Name)), price)
+			b := h.budgetView(ms, h.opts.Source.Summaries(ms.Name), price)
 			out.Budget = &b
 		}
 	}

@@ -176,3 +176,58 @@ func BenchmarkFirstPage10000(b *testing.B) {
 		}
 	}
 }
+
+// switchSource is a mesh half-way through a switch from ca-1 to ca-2.
+type switchSource struct{ *fakeSource }
+
+func (s switchSource) MeshStates() []identity.MeshState {
+	ms := s.fakeSource.MeshStates()
+	ms[0].Enabled = api.MTLSBackend{Name: "ca-2", Type: "provided"}
+	ms[0].InUse = map[string]int{"ca-1": 6, "ca-2": 2}
+	return ms
+}
+
+func TestSwitchProgress(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	h := New(Options{Source: switchSource{newFake(10, now)}, Now: func() time.Time { return now }})
+	var v OverviewView
+	serve(t, h, "/meshes/default/_overview", &v)
+	sw := v.Switch
+	if sw == nil || sw.To != "ca-2" || sw.Done != 2 || sw.Of != 8 || sw.Percent != 25 || sw.From["ca-1"] != 6 {
+		t.Fatalf("switch %+v, want 2 of 8 (25%%) on ca-2, 6 on ca-1", sw)
+	}
+}
+
+// acmpcaSource is an acmpca mesh whose certificates were issued before the
+// control plane started (no usage counted yet).
+type acmpcaSource struct{ *fakeSource }
+
+func (s acmpcaSource) MeshStates() []identity.MeshState {
+	ms := s.fakeSource.MeshStates()
+	ms[0].Enabled = api.MTLSBackend{Name: "ca-1", Type: "acmpca", DpCert: &api.DpCert{Rotation: &api.Rotation{Expiration: "2h"}},
+		Conf: []byte(`{"arn":"arn:aws:acm-pca:us-east-1:1:certificate-authority/x","maxRequestsPerSecond":7}`)}
+	return ms
+}
+
+func TestBudgetFloorFromHeldCertificates(t *testing.T) {
+	now := time.Date(2026, 11, 29, 0, 5, 0, 0, time.UTC) // 5 minutes into the day
+	h := New(Options{Source: acmpcaSource{newFake(10, now)}, Now: func() time.Time { return now }})
+	var a BudgetAnswer
+	serve(t, h, "/gui/api/meshes/default/budget?pricePerCertificate=0.2", &a)
+	b := a.Budget
+	if b == nil {
+		t.Fatal("no budget for an acmpca mesh")
+	}
+	// 8 certificates are held, issued 10 or 55 minutes before 00:05: this
+	// month, but yesterday.
+	if b.HeldIssuedThisMonth != 8 || b.IssuedThisMonth != 8 || b.HeldIssuedToday != 0 {
+		t.Errorf("held this month %d (counted %d), today %d; want 8, 8, 0", b.HeldIssuedThisMonth, b.IssuedThisMonth, b.HeldIssuedToday)
+	}
+	if b.MaxRequestsPerSecond != 7 || b.Arn == "" {
+		t.Errorf("conf not read: %+v", b)
+	}
+	wantCerts, wantCost := Project(10, 2*time.Hour, 0.2)
+	if b.CertsPerMonth != wantCerts || b.ProjectedMonthlyCost != wantCost || b.Dataplanes != 10 {
+		t.Errorf("projection %v $%v for %d, want %v $%v for 10", b.CertsPerMonth, b.ProjectedMonthlyCost, b.Dataplanes, wantCerts, wantCost)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"meshca/pkg/apiserver"
 	"meshca/pkg/ca"
+	"meshca/pkg/ca/acmpca"
 	"meshca/pkg/identity"
 )
 
@@ -160,8 +161,8 @@ func (h *Handler) meshView(ms identity.MeshState, now time.Time, price float64) 
 			done := ms.InUse[ms.Enabled.Name]
 			v.Switch = &SwitchView{To: ms.Enabled.Name, Done: done, Of: held, From: from, Percent: 100 * float64(done) / float64(held)}
 		}
-		if ms.Enabled.Type == "acmpca" {
-			b := h.budgetView(ms, len(sums), price)
+		if ms.Enabled.Type == acmpca.Type {
+			b := h.budgetView(ms, sums, price)
 			v.Budget = &b
 		}
 	}

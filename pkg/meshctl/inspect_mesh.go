@@ -117,6 +117,7 @@ func printOverview(w interface{ Write([]byte) (int, error) }, v gui.OverviewView
 		} else {
 			row("Counted since", "no request since the control plane started")
 		}
+		row("Still held, issued this month", "%d (today %d)", b.HeldIssuedThisMonth, b.HeldIssuedToday)
 		row("Projected certificates/month", "%.1f", b.CertsPerMonth)
 		row("Price per certificate", "$%s", strconv.FormatFloat(b.PricePerCertificate, 'f', -1, 64))
 		row("Projected cost/month", "$%.2f", b.ProjectedMonthlyCost)

@@ -162,6 +162,12 @@ func TestGUIBuiltin(t *testing.T) {
 		t.Error("the Meshes page scrolls sideways on a 390 px wide window")
 	}
 	b.screenshot("meshes-narrow")
+	b.do("narrow table", chromedp.Navigate(base+"#/meshes/default/dataplanes"))
+	b.waitText(10*time.Second, "table, narrow", "#count", func(s string) bool { return strings.Contains(s, "of 3 matching") })
+	if evalAs[bool](b, `document.documentElement.scrollWidth > window.innerWidth + 1`) {
+		t.Error("the Data planes page scrolls sideways on a 390 px wide window (only its table should)")
+	}
+	b.screenshot("dataplanes-narrow")
 }
 
 // TestGUIExternalCA runs an acmpca mesh against acmpca-local: the budget

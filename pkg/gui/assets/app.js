@@ -336,8 +336,18 @@ class TablePage {
     this.stateSel.addEventListener("change", () => { setParams(this.r, { state: this.stateSel.value, page: "" }); this.refresh().catch((e) => showAlert(e.message)); });
     this.sizeSel = h("select", { id: "page-size" }, [25, 50, 100, 200].map((n) => h("option", { value: n, selected: n === p.size, text: n })));
     this.sizeSel.addEventListener("change", () => { setParams(this.r, { size: this.sizeSel.value, page: "" }); this.refresh().catch((e) => showAlert(e.message)); });
+    // Sorting from a control too: on a narrow window the table turns into
+    // cards and its header buttons are hidden.
+    this.sortSel = h("select", { id: "sort-by" }, COLUMNS.flatMap((c) => [
+      h("option", { value: `${c.key}:asc`, text: `${c.label} ↑` }), h("option", { value: `${c.key}:desc`, text: `${c.label} ↓` })]));
+    this.sortSel.value = `${p.sort}:${p.dir}`;
+    this.sortSel.addEventListener("change", () => {
+      const [sort, dir] = this.sortSel.value.split(":");
+      setParams(this.r, { sort, dir, page: "" });
+      this.refresh().catch((e) => showAlert(e.message));
+    });
     const controls = h("div", { class: "controls", role: "search" },
-      h("label", {}, "Filter", this.filter), h("label", {}, "State", this.stateSel), h("label", {}, "Rows per page", this.sizeSel));
+      h("label", {}, "Filter", this.filter), h("label", {}, "State", this.stateSel), h("label", {}, "Sort by", this.sortSel), h("label", {}, "Rows per page", this.sizeSel));
     this.count = h("p", { id: "count", "aria-live": "polite" });
     this.headRow = h("tr");
     for (const c of COLUMNS) {
@@ -377,6 +387,7 @@ class TablePage {
       const key = th.dataset.col;
       th.setAttribute("aria-sort", key === body.sort ? (body.dir === "asc" ? "ascending" : "descending") : "none");
     }
+    if (document.activeElement !== this.sortSel) this.sortSel.value = `${body.sort}:${body.dir}`;
     const rows = body.items.map((it) => this.row(it, body.now));
     this.tbody.replaceChildren(...rows);
     if (!rows.length) this.tbody.append(h("tr", {}, h("td", { colspan: COLUMNS.length, class: "muted", text: body.total ? "No data plane matches." : "No data plane in this mesh." })));
@@ -395,7 +406,7 @@ class TablePage {
   row(it, now) {
     const link = h("a", { href: href("dataplane", this.r.mesh, null, it.name), text: it.name });
     const left = it.notAfter ? (it.timeLeftSeconds > 0 ? span(it.timeLeftSeconds) : "expired") : "—";
-    return h("tr", { "data-name": it.name, "data-state": it.state },
+    const tr = h("tr", { "data-name": it.name, "data-state": it.state },
       h("th", { scope: "row", "data-col": "name" }, link),
       h("td", { "data-col": "state" }, badge(it.state)),
       h("td", { "data-col": "zone", text: it.zone || "—" }),
@@ -407,6 +418,9 @@ class TablePage {
       h("td", { "data-col": "rotations", text: num(it.rotations) }),
       h("td", { "data-col": "lastRotation" }, when(it.lastRotation, now)),
       h("td", { "data-col": "lastError", class: it.lastError ? "err" : "muted" }, it.lastError ? [it.lastError, h("span", { class: "abs", text: it.lastErrorTime ? `${rel(it.lastErrorTime, now)} · ${absUTC(it.lastErrorTime)}` : "" })] : "—"));
+    // Labels for the card layout of narrow windows (CSS shows them there).
+    [...tr.children].forEach((cell, i) => cell.setAttribute("data-label", COLUMNS[i].label));
+    return tr;
   }
 }
 
@@ -572,6 +586,7 @@ class BudgetPage {
     add("Billable certificates today (UTC)", "today", h("span", { class: "big", text: num(b.issuedToday) }));
     add("Billable certificates this month (UTC)", "month", h("span", { class: "big", text: num(b.issuedThisMonth) }));
     add("Counted since", "since", b.counting ? when(b.since, now) : "no request since the control plane started");
+    add("Still held, issued this month", "held", `${num(b.heldIssuedThisMonth)} (today: ${num(b.heldIssuedToday)}); the counts above never go under these, across restarts too`);
 
     const proj = h("dl", { class: "kv", id: "projection" });
     const padd = (k, f, value, text) => proj.append(h("dt", { text: k }), h("dd", { "data-field": f, "data-value": value }, text));
