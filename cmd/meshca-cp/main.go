@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
 	"meshca/pkg/controlplane"
 )
@@ -44,7 +45,7 @@ func newRootCmd() *cobra.Command {
 
 func newRunCmd() *cobra.Command {
 	cfg := controlplane.Config{Version: version}
-	var logLevel, logFormat, memLimit string
+	var logLevel, logFormat, memLimit, maxTokenValidity string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the control plane",
@@ -53,6 +54,9 @@ func newRunCmd() *cobra.Command {
 			logger, err := newLogger(logLevel, logFormat)
 			if err != nil {
 				return err
+			}
+			if cfg.MaxTokenValidity, err = api.ParseDuration(maxTokenValidity); err != nil {
+				return fmt.Errorf("--max-token-validity: %w", err)
 			}
 			cfg.Logger = logger
 			if _, err := controlplane.ApplyMemoryLimit(memLimit, logger); err != nil {
@@ -91,6 +95,8 @@ func newRunCmd() *cobra.Command {
 		"soft memory limit of the Go runtime, e.g. 256MiB: the garbage collector works harder near it; "+
 			"auto = GOMEMLIMIT if set, else the container's memory limit less max(10%, 64MiB), else adaptive; "+
 			"adaptive = what is live plus max(24MiB, 1/4 of the live heap), recomputed after every collection; off = none (Go's default pacing)")
+	f.StringVar(&maxTokenValidity, "max-token-validity", envOr("MESHCA_MAX_TOKEN_VALIDITY", "365d"),
+		"longest lifetime of a dataplane token generated through the API (validFor beyond it is refused), e.g. 30d or 720h")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiling endpoints under /debug/pprof/ on the API address (local diagnosis only)")
 	f.StringVar(&logLevel, "log-level", envOr("MESHCA_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -23,12 +25,16 @@ func ValidateName(v *ValidationError, field, name string) {
 }
 
 func validateMeta(v *ValidationError, m *Meta, meshScoped bool) {
-	ValidateName(v, "name", m.Name)
+	if m.Type == TypeMesh {
+		ValidateMeshName(v, "name", m.Name)
+	} else {
+		ValidateName(v, "name", m.Name)
+	}
 	if meshScoped {
 		if m.Mesh == "" {
 			v.Addf("mesh", "must not be empty")
 		} else {
-			ValidateName(v, "mesh", m.Mesh)
+			ValidateMeshName(v, "mesh", m.Mesh)
 		}
 	} else if m.Mesh != "" {
 		v.Addf("mesh", "must be empty: %s is not mesh-scoped", m.Type)
@@ -39,7 +45,9 @@ func validateMeta(v *ValidationError, m *Meta, meshScoped bool) {
 // fields; each backend's conf is checked by that backend.
 func (m *Mesh) Validate() error {
 	v := &ValidationError{}
-	validateMeta(v, &m.Meta, false)
+	meta := m.Meta
+	meta.Type = TypeMesh // its name is checked as a trust domain however it was built
+	validateMeta(v, &meta, false)
 	if m.MTLS != nil {
 		validateMTLS(v, "mtls", m.MTLS)
 	}
@@ -186,12 +194,23 @@ func validateTags(v *ValidationError, field string, tags map[string]string) {
 	if tags[ServiceTag] == "" {
 		v.Addf(field, "tag %q is required", ServiceTag)
 	}
-	for k, val := range tags {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // errors in a stable order
+	for _, k := range keys {
+		val := tags[k]
+		kf := field + "[" + strconv.Quote(k) + "]"
 		if k == "" {
 			v.Addf(field, "tag name must not be empty")
 		}
 		if val == "" {
-			v.Addf(field+"[\""+k+"\"]", "tag value must not be empty")
+			v.Addf(kf, "tag value must not be empty")
+		}
+		validateTag(v, kf, k, val)
+		if k == ServiceTag && val != "" {
+			ValidateServiceName(v, kf, val)
 		}
 	}
 }

@@ -195,6 +195,7 @@ func TestPutRefusals(t *testing.T) {
 		{"structural", "/meshes/m1", `{"mtls":{"enabledBackend":"x","backends":[{"name":"a","type":"nope"}]}}`, "mtls.backends[0].type"},
 		{"secret in missing mesh", "/meshes/nope/secrets/s", `{"type":"Secret","data":"` + secretData + `"}`, "mesh"},
 		{"bad base64", "/global-secrets/g", `{"type":"GlobalSecret","data":"%%%"}`, "data"},
+		{"mesh name not a SPIFFE trust domain", "/meshes/UpperMesh", `{}`, "name"},
 		// Duplicate keys are refused at any depth, naming the key's path.
 		{"duplicate key", "/meshes/m1", `{"type":"Mesh","name":"m1","name":"m1"}`, "name"},
 		{"duplicate key in conf", "/meshes/m1", `{"mtls":{"enabledBackend":"ca-1","backends":[{"name":"ca-1","type":"provided","conf":{"cert":{"secret":"a","secret":"b"}}}]}}`, "mtls.backends[0].conf.cert.secret"},

@@ -63,6 +63,9 @@ type Config struct {
 	Workers int
 	// Pprof serves net/http/pprof under /debug/pprof/ on the API address.
 	Pprof bool
+	// MaxTokenValidity bounds the lifetime of a dataplane token generated
+	// through the API (0: tokens.DefaultValidity, one year).
+	MaxTokenValidity time.Duration
 
 	Version string
 	Logger  *slog.Logger
@@ -176,7 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		MaxBodyBytes:    cfg.APIMaxBodyBytes,
 		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
-		Extra: withGUI(extraEndpoints(mgr, ids, toks, logger, cfg.Pprof),
+		Extra: withGUI(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof),
 			gui.New(gui.Options{Source: ids, Backends: cas, Logger: logger})),
 		GUI:              gui.Path,
 		Authenticator:    &authn.Authenticator{LocalhostIsAdmin: cfg.APILocalhostIsAdmin},

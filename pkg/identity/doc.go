@@ -7,6 +7,18 @@
 // failures with capped exponential backoff while the current certificate stays
 // in service, and tells subscribers (the SDS server) about every change.
 //
+// Identities are validated, not encoded: a data plane's URI SANs are
+// spiffe://<mesh>/<service> for each kuma.io/service value and
+// kuma://<tag>/<value> for each tag, exactly as written. The API refuses,
+// at apply time and naming the field, a Mesh name that is not a SPIFFE
+// trust domain (lower-case letters, digits, '.', '_', '-') and a service
+// that is not a SPIFFE path segment (letters, digits, '.', '_', '-'; not
+// "." or ".."), and holds tags to Kuma's character sets. Here, a data plane
+// stored before that rule gets no certificate (the reason is its last
+// error), and a tag whose kuma:// URI would not parse back to the same tag
+// gets no kuma:// SAN. Encoding was rejected because a peer would then see
+// an identity that is not the name the operator wrote.
+//
 // It never serves private keys to anyone but the subscriber of that data
 // plane, and never logs them.
 package identity

@@ -21,14 +21,36 @@ import (
 	"meshca/pkg/ca"
 )
 
-// SpiffeID returns spiffe://<mesh>/<service>.
+// SpiffeID returns spiffe://<mesh>/<service>. Check the names with
+// CheckSpiffeID first: the URL is built as given.
 func SpiffeID(mesh, service string) *url.URL {
 	return &url.URL{Scheme: "spiffe", Host: mesh, Path: "/" + service}
 }
 
-// KumaURI returns kuma://<tag>/<value>, Kuma's URI SAN for a tag.
+// CheckSpiffeID says why spiffe://<mesh>/<service> would not be a valid
+// SPIFFE ID (nil if it is). The API refuses such names when a resource is
+// applied (see package api); this catches data planes stored before it did.
+func CheckSpiffeID(mesh, service string) error {
+	v := &api.ValidationError{}
+	api.ValidateMeshName(v, "mesh", mesh)
+	api.ValidateServiceName(v, "service", service)
+	return v.OrNil()
+}
+
+// KumaURI returns kuma://<tag>/<value>, Kuma's URI SAN for a tag, or an
+// error when the tag is outside Kuma's character sets or the URI would not
+// parse back to exactly this tag and value (a '?', '#', '@' or a host:port
+// look-alike would make it name something else).
 func KumaURI(tag, value string) (*url.URL, error) {
-	return url.Parse("kuma://" + tag + "/" + value)
+	if !api.IsTagName(tag) || !api.IsTagValue(value) {
+		return nil, fmt.Errorf("tag %q: %q: outside Kuma's tag character sets, no kuma:// URI", tag, value)
+	}
+	s := "kuma://" + tag + "/" + value
+	u, err := url.Parse(s)
+	if err != nil || u.String() != s || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Host+u.Path != tag+"/"+value {
+		return nil, fmt.Errorf("tag %q: %q: kuma://%s/%s would not parse back to this tag", tag, value, tag, value)
+	}
+	return u, nil
 }
 
 // BuildIdentity derives the identity of a Dataplane: its services, tags,
@@ -39,6 +61,9 @@ func BuildIdentity(dp *api.Dataplane, cnTemplate string) (ca.Identity, error) {
 		return id, fmt.Errorf("dataplane %q has no %s tag", dp.Name, api.ServiceTag)
 	}
 	for _, s := range id.Services {
+		if err := CheckSpiffeID(dp.Mesh, s); err != nil {
+			return id, fmt.Errorf("dataplane %q: no valid SPIFFE ID for service %q of mesh %q: %w", dp.Name, s, dp.Mesh, err)
+		}
 		id.URIs = append(id.URIs, SpiffeID(dp.Mesh, s))
 	}
 	keys := make([]string, 0, len(id.Tags))

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 
@@ -67,5 +68,55 @@ func TestIdempotencyKeyIsStableAndShort(t *testing.T) {
 	}
 	if a == IdempotencyKey("default", "backend-1", 4) || a == IdempotencyKey("default", "backend-2", 3) {
 		t.Error("keys collide")
+	}
+}
+
+// Every kuma:// SAN parses back to the tag it was made from: a tag that
+// cannot (a query, a fragment, a port-like host, spaces) gets no SAN rather
+// than a URI that names something else.
+func TestKumaURIRoundTrip(t *testing.T) {
+	tags := []string{"kuma.io/service", "version", "team", "a:1", "a:b", "x?y", "x#y", "with space", "/lead", "k8s.io/ns", "%41", "a@b", ""}
+	values := []string{"backend", "v1.2-rc_3", "a:b", "x?y=z", "x#z", "..", ".", "with space", "a/b", "%2F", "é", ""}
+	for _, tag := range tags {
+		for _, value := range values {
+			u, err := KumaURI(tag, value)
+			if err != nil {
+				continue
+			}
+			s := u.String()
+			if strings.ContainsAny(s, "?# ") {
+				t.Errorf("KumaURI(%q, %q) = %q carries a raw '?', '#' or space", tag, value, s)
+			}
+			back, err := url.Parse(s)
+			if err != nil {
+				t.Errorf("KumaURI(%q, %q) = %q does not parse: %v", tag, value, s, err)
+				continue
+			}
+			if got := back.Host + back.Path; back.Scheme != "kuma" || got != tag+"/"+value || back.RawQuery != "" || back.Fragment != "" || back.User != nil {
+				t.Errorf("KumaURI(%q, %q) = %q parses back to %q, not the tag", tag, value, s, got)
+			}
+		}
+	}
+	if u, err := KumaURI("kuma.io/service", "backend_default_svc_80"); err != nil || u.String() != "kuma://kuma.io/service/backend_default_svc_80" {
+		t.Errorf("Kuma service tag: %v %v", u, err)
+	}
+}
+
+// A data plane stored before names were validated does not get a
+// certificate whose SPIFFE ID is not one: its issuance fails, saying why.
+func TestBuildIdentityRefusesNonSPIFFENames(t *testing.T) {
+	bad := dataplane(map[string]string{"kuma.io/service": "Svc With Space/../x?y#z"})
+	if _, err := BuildIdentity(bad, ""); err == nil || !strings.Contains(err.Error(), "SPIFFE") {
+		t.Errorf("service with space, slash and query: %v, want a SPIFFE error", err)
+	}
+	upper := dataplane(map[string]string{"kuma.io/service": "backend"})
+	upper.Mesh = "UpperMesh"
+	if _, err := BuildIdentity(upper, ""); err == nil || !strings.Contains(err.Error(), "trust domain") {
+		t.Errorf("upper-case mesh: %v, want a trust domain error", err)
+	}
+	ok := dataplane(map[string]string{"kuma.io/service": "backend_default_svc_80"})
+	id, err := BuildIdentity(ok, "")
+	if err != nil || id.URIs[0].String() != "spiffe://default/backend_default_svc_80" {
+		t.Errorf("Kuma service name: %v %v", id.URIs, err)
 	}
 }
