@@ -73,6 +73,11 @@ func isBlankYAML(s string) bool {
 
 // DecodeOne parses a single YAML or JSON document.
 func DecodeOne(data []byte) (Resource, Form, error) {
+	dup := &ValidationError{}
+	DuplicateYAMLKeys(dup, data, "")
+	if err := dup.OrNil(); err != nil {
+		return nil, 0, err
+	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		return nil, 0, fmt.Errorf("not valid YAML or JSON: %w", err)

@@ -173,7 +173,7 @@ func TestBadInput(t *testing.T) {
 		{"dataplane no address", "type: Dataplane\nmesh: default\nname: d\nnetworking:\n  inbound:\n  - port: 80\n    tags: {kuma.io/service: a}\n", "networking.address", "must not be empty"},
 		{"dataplane no inbound", "type: Dataplane\nmesh: default\nname: d\nnetworking: {address: 1.2.3.4}\n", "networking", "at least one inbound"},
 		{"wrong field type", "type: Mesh\nname: m\nmtls: {enabledBackend: 5, backends: {}}\n", "mtls.backends", "must be"},
-		{"duplicate yaml key", "type: Mesh\nname: a\nname: b\n", "", "already set"},
+		{"duplicate yaml key", "type: Mesh\nname: a\nname: b\n", "name", "duplicate key"},
 		{"not an object", "- a\n- b\n", "", "must be a YAML or JSON object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"regexp"
 	"strconv"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // DuplicateKeys records in v every key given more than once in the same
@@ -70,4 +72,41 @@ func keyPath(path, key string) string {
 		return JoinPath(path, key)
 	}
 	return path + "[" + strconv.Quote(key) + "]"
+}
+
+// DuplicateYAMLKeys is DuplicateKeys for a YAML document (JSON included):
+// it names the path of a key given twice and both lines, where the YAML
+// decoder alone says only the line. A Kubernetes-form document's paths
+// start at its top ("spec.mtls..."). Malformed YAML records nothing.
+func DuplicateYAMLKeys(v *ValidationError, data []byte, path string) {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return
+	}
+	walkYAMLDuplicates(v, &doc, path)
+}
+
+func walkYAMLDuplicates(v *ValidationError, n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			walkYAMLDuplicates(v, c, path)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			walkYAMLDuplicates(v, c, path+"["+strconv.Itoa(i)+"]")
+		}
+	case yaml.MappingNode:
+		first := map[string]int{} // key -> line of its first occurrence
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			p := keyPath(path, k.Value)
+			if line, dup := first[k.Value]; dup {
+				v.Addf(p, "duplicate key %q: given more than once in the same object (lines %d and %d; remove all but one)", k.Value, line, k.Line)
+			} else {
+				first[k.Value] = k.Line
+			}
+			walkYAMLDuplicates(v, val, p)
+		}
+	}
 }

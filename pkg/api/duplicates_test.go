@@ -52,10 +52,17 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 	if f := Fields(err); len(f) != 1 || f[0] != "conf.a.b" {
 		t.Fatalf("DecodeStrict: fields %q, want conf.a.b (%v)", f, err)
 	}
-	// YAML and JSON read through YAML (meshctl apply -f) were refused before.
-	for _, in := range []string{"type: Mesh\nname: a\nname: b\n", `{"type":"Mesh","name":"a","mtls":{"enabledBackend":"x","enabledBackend":"y"}}`} {
-		if _, _, err := DecodeOne([]byte(in)); err == nil || !strings.Contains(err.Error(), "already set") && !strings.Contains(err.Error(), "duplicate key") {
-			t.Fatalf("DecodeOne(%q): %v", in, err)
+	// YAML, and JSON read as YAML (meshctl apply -f), name the path too.
+	for in, field := range map[string]string{
+		"type: Mesh\nname: a\nname: b\n": "name",
+		"type: Mesh\nname: a\nmtls:\n  backends:\n  - name: x\n    type: builtin\n    conf: {caCert: {RSAbits: 2048, RSAbits: 4096}}\n": "mtls.backends[0].conf.caCert.RSAbits",
+		"type: Dataplane\nmesh: m\nname: d\nnetworking:\n  inbound:\n  - tags:\n      kuma.io/service: a\n      kuma.io/service: b\n":   `networking.inbound[0].tags["kuma.io/service"]`,
+		`{"type":"Mesh","name":"a","mtls":{"enabledBackend":"x","enabledBackend":"y"}}`:                                                 "mtls.enabledBackend",
+		"apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: a}\nspec:\n  mtls: {enabledBackend: x, enabledBackend: y}\n":        "spec.mtls.enabledBackend",
+	} {
+		_, _, err := DecodeOne([]byte(in))
+		if f := Fields(err); len(f) == 0 || f[0] != field || !strings.Contains(err.Error(), "duplicate key") {
+			t.Errorf("DecodeOne(%q): fields %q, want %q (%v)", in, f, field, err)
 		}
 	}
 }

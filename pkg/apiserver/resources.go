@@ -157,18 +157,23 @@ func decodeBody(body []byte, d api.Descriptor, mesh, name string) (api.Resource,
 	js := body
 	if body[0] != '{' || !json.Valid(body) {
 		var err error
+		dup := &api.ValidationError{} // with the path, where YAML's own error has only the line
+		api.DuplicateYAMLKeys(dup, body, "")
+		if err := dup.OrNil(); err != nil {
+			return nil, err
+		}
 		if js, err = yaml.YAMLToJSONStrict(body); err != nil {
 			return nil, &Error{Status: http.StatusBadRequest, Title: TitleInvalid, Detail: "the request body is not valid JSON or YAML: " + err.Error()}
 		}
+	}
+	if complete(js, d, mesh, name) {
+		return api.DecodeUniversal(js) // which refuses duplicate keys
 	}
 	// Before the body becomes a map, which would keep one of two keys.
 	dup := &api.ValidationError{}
 	api.DuplicateKeys(dup, js, "")
 	if err := dup.OrNil(); err != nil {
 		return nil, err
-	}
-	if complete(js, d, mesh, name) {
-		return api.DecodeUniversal(js)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(js, &obj); err != nil || obj == nil {
