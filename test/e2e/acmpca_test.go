@@ -271,7 +271,13 @@ mtls:
 			{"CA not ACTIVE", "arn: " + offARN + "\n      caCert: {secret: ca-off}", "DISABLED"},
 			{"unknown CA", "arn: arn:aws:acm-pca:us-east-1:1:certificate-authority/99999999-9999-9999-9999-999999999999\n      caCert: {secret: sec-1}", "ResourceNotFoundException"},
 			{"bad credentials", "arn: " + seedARN + "\n      caCert: {secret: sec-1}\n      auth: {awsCredentials: {accessKey: {inlineString: AKIDFROMSEC2}, accessKeySecret: {inlineString: wrong}}}", "conf.auth"},
+			// A key whose content has a line break inside is named at once,
+			// not blamed on the ARN after the SDK's retries.
+			{"accessKey with a newline inside", "arn: " + seedARN + "\n      caCert: {secret: sec-1}\n      auth: {awsCredentials: {accessKey: {secret: sec-nl}, accessKeySecret: {inlineString: secret-from-file}}}", "conf.auth.awsCredentials.accessKey: contains a control character"},
 		} {
+			if tc.name == "accessKey with a newline inside" {
+				cp.apply(t, fmt.Sprintf("type: Secret\nmesh: default\nname: sec-nl\ndata: %s\n", base64.StdEncoding.EncodeToString([]byte("AKIDFROMSEC2\nSECONDLINE\n"))))
+			}
 			if tc.name == "CA not ACTIVE" {
 				cp.apply(t, fmt.Sprintf("type: Secret\nmesh: default\nname: ca-off\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, offARN))))
 			}
@@ -279,9 +285,18 @@ mtls:
 				cp.apply(t, fmt.Sprintf("type: Secret\nmesh: default\nname: ca-other\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, subARN))))
 			}
 			mesh := fmt.Sprintf("type: Mesh\nname: default\nmtls:\n  enabledBackend: bad\n  backends:\n  - name: bad\n    type: acmpca\n    conf:\n      %s\n", tc.conf)
+			start := time.Now()
 			_, err := cp.meshctlIn(mesh, "apply", "-f", "-")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s: %v, want an error naming %q", tc.name, err, tc.want)
+			}
+			if tc.name == "accessKey with a newline inside" {
+				if err != nil && strings.Contains(err.Error(), "SECONDLINE") {
+					t.Errorf("the error quotes the credential: %v", err)
+				}
+				if d := time.Since(start); d > 5*time.Second {
+					t.Errorf("refused after %v: a bad credential must fail at once, not after retries", d)
+				}
 			}
 		}
 		out := cp.mustMeshctl(t, "get", "mesh", "default", "-o", "json")
