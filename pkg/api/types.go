@@ -61,6 +61,9 @@ type MTLS struct {
 	EnabledBackend string        `json:"enabledBackend,omitempty"`
 	Backends       []MTLSBackend `json:"backends,omitempty"`
 	SkipValidation bool          `json:"skipValidation,omitempty"`
+	// SVIDFormat is the form of data-plane certificates: SVIDFormatSPIFFE
+	// or SVIDFormatKuma; empty means DefaultSVIDFormat (meshca extension).
+	SVIDFormat string `json:"svidFormat,omitempty"`
 }
 
 // mTLS modes of a backend.

@@ -100,6 +100,7 @@ func validateMTLS(v *ValidationError, path string, mt *MTLS) {
 			}
 		}
 	}
+	validateSVIDFormat(v, path+".svidFormat", mt.SVIDFormat)
 	if mt.EnabledBackend != "" {
 		if _, ok := names[mt.EnabledBackend]; !ok {
 			v.Addf(path+".enabledBackend", "backend %q is not among %s.backends", mt.EnabledBackend, path)

@@ -47,7 +47,7 @@ func BenchmarkIssuanceBuiltin(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := m.obtain(ctx, dp, backend, be, record{}); err != nil {
+		if _, err := m.obtain(ctx, dp, backend, be, api.DefaultSVIDFormat, record{}); err != nil {
 			b.Fatal(err)
 		}
 	}

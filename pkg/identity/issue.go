@@ -30,7 +30,7 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 		m.mu.Unlock()
 		return
 	}
-	dp, b, be, gen := st.dp, ms.enabled, ms.backend, ms.rootGen
+	dp, b, be, gen, svid := st.dp, ms.enabled, ms.backend, ms.rootGen, ms.mesh.SVID()
 	var prev record
 	if st.cur != nil {
 		prev = st.cur.rec
@@ -38,7 +38,7 @@ func (m *Manager) issue(ctx context.Context, k dpKey) {
 	m.mu.Unlock()
 
 	start := m.opts.Now()
-	c, err := m.obtain(ctx, dp, b, be, prev)
+	c, err := m.obtain(ctx, dp, b, be, svid, prev)
 	elapsed := m.opts.Now().Sub(start)
 	m.m.observe(b.Type, err, elapsed)
 
@@ -107,8 +107,8 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 
 // obtain runs one issuance and persists the result. On error it may return
 // a current with only a pending request set.
-func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBackend, be ca.Backend, prev record) (*current, error) {
-	id, err := BuildIdentity(dp, cnTemplate(be, b))
+func (m *Manager) obtain(ctx context.Context, dp *api.Dataplane, b api.MTLSBackend, be ca.Backend, svid string, prev record) (*current, error) {
+	id, err := BuildIdentity(dp, cnTemplate(be, b), svid)
 	if err != nil {
 		return nil, err
 	}

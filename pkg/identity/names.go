@@ -54,17 +54,27 @@ func KumaURI(tag, value string) (*url.URL, error) {
 }
 
 // BuildIdentity derives the identity of a Dataplane: its services, tags,
-// URI SANs and rendered commonName (cnTemplate may be empty).
-func BuildIdentity(dp *api.Dataplane, cnTemplate string) (ca.Identity, error) {
+// URI SANs and rendered commonName (cnTemplate may be empty). svid is the
+// mesh's api.SVIDFormat*: the SPIFFE form has exactly one URI SAN, the
+// SPIFFE ID of the data plane's first service (an X509-SVID holds one
+// SPIFFE ID); the Kuma form has one per service and a kuma:// SAN per tag.
+func BuildIdentity(dp *api.Dataplane, cnTemplate, svid string) (ca.Identity, error) {
 	id := ca.Identity{Mesh: dp.Mesh, Dataplane: dp.Name, Services: dp.Services(), Tags: dp.Tags()}
 	if len(id.Services) == 0 {
 		return id, fmt.Errorf("dataplane %q has no %s tag", dp.Name, api.ServiceTag)
 	}
-	for _, s := range id.Services {
+	services := id.Services
+	if svid != api.SVIDFormatKuma {
+		services = services[:1]
+	}
+	for _, s := range services {
 		if err := CheckSpiffeID(dp.Mesh, s); err != nil {
 			return id, fmt.Errorf("dataplane %q: no valid SPIFFE ID for service %q of mesh %q: %w", dp.Name, s, dp.Mesh, err)
 		}
 		id.URIs = append(id.URIs, SpiffeID(dp.Mesh, s))
+	}
+	if svid != api.SVIDFormatKuma {
+		return id, commonName(&id, cnTemplate)
 	}
 	keys := make([]string, 0, len(id.Tags))
 	for k := range id.Tags {
@@ -80,14 +90,20 @@ func BuildIdentity(dp *api.Dataplane, cnTemplate string) (ca.Identity, error) {
 			id.URIs = append(id.URIs, u)
 		}
 	}
-	if cnTemplate != "" {
-		cn, err := RenderCommonName(cnTemplate, id.Tags)
-		if err != nil {
-			return id, err
-		}
-		id.CommonName = cn
+	return id, commonName(&id, cnTemplate)
+}
+
+// commonName renders cnTemplate (when set) into id.CommonName.
+func commonName(id *ca.Identity, cnTemplate string) error {
+	if cnTemplate == "" {
+		return nil
 	}
-	return id, nil
+	cn, err := RenderCommonName(cnTemplate, id.Tags)
+	if err != nil {
+		return err
+	}
+	id.CommonName = cn
+	return nil
 }
 
 // ParseCommonName checks a commonName template without data-plane tags.

@@ -19,22 +19,29 @@ func dataplane(tags ...map[string]string) *api.Dataplane {
 
 func TestBuildIdentity(t *testing.T) {
 	dp := dataplane(map[string]string{"kuma.io/service": "backend", "version": "v1"})
-	id, err := BuildIdentity(dp, `{{ tag "kuma.io/service" }}.mesh`)
-	if err != nil {
-		t.Fatal(err)
+	for format, want := range map[string]string{
+		api.SVIDFormatKuma:   "spiffe://default/backend kuma://kuma.io/service/backend kuma://version/v1",
+		api.SVIDFormatSPIFFE: "spiffe://default/backend",
+	} {
+		id, err := BuildIdentity(dp, `{{ tag "kuma.io/service" }}.mesh`, format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.CommonName != "backend.mesh" {
+			t.Errorf("%s: CN = %q", format, id.CommonName)
+		}
+		if got := uriList(id.URIs); got != want {
+			t.Errorf("%s: URIs = %s, want %s", format, got, want)
+		}
 	}
-	if id.CommonName != "backend.mesh" {
-		t.Errorf("CN = %q", id.CommonName)
+}
+
+func uriList(us []*url.URL) string {
+	var out []string
+	for _, u := range us {
+		out = append(out, u.String())
 	}
-	var uris []string
-	for _, u := range id.URIs {
-		uris = append(uris, u.String())
-	}
-	got := strings.Join(uris, " ")
-	want := "spiffe://default/backend kuma://kuma.io/service/backend kuma://version/v1"
-	if got != want {
-		t.Errorf("URIs = %s, want %s", got, want)
-	}
+	return strings.Join(out, " ")
 }
 
 func TestCommonNameErrors(t *testing.T) {
@@ -49,15 +56,20 @@ func TestCommonNameErrors(t *testing.T) {
 		{dataplane(map[string]string{"kuma.io/service": "a"}), `{{ tag "x" `, "commonName template"},
 		{dataplane(map[string]string{"kuma.io/service": strings.Repeat("a", 70)}), `{{ tag "kuma.io/service" }}`, "more than the 64"},
 	} {
-		_, err := BuildIdentity(tc.dp, tc.tmpl)
+		_, err := BuildIdentity(tc.dp, tc.tmpl, api.SVIDFormatKuma)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.tmpl, err, tc.want)
 		}
 	}
-	// Two services and no template: both get SPIFFE IDs.
-	id, err := BuildIdentity(two, "")
+	// Two services and no template: both get SPIFFE IDs in the Kuma form;
+	// the SPIFFE form holds one, the first service's.
+	id, err := BuildIdentity(two, "", api.SVIDFormatKuma)
 	if err != nil || len(id.Services) != 2 || id.URIs[0].String() != "spiffe://default/a" || id.URIs[1].String() != "spiffe://default/b" {
 		t.Errorf("two services: %+v %v", id, err)
+	}
+	id, err = BuildIdentity(two, "", api.SVIDFormatSPIFFE)
+	if err != nil || len(id.Services) != 2 || uriList(id.URIs) != "spiffe://default/a" {
+		t.Errorf("two services, SPIFFE form: %+v %v", id, err)
 	}
 }
 
@@ -106,16 +118,16 @@ func TestKumaURIRoundTrip(t *testing.T) {
 // certificate whose SPIFFE ID is not one: its issuance fails, saying why.
 func TestBuildIdentityRefusesNonSPIFFENames(t *testing.T) {
 	bad := dataplane(map[string]string{"kuma.io/service": "Svc With Space/../x?y#z"})
-	if _, err := BuildIdentity(bad, ""); err == nil || !strings.Contains(err.Error(), "SPIFFE") {
+	if _, err := BuildIdentity(bad, "", api.SVIDFormatSPIFFE); err == nil || !strings.Contains(err.Error(), "SPIFFE") {
 		t.Errorf("service with space, slash and query: %v, want a SPIFFE error", err)
 	}
 	upper := dataplane(map[string]string{"kuma.io/service": "backend"})
 	upper.Mesh = "UpperMesh"
-	if _, err := BuildIdentity(upper, ""); err == nil || !strings.Contains(err.Error(), "trust domain") {
+	if _, err := BuildIdentity(upper, "", api.SVIDFormatKuma); err == nil || !strings.Contains(err.Error(), "trust domain") {
 		t.Errorf("upper-case mesh: %v, want a trust domain error", err)
 	}
 	ok := dataplane(map[string]string{"kuma.io/service": "backend_default_svc_80"})
-	id, err := BuildIdentity(ok, "")
+	id, err := BuildIdentity(ok, "", api.SVIDFormatSPIFFE)
 	if err != nil || id.URIs[0].String() != "spiffe://default/backend_default_svc_80" {
 		t.Errorf("Kuma service name: %v %v", id.URIs, err)
 	}

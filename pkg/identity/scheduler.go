@@ -20,7 +20,7 @@ func (m *Manager) considerLocked(k dpKey, st *dpState) {
 	}
 	now := m.opts.Now()
 	cnTmpl := cnTemplate(ms.backend, ms.enabled)
-	id, err := BuildIdentity(st.dp, cnTmpl)
+	id, err := BuildIdentity(st.dp, cnTmpl, ms.mesh.SVID())
 	if err != nil {
 		st.lastErr, st.lastErrAt = err.Error(), now
 		return
