@@ -1,10 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"regexp"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -15,63 +12,175 @@ import (
 // "path.key: duplicate key". encoding/json keeps the last value and other
 // readers the first, so a duplicate is refused rather than resolved, as
 // YAML's are. Malformed JSON records nothing: decoding reports it.
+//
+// It scans js in place: values are skipped, not decoded, so a body's large
+// strings (a Secret's data) are not copied (BenchmarkDuplicateKeys).
 func DuplicateKeys(v *ValidationError, js []byte, path string) {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber() // numbers are skipped, not parsed
-	_ = walkDuplicates(v, dec, path)
+	s := dupScanner{b: js, v: v}
+	s.value(path, 0)
 }
-
-// walkDuplicates reads one JSON value from dec and checks the objects in it.
-func walkDuplicates(v *ValidationError, dec *json.Decoder, path string) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	switch tok {
-	case json.Delim('{'):
-		seen := map[string]int{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			key, ok := kt.(string)
-			if !ok {
-				return errors.New("object key is not a string")
-			}
-			p := keyPath(path, key)
-			seen[key]++
-			if seen[key] == 2 {
-				v.Addf(p, "duplicate key %q: given more than once in the same object (remove all but one)", key)
-			}
-			if err := walkDuplicates(v, dec, p); err != nil {
-				return err
-			}
-		}
-		_, err := dec.Token() // '}'
-		return err
-	case json.Delim('['):
-		for i := 0; dec.More(); i++ {
-			if err := walkDuplicates(v, dec, path+"["+strconv.Itoa(i)+"]"); err != nil {
-				return err
-			}
-		}
-		_, err := dec.Token() // ']'
-		return err
-	}
-	return nil
-}
-
-var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 
 // keyPath appends key to path as the rest of the API names fields:
 // "mtls.enabledBackend", and `tags["kuma.io/service"]` for a key that is
 // not a plain identifier (a tag name with dots and slashes).
 func keyPath(path, key string) string {
-	if plainKey.MatchString(key) {
+	if plainKey(key) {
 		return JoinPath(path, key)
 	}
 	return path + "[" + strconv.Quote(key) + "]"
+}
+
+// plainKey reports whether key is an identifier ([A-Za-z_][A-Za-z0-9_-]*).
+func plainKey(key string) bool {
+	for i, c := range []byte(key) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case i > 0 && (c >= '0' && c <= '9' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return key != ""
+}
+
+// maxDepth is where the scan gives up, as encoding/json refuses deeper
+// nesting: the recursion stays bounded whatever the input.
+const maxDepth = 10000
+
+// dupScanner walks JSON for DuplicateKeys. Its methods return false on
+// malformed input, which ends the scan.
+type dupScanner struct {
+	b []byte
+	i int
+	v *ValidationError
+}
+
+func (s *dupScanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// next consumes one byte, which must be sep or end; it reports whether the
+// container ended.
+func (s *dupScanner) next(end byte) (ended, ok bool) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false, false
+	}
+	c := s.b[s.i]
+	s.i++
+	return c == end, c == end || c == ','
+}
+
+// value scans one value at s.i.
+func (s *dupScanner) value(path string, depth int) bool {
+	s.ws()
+	if s.i >= len(s.b) || depth > maxDepth {
+		return false
+	}
+	switch s.b[s.i] {
+	case '{':
+		return s.object(path, depth)
+	case '[':
+		s.i++
+		s.ws()
+		if s.i < len(s.b) && s.b[s.i] == ']' {
+			s.i++
+			return true
+		}
+		for n := 0; ; n++ {
+			if !s.value(path+"["+strconv.Itoa(n)+"]", depth+1) {
+				return false
+			}
+			if ended, ok := s.next(']'); !ok || ended {
+				return ok
+			}
+		}
+	case '"':
+		_, ok := s.str(false)
+		return ok
+	default: // number, true, false, null
+		start := s.i
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case ',', ']', '}', ' ', '\t', '\n', '\r':
+				return s.i > start
+			}
+			s.i++
+		}
+		return s.i > start
+	}
+}
+
+func (s *dupScanner) object(path string, depth int) bool {
+	s.i++ // '{'
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return true
+	}
+	seen := map[string]bool{}
+	for {
+		s.ws()
+		key, ok := s.str(true)
+		if !ok {
+			return false
+		}
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return false
+		}
+		s.i++
+		p := keyPath(path, key)
+		if seen[key] {
+			s.v.Addf(p, "duplicate key %q: given more than once in the same object (remove all but one)", key)
+		}
+		seen[key] = true
+		if !s.value(p, depth+1) {
+			return false
+		}
+		if ended, ok := s.next('}'); !ok || ended {
+			return ok
+		}
+	}
+}
+
+// str scans the string at s.i. With decode it returns its value (keys are
+// short); otherwise it only skips it, copying nothing.
+func (s *dupScanner) str(decode bool) (string, bool) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return "", false
+	}
+	start := s.i
+	escaped := false
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			escaped = true
+			s.i++ // skip the escaped byte; \uXXXX digits need no care
+		case '"':
+			s.i++
+			if !decode {
+				return "", true
+			}
+			raw := s.b[start:s.i]
+			if !escaped {
+				return string(raw[1 : len(raw)-1]), true
+			}
+			var out string // "n\u0061me" is the key name
+			if json.Unmarshal(raw, &out) != nil {
+				return "", false
+			}
+			return out, true
+		}
+	}
+	return "", false
 }
 
 // DuplicateYAMLKeys is DuplicateKeys for a YAML document (JSON included):

@@ -1,6 +1,10 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -65,4 +69,69 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 			t.Errorf("DecodeOne(%q): fields %q, want %q (%v)", in, f, field, err)
 		}
 	}
+}
+
+// FuzzDuplicateKeys: the in-place scanner never panics, stops at any depth,
+// and on valid JSON names exactly the duplicates a token-by-token reading
+// with encoding/json finds.
+func FuzzDuplicateKeys(f *testing.F) {
+	for _, s := range []string{
+		`{"a":1,"a":2}`, `{"a":{"b":[{"c":1,"c":2}],"b":3}}`, `{"k\u0061":1,"ka":2}`, `[]`, `{}`, `[{"x":"\"}"},{"x":1,"x":null}]`,
+		`{"a":"\\","a":true}`, `{"a" : [ 1 , 2 ] , "b" : { } }`, `{"a":1,}`, `{"a"`, strings.Repeat("[", 20000),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, js []byte) {
+		got := &ValidationError{}
+		DuplicateKeys(got, js, "")
+		if !json.Valid(js) {
+			return
+		}
+		want := &ValidationError{}
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.UseNumber()
+		var walk func(path string) error
+		walk = func(path string) error {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			switch tok {
+			case json.Delim('{'):
+				seen := map[string]bool{}
+				for dec.More() {
+					kt, err := dec.Token()
+					if err != nil {
+						return err
+					}
+					k := kt.(string)
+					p := keyPath(path, k)
+					if seen[k] {
+						want.Addf(p, "dup")
+					}
+					seen[k] = true
+					if err := walk(p); err != nil {
+						return err
+					}
+				}
+				_, err = dec.Token()
+				return err
+			case json.Delim('['):
+				for i := 0; dec.More(); i++ {
+					if err := walk(path + "[" + strconv.Itoa(i) + "]"); err != nil {
+						return err
+					}
+				}
+				_, err = dec.Token()
+				return err
+			}
+			return nil
+		}
+		if walk("") != nil {
+			return
+		}
+		if g, w := Fields(got.OrNil()), Fields(want.OrNil()); !slices.Equal(g, w) {
+			t.Fatalf("%q: scanner names %q, encoding/json finds %q", js, g, w)
+		}
+	})
 }
