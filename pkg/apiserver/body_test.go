@@ -1,11 +1,14 @@
 package apiserver_test
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"meshca/pkg/apiserver"
 	"meshca/pkg/apiserver/apiservertest"
@@ -26,34 +29,25 @@ func TestBodyBudget(t *testing.T) {
 	}
 
 	// Two uploads that send their headers (Content-Length near the limit)
-	// and then stall: together they hold the whole budget.
-	var writers []*io.PipeWriter
-	done := make(chan int, 2)
+	// and the start of the body, then stall: together they hold the whole
+	// budget. Raw connections, so nothing buffers or delays them.
+	host := strings.TrimPrefix(base, "http://")
+	var conns []net.Conn
+	var bodies []string
 	for i := range 2 {
-		pr, pw := io.Pipe()
-		writers = append(writers, pw)
-		body := secret(fmt.Sprintf("slow-%d", i))
-		req, err := http.NewRequestWithContext(t.Context(), "PUT", fmt.Sprintf("%s/global-secrets/slow-%d", base, i), pr)
+		c, err := net.Dial("tcp", host)
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.ContentLength = int64(len(body))
-		req.Header.Set("Content-Type", "application/json")
-		go func() {
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				done <- 0
-				return
-			}
-			resp.Body.Close()
-			done <- resp.StatusCode
-		}()
-		go func() { _, _ = io.WriteString(pw, body[:10]) }()
+		defer c.Close()
+		body := secret(fmt.Sprintf("slow-%d", i))
+		fmt.Fprintf(c, "PUT /global-secrets/slow-%d HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", i, host, len(body), body[:10])
+		conns, bodies = append(conns, c), append(bodies, body)
 	}
 
 	waitFor503 := func() response {
 		t.Helper()
-		for range 200 {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 			r := do(t, "PUT", base+"/global-secrets/third", "application/json", secret("third"))
 			if r.status == http.StatusServiceUnavailable {
 				return r
@@ -76,15 +70,17 @@ func TestBodyBudget(t *testing.T) {
 	}
 	do(t, "GET", base+"/", "", "").want(t, 200)
 
-	for i, pw := range writers {
-		go func() {
-			_, _ = io.WriteString(pw, secret(fmt.Sprintf("slow-%d", i))[10:])
-			pw.Close()
-		}()
-	}
-	for range 2 {
-		if status := <-done; status != http.StatusCreated {
-			t.Fatalf("slow PUT: status %d, want 201", status)
+	for i, c := range conns {
+		if _, err := io.WriteString(c, bodies[i][10:]); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("slow PUT: status %d, want 201", resp.StatusCode)
 		}
 	}
 	do(t, "GET", base+"/global-secrets/third", "", "").want(t, 404)
