@@ -18,6 +18,7 @@ import (
 //	GET /meshes/{mesh}/dataplanes/{name}/_overview (and /meshes/{mesh}/dataplanes+insights/{name})
 //	GET /dataplanes/_overview                  (and /dataplanes+insights): every mesh
 //	GET /mesh-insights, /mesh-insights/{mesh}
+//	GET /meshes/{mesh}/service-insights, /meshes/{mesh}/service-insights/{name}
 //	GET /zones, /zones/_overview, /zones+insights, /zone-insights: empty, meshca runs one zone
 func (s *Service) Handlers(logger *slog.Logger) map[string]http.Handler {
 	h := map[string]http.Handler{}
@@ -35,6 +36,7 @@ func (s *Service) Handlers(logger *slog.Logger) map[string]http.Handler {
 	h["GET /meshes/{mesh}/dataplanes+insights/{name}"] = one
 	h["GET /mesh-insights"] = s.listMeshInsights(logger)
 	h["GET /mesh-insights/{mesh}"] = s.oneMeshInsight(logger)
+	s.serviceHandlers(logger, h)
 	empty := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		apiserver.WriteList(w, r, logger, []struct{}{})
 	})

@@ -203,6 +203,24 @@ func TestMeshInsights(t *testing.T) {
 		t.Errorf("services %+v resources %+v", mi.Services, mi.Resources)
 	}
 
+	var sl list[insights.ServiceInsight]
+	e.get(t, "/meshes/demo/service-insights", 200, &sl)
+	if sl.Total != 3 || sl.Items[0].Name != "backend" || sl.Items[0].Status != "online" ||
+		sl.Items[0].Dataplanes != (insights.ServiceDataplanes{Total: 1, Online: 1}) || sl.Items[0].IssuedBackends["ca-1"] != 1 {
+		t.Errorf("service-insights = %+v", sl)
+	}
+	// web-1 is partially degraded (an inbound not ready): not online.
+	if web := sl.Items[1]; web.Name != "web" || web.Status != "offline" || web.Dataplanes != (insights.ServiceDataplanes{Total: 1, Offline: 1}) {
+		t.Errorf("web = %+v", web)
+	}
+	var si insights.ServiceInsight
+	e.get(t, "/meshes/demo/service-insights/backend", 200, &si)
+	if si.Type != "ServiceInsight" || si.Mesh != "demo" || si.ServiceType != "internal" {
+		t.Errorf("one service insight = %+v", si)
+	}
+	e.get(t, "/meshes/demo/service-insights/ghost", 404, nil)
+	e.get(t, "/meshes/ghost/service-insights", 404, nil)
+
 	var l list[insights.MeshInsight]
 	e.get(t, "/mesh-insights", 200, &l)
 	if l.Total != 2 || l.Items[1].Name != "empty" || l.Items[1].Dataplanes.Total != 0 {

@@ -146,7 +146,10 @@ func TestKumactlRequestsAndAnswers(t *testing.T) {
 //     kuma.io/env, ...); meshca has no zones and keeps only the labels written.
 //   - kri: the Kuma Resource Identifier. kumactl computes it itself from type,
 //     mesh and name (it shows in `kumactl get -o yaml` either way).
-var kumaOnly = map[string]bool{"labels": true, "kri": true}
+//   - zones: the zones a service runs in (a ServiceInsight's); meshca has none.
+//   - addressPort: a service's name in Kuma's DNS (backend.mesh:80); meshca
+//     serves no DNS.
+var kumaOnly = map[string]bool{"labels": true, "kri": true, "zones": true, "addressPort": true}
 
 // Objects whose keys are data (resource types, backend names, tags,
 // versions): only the values of keys both have are compared.
