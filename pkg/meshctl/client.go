@@ -28,6 +28,9 @@ type Client struct {
 // NewClient returns a client of the API at baseURL ("http://127.0.0.1:5681").
 // hc nil means http.DefaultClient.
 func NewClient(baseURL string, hc *http.Client) (*Client, error) {
+	if baseURL != "" && !strings.Contains(baseURL, "://") {
+		baseURL = "http://" + baseURL // host:port alone, as MESHCTL_API=127.0.0.1:5681
+	}
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("API address %q: must be an http:// or https:// URL with a host, such as %s", baseURL, DefaultAPI)

@@ -457,7 +457,12 @@ func TestVersionAndAPIAddress(t *testing.T) {
 	if !strings.Contains(r.stderr, "could not reach the meshca API at http://127.0.0.1:1") || !strings.HasPrefix(r.stdout, "Client: meshctl 9.9.9") {
 		t.Errorf("unreachable: stdout %q stderr %q", r.stdout, r.stderr)
 	}
-	r = h.run("--api", "127.0.0.1:5681", "get", "meshes").fails(t)
+	// host:port alone is taken as http://host:port.
+	hostPort := strings.TrimPrefix(h.env.Server.URL, "http://")
+	if r := h.run("--api", hostPort, "get", "meshes").ok(t); !strings.HasPrefix(r.stdout, "NAME") {
+		t.Errorf("--api %s: %q", hostPort, r.stdout)
+	}
+	r = h.run("--api", "ftp://127.0.0.1:5681", "get", "meshes").fails(t)
 	if !strings.Contains(r.stderr, "must be an http:// or https:// URL") {
 		t.Errorf("bad address: %q", r.stderr)
 	}
