@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -258,28 +259,33 @@ mtls:
 	cp.apply(t, mesh("2h"))
 	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
 	b.waitText(60*time.Second, "3 failing data planes", `section[data-mesh="pca"] li[data-state="failing"] .count`, func(s string) bool { return s == "3" })
-	var in struct {
-		MTLS struct {
-			LastError string `json:"lastError"`
-		} `json:"mTLS"`
+	// Retries go on, and their error text may change: compare what the
+	// page and the API say at the same moment, until they agree.
+	lastError := func() string {
+		var in struct {
+			MTLS struct {
+				LastError string `json:"lastError"`
+			} `json:"mTLS"`
+		}
+		getJSON(t, "http://"+cp.api+"/meshes/pca/dataplanes/backend-1/_insight", &in)
+		return in.MTLS.LastError
 	}
-	getJSON(t, "http://"+cp.api+"/meshes/pca/dataplanes/backend-1/_insight", &in)
-	if in.MTLS.LastError == "" {
-		t.Fatal("the insight reports no error")
-	}
-	shown := b.waitText(10*time.Second, "the error text", `section[data-mesh="pca"] .mesh-errors .err-text`, func(s string) bool { return s != "" })
-	if shown != in.MTLS.LastError {
-		t.Errorf("Meshes page shows error %q, the insight says %q", shown, in.MTLS.LastError)
-	}
-	if !strings.Contains(shown, "IssueCertificate") {
-		t.Errorf("error text %q does not name the failed ACM PCA call", shown)
+	var apiErr string
+	waitFor(t, 20*time.Second, "the Meshes page listing backend-1's error", func() bool {
+		apiErr = lastError()
+		listed := evalAs[[]string](b, `[...document.querySelectorAll('section[data-mesh="pca"] .mesh-errors .err-text')].map(e => e.textContent)`)
+		return apiErr != "" && slices.Contains(listed, apiErr)
+	})
+	if !strings.Contains(apiErr, "IssueCertificate") {
+		t.Errorf("error text %q does not name the failed ACM PCA call", apiErr)
 	}
 	b.screenshot("meshes-failing")
 	b.do("open the failing table", chromedp.Navigate(base+"#/meshes/pca/dataplanes?state=failing"))
 	b.waitText(10*time.Second, "failing rows", "#count", func(s string) bool { return strings.Contains(s, "of 3 matching") })
-	if got := b.text(`#dp-table tr[data-name="backend-1"] td[data-col="lastError"]`); !strings.Contains(got, in.MTLS.LastError) {
-		t.Errorf("table's last error %q does not show %q", got, in.MTLS.LastError)
-	}
+	waitFor(t, 20*time.Second, "the table showing backend-1's error", func() bool {
+		apiErr = lastError()
+		return strings.Contains(b.text(`#dp-table tr[data-name="backend-1"] td[data-col="lastError"]`), apiErr)
+	})
 	if got := b.text(`#dp-table tr[data-name="backend-1"] td[data-col="state"]`); got != "failing" {
 		t.Errorf("state shown as %q", got)
 	}

@@ -145,15 +145,39 @@ func startCP(t *testing.T, dataDir string, env ...string) *controlPlane {
 
 func (cp *controlPlane) launch(t *testing.T) {
 	t.Helper()
-	cp.proc = start(t, "meshca-cp", cp.env, "run", "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp, "--api-tls-address", cp.apiTLS, "--log-level", "debug")
-	waitFor(t, 30*time.Second, "control plane ready", func() bool {
-		resp, err := http.Get("http://" + cp.api + "/readyz")
-		if err != nil {
+	for attempt := 1; ; attempt++ {
+		cp.proc = start(t, "meshca-cp", cp.env, "run", "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp, "--api-tls-address", cp.apiTLS, "--log-level", "debug")
+		if cp.waitReady(30 * time.Second) {
+			return
+		}
+		// freePort's ports are free only when asked: another process on
+		// this machine may have bound one since. Take new ones and retry.
+		if exited, _ := cp.proc.exited(0); exited && attempt < 3 && strings.Contains(cp.proc.out.String(), "address already in use") {
+			t.Logf("meshca-cp lost a port to another process (attempt %d); retrying on new ports", attempt)
+			cp.api, cp.dp, cp.apiTLS = freePort(t), freePort(t), freePort(t)
+			continue
+		}
+		t.Fatalf("timed out after 30s waiting for control plane ready")
+	}
+}
+
+// waitReady reports whether /readyz answered 200 within d; false at once
+// if the process exited.
+func (cp *controlPlane) waitReady(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if exited, _ := cp.proc.exited(0); exited {
 			return false
 		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+		if resp, err := http.Get("http://" + cp.api + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
 }
 
 func (cp *controlPlane) restart(t *testing.T) {

@@ -381,8 +381,10 @@ class TablePage {
     if (!this.built) this.build();
     const p = this.p;
     const url = `/gui/api/meshes/${encodeURIComponent(this.r.mesh)}/dataplanes?` + new URLSearchParams({ q: p.q, state: p.state, sort: p.sort, dir: p.dir, offset: (p.page - 1) * p.size, limit: p.size });
+    // A poll and a click may overlap: only the latest request is drawn.
+    const seq = (this.seq = (this.seq || 0) + 1);
     const body = await getJSON(url);
-    if (route().page !== "dataplanes") return;
+    if (route().page !== "dataplanes" || seq !== this.seq) return;
     for (const th of this.headRow.children) {
       const key = th.dataset.col;
       th.setAttribute("aria-sort", key === body.sort ? (body.dir === "asc" ? "ascending" : "descending") : "none");
