@@ -64,6 +64,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 		charge = r.ContentLength
 	}
 	if !s.bodies.acquire(charge) {
+		// Drain the body through a small buffer (no memory held) so that
+		// the client reads the 503 instead of a connection reset while it
+		// is still sending.
+		_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, max))
 		w.Header().Set("Retry-After", strconv.Itoa(1))
 		return nil, nil, &Error{Status: http.StatusServiceUnavailable, Title: "Busy",
 			Detail: "the control plane is decoding too many request bodies at once; retry in a second", Err: errBodyBudget}

@@ -120,9 +120,14 @@ func WriteError(w http.ResponseWriter, logger *slog.Logger, err error) {
 		if logger == nil {
 			logger = slog.Default()
 		}
-		if errors.Is(err, context.Canceled) {
+		switch {
+		case errors.Is(err, context.Canceled):
 			logger.Debug("request canceled", "error", err)
-		} else {
+		case errors.Is(err, errBodyBudget):
+			// Load shedding: one line per refused request would add to the
+			// load it sheds.
+			logger.Debug("request refused: body budget full")
+		default:
 			logger.Error("request failed", "error", err)
 		}
 	}
