@@ -12,6 +12,11 @@
 // kuma-dp's names are accepted too: --ca-cert-file for --cp-ca-cert and
 // --dataplane-token-file for --token-file.
 //
+// A control plane that has nothing to serve the dataplane yet (it is not
+// registered, or its mesh has no mTLS backend enabled) says so; meshca-dp
+// prints the reason once each time it changes and keeps retrying, since
+// the operator may fix it.
+//
 // Exit status: 0 after SIGINT/SIGTERM, 2 when the control plane refuses the
 // token or, with --exit-on-permanent-error, when its certificate keeps
 // failing to verify against --cp-ca-cert (retrying cannot help), 1 on other

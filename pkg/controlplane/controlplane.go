@@ -270,8 +270,8 @@ func (s sdsSource) Current(mesh, name string) (sds.Secrets, bool) {
 }
 
 // Servable implements sds.ServableChecker.
-func (s sdsSource) Servable(mesh, name string) error {
-	err := s.ids.Servable(mesh, name)
+func (s sdsSource) Servable(ctx context.Context, mesh, name string) error {
+	err := s.ids.Servable(ctx, mesh, name)
 	if errors.Is(err, identity.ErrDataplaneNotFound) {
 		return dataplaneNotFound{err}
 	}

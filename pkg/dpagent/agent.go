@@ -232,7 +232,7 @@ func Run(ctx context.Context, cfg Config) error {
 			wait := delay/2 + rand.N(delay/2+1)
 			if reason != lastNotServed {
 				lastNotServed = reason
-				a.log.Error("the control plane has nothing to serve this dataplane; retrying until it has", "code", c.String(), "reason", status.Convert(err).Message())
+				a.log.Warn("the control plane has nothing to serve this dataplane; retrying until it has", "code", c.String(), "reason", status.Convert(err).Message())
 			} else {
 				a.log.Debug("still nothing to serve; retrying", "code", c.String(), "in", wait.Round(time.Millisecond))
 			}

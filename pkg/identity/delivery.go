@@ -3,9 +3,14 @@ package identity
 // Delivery: what SDS reads and subscribes to.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+
+	"meshca/pkg/api"
+	"meshca/pkg/resources"
+	"meshca/pkg/store"
 )
 
 // notify calls the data plane's subscribers (with m.mu held).
@@ -81,29 +86,77 @@ var ErrDataplaneNotFound = errors.New("dataplane not found")
 // persisted state is loaded it returns nil: it cannot tell yet. The SDS
 // server asks it when a stream opens, so that a data plane is told why
 // instead of being kept waiting silently.
-func (m *Manager) Servable(mesh, name string) error {
+//
+// A refusal is confirmed by the store, which the manager follows a moment
+// behind: a data plane applied just before its agent connects, or by
+// another control plane, is not refused for that.
+func (m *Manager) Servable(ctx context.Context, mesh, name string) error {
 	select {
 	case <-m.ready:
 	default:
 		return nil
 	}
+	confirm, err := m.servableLocked(mesh, name)
+	if err == nil || !confirm {
+		return err
+	}
+	return m.servableInStore(ctx, mesh, name)
+}
+
+// servableLocked is Servable's verdict from the manager's own view, and
+// (confirm) whether a refusal is one the store may contradict (the manager has not
+// seen a registration or a Mesh change yet).
+func (m *Manager) servableLocked(mesh, name string) (confirm bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.dps[dpKey{mesh, name}]
 	ms := m.meshes[mesh]
 	switch {
 	case ms == nil:
-		return notFound(fmt.Sprintf("dataplane %q cannot exist: mesh %q does not exist", name, mesh))
+		return true, notFound(fmt.Sprintf("dataplane %q cannot exist: mesh %q does not exist", name, mesh))
 	case st == nil || st.dp == nil: // a placeholder kept for a waiting stream is no registration
-		return notFound(fmt.Sprintf("dataplane %q not found in mesh %q: register it (meshctl apply -f) or check the name the token was made for", name, mesh))
+		return true, errNotRegistered(mesh, name)
 	case st.cur.issued():
-		return nil
+		return false, nil
 	case !ms.mtls:
-		return fmt.Errorf("mesh %q has no mTLS backend enabled (mtls.enabledBackend is not set): no certificate is issued in it until one is", mesh)
+		return true, errNoMTLS(mesh)
 	case ms.backend == nil:
-		return fmt.Errorf("mesh %q: backend %q of type %q cannot issue here: %s", mesh, ms.enabled.Name, ms.enabled.Type, ms.lastErr)
+		return false, fmt.Errorf("mesh %q: backend %q of type %q cannot issue here: %s", mesh, ms.enabled.Name, ms.enabled.Type, ms.lastErr)
+	}
+	return false, nil
+}
+
+// servableInStore is Servable's verdict from the store. A read that fails
+// refuses nothing: the stream then waits, as it would without the check.
+func (m *Manager) servableInStore(ctx context.Context, mesh, name string) error {
+	rec, err := m.store.Get(ctx, store.Key{Type: api.TypeMesh, Name: mesh})
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound(fmt.Sprintf("dataplane %q cannot exist: mesh %q does not exist", name, mesh))
+	}
+	if err != nil {
+		return nil
+	}
+	res, err := resources.FromRecord(rec)
+	if err != nil {
+		return nil
+	}
+	if _, err := m.store.Get(ctx, store.Key{Type: api.TypeDataplane, Mesh: mesh, Name: name}); errors.Is(err, store.ErrNotFound) {
+		return errNotRegistered(mesh, name)
+	} else if err != nil {
+		return nil
+	}
+	if _, _, ok := res.(*api.Mesh).EnabledMTLSBackend(); !ok {
+		return errNoMTLS(mesh)
 	}
 	return nil
+}
+
+func errNotRegistered(mesh, name string) error {
+	return notFound(fmt.Sprintf("dataplane %q not found in mesh %q: register it (meshctl apply -f) or check the name the token was made for", name, mesh))
+}
+
+func errNoMTLS(mesh string) error {
+	return fmt.Errorf("mesh %q has no mTLS backend enabled (mtls.enabledBackend is not set): no certificate is issued in it until one is", mesh)
 }
 
 // notFound is an error wrapping ErrDataplaneNotFound whose message is only

@@ -114,7 +114,7 @@ type ServableChecker interface {
 	// codes.NotFound if it wraps ErrDataplaneNotFound, else
 	// codes.FailedPrecondition. Both tell the data plane to retry later,
 	// since the operator may fix it.
-	Servable(mesh, name string) error
+	Servable(ctx context.Context, mesh, name string) error
 }
 
 // ErrDataplaneNotFound marks a ServableChecker's error as "no such data

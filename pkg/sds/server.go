@@ -258,7 +258,7 @@ func (s *Server) open(ctx, serveCtx context.Context) (*conn, error) {
 		return nil, authStatus(err)
 	}
 	c.mesh, c.name, c.node = mesh, name, NodeID(mesh, name)
-	if err := s.servable(mesh, name); err != nil {
+	if err := s.servable(ctx, mesh, name); err != nil {
 		return nil, err
 	}
 	s.add(c)
@@ -272,12 +272,12 @@ func (s *Server) open(ctx, serveCtx context.Context) (*conn, error) {
 
 // servable asks the source whether mesh/name can be served and, if not,
 // logs why and returns the status the stream ends with.
-func (s *Server) servable(mesh, name string) error {
+func (s *Server) servable(ctx context.Context, mesh, name string) error {
 	sc, ok := s.src.(ServableChecker)
 	if !ok {
 		return nil
 	}
-	err := sc.Servable(mesh, name)
+	err := sc.Servable(ctx, mesh, name)
 	if err == nil {
 		return nil
 	}

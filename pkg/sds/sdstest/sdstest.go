@@ -54,7 +54,7 @@ func (s *Source) Refuse(mesh, name string, err error) {
 }
 
 // Servable implements sds.ServableChecker with what Refuse set.
-func (s *Source) Servable(mesh, name string) error {
+func (s *Source) Servable(_ context.Context, mesh, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.asked[sds.NodeID(mesh, name)]++
