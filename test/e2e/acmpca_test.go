@@ -126,6 +126,7 @@ func TestACMPCASeed(t *testing.T) {
 	backend := startAgent(t, cp, "default", "backend-1", "backend-1")
 	web := startAgent(t, cp, "default", "web-1", "web-1")
 	b, w := backend.waitCert(t), web.waitCert(t)
+	requireSVID(t, backend, "spiffe://default/backend")
 	if b.Subject.CommonName != "backend.mesh" || w.Subject.CommonName != "web.mesh" {
 		t.Errorf("CNs %q %q, want backend.mesh web.mesh", b.Subject.CommonName, w.Subject.CommonName)
 	}
@@ -170,6 +171,7 @@ mtls:
 		sw := startAgent(t, cp, "sub", "web-1", "web-1")
 		sb.waitCert(t)
 		sw.waitCert(t)
+		requireSVID(t, sb, "spiffe://sub/backend")
 		chain, err := os.ReadFile(filepath.Join(sb.out, "cert.pem"))
 		if err != nil {
 			t.Fatal(err)

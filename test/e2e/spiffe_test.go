@@ -61,3 +61,21 @@ func TestSPIFFEConformance(t *testing.T) {
 		t.Errorf("x509svid.Parse of the Kuma form = %v, want the refusal of several URI SANs", err)
 	}
 }
+
+// requireSVID checks that the agent's files are an X509-SVID for wantID that
+// verifies against its ca.pem, for any backend.
+func requireSVID(t *testing.T, a *agent, wantID string) {
+	t.Helper()
+	id := spiffeid.RequireFromString(wantID)
+	bundle, err := x509bundle.Parse(id.TrustDomain(), []byte(a.file("ca.pem")))
+	if err != nil {
+		t.Fatalf("%s: ca.pem: %v", wantID, err)
+	}
+	svid, err := x509svid.Parse([]byte(a.file("cert.pem")), []byte(a.file("key.pem")))
+	if err != nil {
+		t.Fatalf("%s: x509svid.Parse: %v", wantID, err)
+	}
+	if got, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil || got != id {
+		t.Fatalf("x509svid.Verify: %v (id %s, want %s)", err, got, wantID)
+	}
+}

@@ -24,6 +24,7 @@ func TestVaultBackend(t *testing.T) {
 	backend := startAgent(t, cp, "default", "backend-1", "backend-1")
 	web := startAgent(t, cp, "default", "web-1", "web-1")
 	b1, w1 := backend.waitCert(t), web.waitCert(t)
+	requireSVID(t, backend, "spiffe://default/backend")
 	before := openConn(t, backend.tlsConfig(t), web.tlsConfig(t))
 	defer before.close()
 
