@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -20,14 +21,26 @@ func DuplicateKeys(v *ValidationError, js []byte, path string) {
 	s.value(path, 0)
 }
 
-// keyPath appends key to path as the rest of the API names fields:
-// "mtls.enabledBackend", and `tags["kuma.io/service"]` for a key that is
-// not a plain identifier (a tag name with dots and slashes).
+// keyPath appends key to path as validation names fields:
+// "mtls.enabledBackend", but `tags["version"]` for a key of a map (tags,
+// labels, annotations, a Secret's data) and for a key that is not a plain
+// identifier (a tag name with dots and slashes).
 func keyPath(path, key string) string {
-	if plainKey(key) {
+	if plainKey(key) && !mapField(path) {
 		return JoinPath(path, key)
 	}
 	return path + "[" + strconv.Quote(key) + "]"
+}
+
+// mapField reports whether path ends in a field whose keys are data, not
+// field names.
+func mapField(path string) bool {
+	i := strings.LastIndexAny(path, ".]")
+	switch path[i+1:] {
+	case "tags", "labels", "annotations", "data", "stringData":
+		return true
+	}
+	return false
 }
 
 // plainKey reports whether key is an identifier ([A-Za-z_][A-Za-z0-9_-]*).

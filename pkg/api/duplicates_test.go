@@ -24,6 +24,7 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 		{"deep in conf", `{"type":"Mesh","name":"a","mtls":{"backends":[{"name":"x","type":"vault","conf":{"fromCp":{"auth":{"token":{"secret":"s1","secret":"s2"}}}}}]}}`, "mtls.backends[0].conf.fromCp.auth.token.secret"},
 		{"tag", `{"type":"Dataplane","mesh":"m","name":"d","networking":{"address":"1.2.3.4","inbound":[{"port":1,"tags":{"kuma.io/service":"a","kuma.io/service":"b"}}]}}`, `networking.inbound[0].tags["kuma.io/service"]`},
 		{"secret data", `{"type":"Secret","mesh":"m","name":"s","data":"YQ==","data":"Yg=="}`, "data"},
+		{"plain tag name", `{"type":"Dataplane","mesh":"m","name":"d","networking":{"address":"1.2.3.4","inbound":[{"port":1,"tags":{"kuma.io/service":"a","version":"1","version":"2"}}]}}`, `networking.inbound[0].tags["version"]`},
 		{"escaped spelling", `{"type":"Mesh","name":"a","n\u0061me":"b"}`, "name"},
 	}
 	for _, tt := range tests {

@@ -209,9 +209,11 @@ func validateTags(v *ValidationError, field string, tags map[string]string) {
 		if val == "" {
 			v.Addf(kf, "tag value must not be empty")
 		}
-		validateTag(v, kf, k, val)
-		if k == ServiceTag && val != "" {
-			ValidateServiceName(v, kf, val)
+		switch {
+		case k == ServiceTag && val != "":
+			ValidateServiceName(v, kf, val) // within the tag value set, and stricter
+		default:
+			validateTag(v, kf, k, val)
 		}
 	}
 }
