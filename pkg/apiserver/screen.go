@@ -4,6 +4,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 
 	"meshca/pkg/authn"
@@ -28,7 +29,7 @@ const (
 //     preflight, and no CORS header is ever sent to allow one;
 //   - the caller is authenticated (Options.Authenticator): bad credentials
 //     are 401; an anonymous caller gets 401 for everything but GET /,
-//     /healthz and /readyz.
+//     /healthz, /readyz and Options.PublicPaths.
 //
 // The identity is attached to the request's context (authn.FromContext).
 func (s *Server) HandlerFor(l authn.Listener) http.Handler {
@@ -61,7 +62,7 @@ func (s *Server) screen(l authn.Listener, next http.Handler) http.Handler {
 			WriteError(w, s.logger, err)
 			return
 		}
-		if id.IsAnonymous() && !(r.Method == http.MethodGet && publicPaths[r.URL.Path]) {
+		if id.IsAnonymous() && !(r.Method == http.MethodGet && (publicPaths[r.URL.Path] || slices.Contains(s.opts.PublicPaths, r.URL.Path))) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meshca"`)
 			WriteError(w, s.logger, &Error{Status: http.StatusUnauthorized, Title: TitleUnauthorized,
 				Detail: "authentication required: send \"Authorization: Bearer <user token>\" (meshctl generate user-token)"})

@@ -81,6 +81,10 @@ type Options struct {
 	// (--api-allow-insecure-remote); loopback clients are still held to a
 	// loopback Host header.
 	AllowRemotePlain bool
+	// PublicPaths answer anonymous GETs besides /, /healthz and /readyz:
+	// static files that hold no data (the web view's page and scripts,
+	// which then ask the API with the user's token).
+	PublicPaths []string
 }
 
 // Server is meshca's HTTP API.

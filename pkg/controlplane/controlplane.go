@@ -182,6 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Extra: withGUI(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof),
 			gui.New(gui.Options{Source: ids, Backends: cas, Logger: logger})),
 		GUI:              gui.Path,
+		PublicPaths:      gui.PublicPaths,
 		Authenticator:    &authn.Authenticator{LocalhostIsAdmin: cfg.APILocalhostIsAdmin},
 		AllowRemotePlain: cfg.APIAllowInsecureRemote,
 	})

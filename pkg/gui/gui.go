@@ -45,6 +45,12 @@ type Options struct {
 // Path is where the web view is served.
 const Path = "/gui/"
 
+// PublicPaths are the web view's static files, which hold no data: they
+// load without credentials, and the page then calls the JSON endpoints
+// with the user token it is given (on the HTTPS listener) or none (on the
+// plain loopback listener).
+var PublicPaths = []string{"/gui", "/gui/", "/gui/app.js", "/gui/app.css"}
+
 // Handler serves the web view.
 type Handler struct {
 	opts Options

@@ -292,6 +292,37 @@ mtls:
 	b.screenshot("dataplanes-failing")
 }
 
+// TestGUIHTTPSNeedsToken opens the web view on the HTTPS listener, where the
+// API wants a user token: the page loads (its files hold no data), the data
+// does not, and the page asks for a token and sends the one it is given.
+func TestGUIHTTPSNeedsToken(t *testing.T) {
+	// The listener's certificate is signed by the control plane's own CA.
+	b := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+	cp := startCP(t, t.TempDir())
+	cp.apply(t, builtinMeshWith("1h"))
+	resp, err := cp.httpsClient(t).Get("https://" + cp.apiTLS + "/gui/api/meshes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("anonymous GET /gui/api/meshes over HTTPS: %s, want 401", resp.Status)
+	}
+	b.do("open the web view over HTTPS", chromedp.Navigate("https://"+cp.apiTLS+"/gui/#/meshes"))
+	first := b.waitText(10*time.Second, "the sign-in form", "#token-form", func(s string) bool { return strings.Contains(s, "authentication required") })
+	if strings.Contains(b.text("main"), "default") {
+		t.Error("mesh data shown without a token")
+	}
+	b.screenshot("sign-in")
+	b.do("give a token", chromedp.SendKeys(chromedp.CSS("#token"), "not-a-real-token"), chromedp.KeyEvent(kb.Enter))
+	b.waitText(10*time.Second, "the token refused", "#token-form", func(s string) bool {
+		return s != first && strings.Contains(s, "unauthenticated")
+	})
+	if tok := evalAs[string](b, `sessionStorage.getItem("meshca-user-token") || ""`); tok != "" {
+		t.Errorf("a refused token is kept: %q", tok)
+	}
+}
+
 // evalVoid is an action that evaluates JavaScript for its effect.
 func evalVoid(expr string) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {

@@ -116,15 +116,43 @@ function setParams(r, changes) {
 
 const state = { gen: 0, timer: 0, paused: false, meshes: [], view: null, lastMesh: "" };
 
+// The user token, on a listener that wants one (HTTPS): kept for this tab
+// only (sessionStorage), sent as the API wants it.
+const TOKEN_KEY = "meshca-user-token";
+
 async function getJSON(url) {
-  const resp = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const resp = await fetch(url, { headers, cache: "no-store", credentials: "omit" });
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) {
     const why = body.detail || body.title || `HTTP ${resp.status}`;
     const causes = (body.causes || []).map((c) => `${c.field}: ${c.message}`).join("; ");
-    throw new Error(causes && causes !== why ? `${why} (${causes})` : why);
+    const err = new Error(causes && causes !== why ? `${why} (${causes})` : why);
+    err.unauthorized = resp.status === 401;
+    throw err;
   }
   return body;
+}
+
+// showTokenForm asks for a user token after the API answered 401.
+function showTokenForm(why) {
+  const main = document.getElementById("main");
+  if (main.querySelector("#token-form")) return;
+  const input = h("input", { type: "password", id: "token", autocomplete: "off", required: true, "aria-describedby": "token-help" });
+  const form = h("form", { id: "token-form", class: "card" },
+    h("h1", { text: "Sign in" }),
+    h("p", { id: "token-help" }, "This API needs a user token: ", h("code", { text: "meshctl generate user-token" }),
+      ". It is kept in this tab only, and sent to this server only.", h("br"), h("span", { class: "err", text: `The API said: ${why}` })),
+    h("label", { for: "token", text: "User token" }), " ", input, " ", h("button", { type: "submit", text: "Use token" }));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    start();
+  });
+  main.replaceChildren(form);
+  input.focus();
 }
 
 function showAlert(msg) {
@@ -157,6 +185,12 @@ function start() {
         document.getElementById("updated").textContent = `Updated ${absUTC(new Date().toISOString())} · refreshing every ${POLL_MS / 1000} s`;
       } catch (e) {
         if (gen !== state.gen) return;
+        if (e.unauthorized) {
+          sessionStorage.removeItem(TOKEN_KEY);
+          showAlert("");
+          showTokenForm(e.message);
+          return; // polling starts again once a token is given
+        }
         showAlert(`Could not refresh: ${e.message}`);
       }
     }
