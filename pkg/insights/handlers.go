@@ -1,6 +1,7 @@
 package insights
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,12 +67,29 @@ func (s *Service) listOverviews(logger *slog.Logger) http.Handler {
 			apiserver.WriteError(w, logger, err)
 			return
 		}
-		items, err := s.Overviews(dps, f)
+		// Only the page asked for is built: a list of thousands is cheap
+		// to filter and sort, not to describe.
+		selected := Select(dps, f)
+		start, end, next, err := apiserver.Page(r, len(selected))
 		if err != nil {
 			apiserver.WriteError(w, logger, err)
 			return
 		}
-		apiserver.WriteList(w, r, logger, items)
+		items, err := s.build(selected[start:end])
+		if err != nil {
+			apiserver.WriteError(w, logger, err)
+			return
+		}
+		body := apiserver.ListBody{Total: len(selected), Items: make([]json.RawMessage, 0, len(items)), Next: next}
+		for _, it := range items {
+			js, err := json.Marshal(it)
+			if err != nil {
+				apiserver.WriteError(w, logger, err)
+				return
+			}
+			body.Items = append(body.Items, js)
+		}
+		apiserver.WriteJSON(w, http.StatusOK, body)
 	})
 }
 

@@ -41,10 +41,20 @@ const (
 
 // Overview returns dp with its insight.
 func (s *Service) Overview(dp *api.Dataplane) (DataplaneOverview, error) {
-	spec, err := api.MarshalSpec(dp)
+	// The spec alone (networking, metrics, probes), as Kuma nests it.
+	spec, err := json.Marshal(dp.DataplaneSpec)
 	if err != nil {
 		return DataplaneOverview{}, err
 	}
+	return DataplaneOverview{
+		Type: TypeDataplaneOverview, Mesh: dp.Mesh, Name: dp.Name,
+		CreationTime: dp.CreationTime, ModificationTime: dp.ModificationTime, Labels: dp.Labels,
+		Dataplane: json.RawMessage(spec), DataplaneInsight: s.insight(dp),
+	}, nil
+}
+
+// insight is dp's DataplaneInsight: its streams and certificate state.
+func (s *Service) insight(dp *api.Dataplane) DataplaneInsight {
 	in := DataplaneInsight{Subscriptions: s.conns.Subscriptions(dp.Mesh, dp.Name)}
 	for _, sub := range in.Subscriptions {
 		if sub.DisconnectTime == nil {
@@ -54,18 +64,18 @@ func (s *Service) Overview(dp *api.Dataplane) (DataplaneOverview, error) {
 	if id, ok := s.ids.Insight(dp.Mesh, dp.Name); ok {
 		in.MTLS = id.MTLS
 	}
-	return DataplaneOverview{
-		Type: TypeDataplaneOverview, Mesh: dp.Mesh, Name: dp.Name,
-		CreationTime: dp.CreationTime, ModificationTime: dp.ModificationTime, Labels: dp.Labels,
-		Dataplane: json.RawMessage(spec), DataplaneInsight: in,
-	}, nil
+	return in
 }
 
 // Status is the data plane's status as kumactl computes it: offline while
 // no stream is open or no inbound is ready, partially degraded while some
 // inbound is not ready, online otherwise.
 func (o DataplaneOverview) Status(dp *api.Dataplane) string {
-	if !o.DataplaneInsight.Connected {
+	return status(o.DataplaneInsight, dp)
+}
+
+func status(in DataplaneInsight, dp *api.Dataplane) string {
+	if !in.Connected {
 		return StatusOffline
 	}
 	if dp.Networking.Gateway != nil {
@@ -132,32 +142,29 @@ func (s *Service) MeshInsight(ctx context.Context, mesh *api.Mesh) (MeshInsight,
 	services := map[string]bool{}
 	for _, r := range dps {
 		dp := r.(*api.Dataplane)
-		o, err := s.Overview(dp)
-		if err != nil {
-			return MeshInsight{}, err
-		}
-		status := o.Status(dp)
-		mi.Dataplanes.add(status)
+		in := s.insight(dp)
+		st := status(in, dp)
+		mi.Dataplanes.add(st)
 		if gw := dp.Networking.Gateway; gw != nil {
-			mi.DataplanesByType.Gateway.add(status)
+			mi.DataplanesByType.Gateway.add(st)
 			if gw.Type == "BUILTIN" {
-				mi.DataplanesByType.GatewayBuiltin.add(status)
+				mi.DataplanesByType.GatewayBuiltin.add(st)
 			} else {
-				mi.DataplanesByType.GatewayDelegated.add(status)
+				mi.DataplanesByType.GatewayDelegated.add(st)
 			}
 		} else {
-			mi.DataplanesByType.Standard.add(status)
+			mi.DataplanesByType.Standard.add(st)
 		}
-		if m := o.DataplaneInsight.MTLS; m != nil {
+		if m := in.MTLS; m != nil {
 			if m.IssuedBackend != "" {
-				st := mi.MTLS.IssuedBackends[m.IssuedBackend]
-				st.add(status)
-				mi.MTLS.IssuedBackends[m.IssuedBackend] = st
+				ib := mi.MTLS.IssuedBackends[m.IssuedBackend]
+				ib.add(st)
+				mi.MTLS.IssuedBackends[m.IssuedBackend] = ib
 			}
 			for _, b := range m.SupportedBackends {
-				st := mi.MTLS.SupportedBackends[b]
-				st.add(status)
-				mi.MTLS.SupportedBackends[b] = st
+				sb := mi.MTLS.SupportedBackends[b]
+				sb.add(st)
+				mi.MTLS.SupportedBackends[b] = sb
 			}
 		}
 		for _, svc := range dp.Services() {
@@ -187,17 +194,17 @@ func (s *Service) MeshInsight(ctx context.Context, mesh *api.Mesh) (MeshInsight,
 // Overviews returns the overviews of dps that match f, sorted by mesh and
 // name.
 func (s *Service) Overviews(dps []api.Resource, f Filter) ([]DataplaneOverview, error) {
-	out := make([]DataplaneOverview, 0, len(dps))
+	return s.build(Select(dps, f))
+}
+
+// Select returns the Dataplanes of dps that match f, sorted by mesh and
+// name: what a list pages through before any overview is built.
+func Select(dps []api.Resource, f Filter) []*api.Dataplane {
+	out := make([]*api.Dataplane, 0, len(dps))
 	for _, r := range dps {
-		dp := r.(*api.Dataplane)
-		if !f.match(dp) {
-			continue
+		if dp := r.(*api.Dataplane); f.match(dp) {
+			out = append(out, dp)
 		}
-		o, err := s.Overview(dp)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, o)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Mesh != out[j].Mesh {
@@ -205,5 +212,17 @@ func (s *Service) Overviews(dps []api.Resource, f Filter) ([]DataplaneOverview, 
 		}
 		return out[i].Name < out[j].Name
 	})
+	return out
+}
+
+func (s *Service) build(dps []*api.Dataplane) ([]DataplaneOverview, error) {
+	out := make([]DataplaneOverview, 0, len(dps))
+	for _, dp := range dps {
+		o, err := s.Overview(dp)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
 	return out, nil
 }

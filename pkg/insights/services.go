@@ -58,11 +58,8 @@ func (s *Service) ServiceInsights(ctx context.Context, mesh string) ([]ServiceIn
 	by := map[string]*ServiceInsight{}
 	for _, r := range dps {
 		dp := r.(*api.Dataplane)
-		o, err := s.Overview(dp)
-		if err != nil {
-			return nil, err
-		}
-		online := o.Status(dp) == StatusOnline
+		in := s.insight(dp)
+		online := status(in, dp) == StatusOnline
 		for _, name := range dp.Services() {
 			si := by[name]
 			if si == nil {
@@ -76,7 +73,7 @@ func (s *Service) ServiceInsights(ctx context.Context, mesh string) ([]ServiceIn
 			} else {
 				si.Dataplanes.Offline++
 			}
-			if m := o.DataplaneInsight.MTLS; m != nil && m.IssuedBackend != "" {
+			if m := in.MTLS; m != nil && m.IssuedBackend != "" {
 				if si.IssuedBackends == nil {
 					si.IssuedBackends = map[string]uint32{}
 				}
