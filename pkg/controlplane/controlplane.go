@@ -126,6 +126,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The postgres store's listener metrics (reconnects, catch-up size).
+	if cp, ok := st.(interface{ Collectors() []prometheus.Collector }); ok {
+		reg.MustRegister(cp.Collectors()...)
+	}
 	// Backends with metrics of their own (acmpca) expose them as collectors.
 	for _, typ := range cas.Types() {
 		be, _ := cas.Get(typ)

@@ -2,24 +2,28 @@
 // several control planes on one database.
 //
 // Commits run in one transaction that locks the touched rows with SELECT ...
-// FOR UPDATE and checks versions. Each op also sends
-// pg_notify('meshca_resources', <json>) inside that transaction, so the
-// notification is delivered only if the commit succeeds, and PostgreSQL
-// delivers notifications in commit order. Every Store LISTENs on the channel
-// and feeds its watchers from it, so watchers see the commits of every
-// process, including their own. The payload carries the full record; when it
-// would exceed PostgreSQL's 8000-byte limit the spec (and labels) are left out
-// and the listener reloads the record. If the record changed again meanwhile
-// (or was deleted), the event is delivered without Spec/Labels and a later
-// event carries the newer state.
+// FOR UPDATE and checks versions. A commit that changes anything then takes
+// the next number of a per-database commit sequence (one row, updated last in
+// the transaction, so its lock orders commits and numbers follow commit
+// order), writes each event under (sequence, index) to the changes table and
+// sends it with pg_notify('meshca_resources', <json>); the notification is
+// delivered only if the commit succeeds, in commit order. Every Store LISTENs
+// on the channel and feeds its watchers from it, so watchers see the commits
+// of every process, including their own. The payload carries the full record;
+// when it would exceed PostgreSQL's 8000-byte limit the spec (and labels) are
+// left out and the listener reads the event from the changes table.
+//
+// No event is lost to a broken listener connection: the listener remembers
+// the position (sequence, index) of the last event it delivered and, once
+// reconnected, delivers every event after it from the changes table, in
+// order, before any new notification. The changes table keeps events for
+// changeRetention (pruned by every instance); a listener away longer than
+// that logs how many commits it lost and counts them in a metric.
 //
 // Watch starts a watcher inactive and sends a barrier notification; the
 // listener activates the watcher when the barrier arrives, so it sees exactly
-// the commits ordered after its Watch call.
-//
-// Limitation: events committed while the listener is reconnecting are lost
-// (logged). Times are stored as UTC unix nanoseconds (BIGINT) to keep
-// nanosecond precision like the other backends.
+// the commits ordered after its Watch call. Times are stored as UTC unix
+// nanoseconds (BIGINT) to keep nanosecond precision like the other backends.
 package postgres
 
 import (
@@ -29,8 +33,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -61,8 +66,20 @@ type Store struct {
 	barrierMu sync.Mutex
 	barriers  map[string]func() // Watch barrier token -> activate
 
+	// catchingUp is set (under barrierMu) while the listener delivers
+	// events from the changes table: a watcher started then is activated at
+	// once, since its barrier could arrive after events it must see.
+	catchingUp bool
+	// listenerPID is the backend process id of the listener's connection.
+	listenerPID atomic.Uint32
+
+	m *metrics
+	// beforeReconnect, when set (tests), runs before each listener reconnect.
+	beforeReconnect func()
+
 	stopListen context.CancelFunc
 	listenDone chan struct{}
+	pruneDone  chan struct{}
 	closeOnce  sync.Once
 }
 
@@ -81,6 +98,19 @@ func migrations() []string {
 			modified_at BIGINT NOT NULL, -- unix nanoseconds, UTC
 			PRIMARY KEY (type, mesh, name)
 		)`,
+		// The commit sequence: one row, incremented by every commit that
+		// changes something.
+		`CREATE TABLE commit_seq (seq BIGINT NOT NULL)`,
+		`INSERT INTO commit_seq (seq) VALUES (0)`,
+		// Events by position, for listeners catching up after a reconnect.
+		`CREATE TABLE changes (
+			seq          BIGINT NOT NULL,
+			idx          INTEGER NOT NULL,
+			committed_at BIGINT NOT NULL, -- unix nanoseconds, UTC
+			payload      TEXT NOT NULL,
+			PRIMARY KEY (seq, idx)
+		)`,
+		`CREATE INDEX changes_committed_at ON changes (committed_at)`,
 	}
 }
 
@@ -95,6 +125,15 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 		return nil, fmt.Errorf("postgres store: parse dsn: %w", err)
 	}
 	cfg.MaxConns = poolSize
+	// A process paused inside a transaction (SIGSTOP, a VM freeze) must not
+	// hold its row locks forever: the leader's term record is locked by
+	// every fenced commit, and a new leader waits for them.
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "10s"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: %w", err)
@@ -104,7 +143,9 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 		logger:     logger.With("store", "postgres"),
 		hub:        storeutil.NewHub(),
 		listenDone: make(chan struct{}),
+		pruneDone:  make(chan struct{}),
 		barriers:   make(map[string]func()),
+		m:          newMetrics(),
 	}
 	if err := s.migrate(ctx); err != nil {
 		s.pool.Close()
@@ -115,9 +156,18 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 		s.pool.Close()
 		return nil, fmt.Errorf("postgres store: %w", err)
 	}
+	// Start after every commit made so far: they are in the state the
+	// caller reads next.
+	var start int64
+	if err := listener.QueryRow(ctx, `SELECT seq FROM commit_seq`).Scan(&start); err != nil {
+		_ = listener.Close(context.Background())
+		s.pool.Close()
+		return nil, fmt.Errorf("postgres store: read commit sequence: %w", err)
+	}
 	listenCtx, cancel := context.WithCancel(context.Background())
 	s.stopListen = cancel
-	go s.listen(listenCtx, listener)
+	go s.listen(listenCtx, listener, position{seq: start, idx: math.MaxInt32})
+	go s.prune(listenCtx)
 	return s, nil
 }
 
@@ -257,7 +307,8 @@ func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 	defer func() { _ = tx.Rollback(context.Background()) }()
 
 	now := storeutil.Now()
-	for i, op := range ops {
+	var events []store.Event
+	for _, op := range ops {
 		if op.Kind == store.OpRequireNone {
 			// After the commit's earlier ops; an OpDelete of the Mesh
 			// before it holds the Mesh row, so commits that require the
@@ -300,13 +351,10 @@ func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 			}
 			return fmt.Errorf("commit: write %s: %w", key, err)
 		}
-		payload, err := encodeNotification(i, ev)
-		if err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, payload); err != nil {
-			return fmt.Errorf("commit: notify: %w", err)
-		}
+		events = append(events, ev)
+	}
+	if err := publish(ctx, tx, now, events); err != nil {
+		return fmt.Errorf("commit: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -341,157 +389,20 @@ func write(ctx context.Context, tx pgx.Tx, key store.Key, exists bool, next *sto
 	return err
 }
 
-// notification is the NOTIFY payload.
-type notification struct {
-	Seq      int               `json:"seq"` // op index: keeps payloads of one commit distinct
-	Kind     store.EventKind   `json:"kind"`
-	Type     string            `json:"type"`
-	Mesh     string            `json:"mesh"`
-	Name     string            `json:"name"`
-	Version  int64             `json:"version"`
-	Created  int64             `json:"created"`
-	Modified int64             `json:"modified"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	Spec     []byte            `json:"spec,omitempty"`
-	// Omitted is set when Spec and Labels did not fit in the payload.
-	Omitted bool `json:"omitted,omitempty"`
-	// Barrier, when set, marks a Watch start point; no other field is set.
-	Barrier string `json:"barrier,omitempty"`
-}
-
-func encodeNotification(seq int, ev store.Event) (string, error) {
-	r := ev.Record
-	n := notification{
-		Seq: seq, Kind: ev.Kind, Type: r.Type, Mesh: r.Mesh, Name: r.Name, Version: r.Version,
-		Created: r.CreationTime.UnixNano(), Modified: r.ModificationTime.UnixNano(),
-		Labels: r.Labels, Spec: r.Spec,
-	}
-	b, err := json.Marshal(n)
-	if err != nil {
-		return "", fmt.Errorf("encode notification: %w", err)
-	}
-	if len(b) > maxPayload {
-		n.Labels, n.Spec, n.Omitted = nil, nil, true
-		if b, err = json.Marshal(n); err != nil {
-			return "", fmt.Errorf("encode notification: %w", err)
-		}
-		if len(b) > maxPayload {
-			return "", fmt.Errorf("encode notification: key of %s too long for NOTIFY", r.Key)
-		}
-	}
-	return string(b), nil
-}
-
-func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
-	if err != nil {
-		return nil, fmt.Errorf("listener: connect: %w", err)
-	}
-	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{Channel}.Sanitize()); err != nil {
-		_ = conn.Close(context.Background())
-		return nil, fmt.Errorf("listener: listen: %w", err)
-	}
-	return conn, nil
-}
-
-// listen turns notifications into events until ctx is cancelled, reconnecting
-// with backoff when the connection breaks.
-func (s *Store) listen(ctx context.Context, conn *pgx.Conn) {
-	defer close(s.listenDone)
-	defer func() {
-		if conn != nil {
-			_ = conn.Close(context.Background())
-		}
-	}()
-	backoff := 100 * time.Millisecond
-	for {
-		if conn == nil {
-			var err error
-			if conn, err = s.connectListener(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				s.logger.Warn("listener reconnect failed", "err", err, "retry_in", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-					return
-				}
-				backoff = min(2*backoff, 10*time.Second)
-				continue
-			}
-			s.logger.Warn("listener reconnected; change events may have been missed")
-			backoff = 100 * time.Millisecond
-		}
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.logger.Warn("listener connection lost", "err", err)
-			_ = conn.Close(context.Background())
-			conn = nil
-			continue
-		}
-		ev, barrier, err := s.decode(ctx, n.Payload)
-		if barrier != "" {
-			s.barrierMu.Lock()
-			activate := s.barriers[barrier]
-			delete(s.barriers, barrier)
-			s.barrierMu.Unlock()
-			if activate != nil { // else another process's barrier
-				activate()
-			}
-			continue
-		}
-		if err != nil {
-			s.logger.Error("dropping undecodable change event", "err", err, "payload", n.Payload)
-			continue
-		}
-		s.hub.Publish([]store.Event{ev})
-	}
-}
-
-// decode turns a payload into an event, or returns the token of a barrier.
-func (s *Store) decode(ctx context.Context, payload string) (store.Event, string, error) {
-	var n notification
-	if err := json.Unmarshal([]byte(payload), &n); err != nil {
-		return store.Event{}, "", err
-	}
-	if n.Barrier != "" {
-		return store.Event{}, n.Barrier, nil
-	}
-	if n.Kind < store.EventCreated || n.Kind > store.EventDeleted {
-		return store.Event{}, "", fmt.Errorf("unknown event kind %d", n.Kind)
-	}
-	r := store.Record{
-		Key:     store.Key{Type: n.Type, Mesh: n.Mesh, Name: n.Name},
-		Version: n.Version, Spec: n.Spec, Labels: n.Labels,
-		CreationTime:     time.Unix(0, n.Created).UTC(),
-		ModificationTime: time.Unix(0, n.Modified).UTC(),
-	}
-	if n.Omitted && n.Kind != store.EventDeleted {
-		cur, err := s.Get(ctx, r.Key)
-		switch {
-		case err == nil && cur.Version == r.Version:
-			r = cur
-		case err == nil || errors.Is(err, store.ErrNotFound):
-			s.logger.Debug("record changed before its large event was reloaded; delivering without spec",
-				"key", r.Key.String(), "version", r.Version)
-		default:
-			s.logger.Warn("reloading record for change event failed; delivering without spec",
-				"key", r.Key.String(), "err", err)
-		}
-	}
-	return store.Event{Kind: n.Kind, Record: storeutil.Clone(r)}, "", nil
-}
-
 // Watch implements store.Store. Watchers see commits of every process using
 // the database.
 func (s *Store) Watch(ctx context.Context, types ...string) <-chan store.Event {
 	ch, activate := s.hub.WatchInactive(ctx, types...)
 	token := rand.Text()
 	s.barrierMu.Lock()
+	if s.catchingUp {
+		// Events after this call may be delivered from the changes table
+		// before the barrier's notification arrives: start now (the
+		// watcher may see a few events of commits just before this call).
+		s.barrierMu.Unlock()
+		activate()
+		return ch
+	}
 	s.barriers[token] = activate
 	s.barrierMu.Unlock()
 	if err := s.sendBarrier(ctx, token); err != nil {
@@ -525,6 +436,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopListen()
 		<-s.listenDone
+		<-s.pruneDone
 		s.hub.Close()
 		s.pool.Close()
 	})

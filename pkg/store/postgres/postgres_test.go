@@ -40,7 +40,7 @@ func openEmpty(t *testing.T) *Store {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.pool.Exec(t.Context(), `TRUNCATE resources`); err != nil {
+	if _, err := s.pool.Exec(t.Context(), `TRUNCATE resources, changes`); err != nil {
 		t.Fatal(err)
 	}
 	return s
