@@ -12,29 +12,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 )
 
 // DefaultReverifyInterval is how often open streams re-verify their token.
 const DefaultReverifyInterval = time.Minute
 
-// shutdownGrace bounds GracefulStop before open streams are cut.
+// shutdownGrace bounds how long a shutdown waits for streams to take their status.
 const shutdownGrace = 5 * time.Second
-
-// readBufferSize is the gRPC read buffer of a data-plane connection: none.
-// The connection is TLS, which keeps the record it decrypts, so gRPC's
-// framer reads from that buffer anyway; another one would cost 8 KiB or
-// more per connection, a third of what a connected Envoy costs.
-const readBufferSize = 0
 
 // verifyTimeout bounds one re-verification by the shared reverify loop.
 const verifyTimeout = 10 * time.Second
@@ -53,8 +40,8 @@ func WithClock(now func() time.Time) Option {
 	return func(s *Server) { s.now = now }
 }
 
-// Server is an SDS server. Create it with NewServer; it may Serve (or be
-// Registered on) several gRPC servers in turn, sharing its connection state.
+// Server is an SDS server. Create it with NewServer; it may Serve several
+// listeners in turn, sharing its stream state.
 type Server struct {
 	src      Source
 	auth     Authenticator
@@ -116,45 +103,6 @@ func NewServer(src Source, auth Authenticator, logger *slog.Logger, reg promethe
 	return s
 }
 
-// Ending a stream from outside its handler.
-//
-// A stream's handler goroutine waits in Recv; the server must still be able
-// to end the stream with a status of its choosing when a token is revoked or
-// the control plane shuts down. Two mechanisms, the first preferred:
-//
-//   - The gRPC transport stream in the stream's context (see
-//     grpc.ServerTransportStreamFromContext) can write the final status
-//     itself (statusWriter). That finishes the stream at once: the client
-//     gets the status, and Recv and Send return.
-//   - tapInterrupt gives every stream a context the server can cancel: the
-//     transport reads and writes the stream under that context, so
-//     cancelling it makes a blocked Recv or Send return. (A stats handler's
-//     context is derived too late for that; the tap's becomes the stream's
-//     own.) The client then sees codes.Canceled, not the status.
-
-// statusWriter is implemented by grpc-go's server transport streams.
-type statusWriter interface {
-	WriteStatus(*status.Status) error
-}
-
-// interruptKey is the context key of a stream's interrupt function.
-type interruptKey struct{}
-
-// tapInterrupt is the grpc.InTapHandle of the server. It runs on the
-// connection's reader goroutine and does not block.
-func tapInterrupt(ctx context.Context, _ *tap.Info) (context.Context, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	return context.WithValue(ctx, interruptKey{}, cancel), nil
-}
-
-// register adds the SDS service to gs, which must have been created with
-// the tapInterrupt handle. Streams end (codes.Unavailable) when ctx is done.
-func (s *Server) register(ctx context.Context, gs *grpc.Server) {
-	h := &handler{s: s, serveCtx: ctx}
-	context.AfterFunc(ctx, func() { s.closeAll(errShuttingDown) })
-	secretv3.RegisterSecretDiscoveryServiceServer(gs, h)
-}
-
 var errShuttingDown = status.Error(codes.Unavailable, "control plane is shutting down")
 
 // openStreams returns the number of open, authenticated streams.
@@ -167,55 +115,55 @@ func (s *Server) openStreams() int {
 // closeAll ends every open stream with err.
 func (s *Server) closeAll(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns { // not under mu: ending a stream removes it
 		c.end(err)
 	}
 }
 
-// Serve serves SDS over TLS on lis until ctx is done, then stops gracefully
-// (open streams are told to go away and have shutdownGrace to finish).
+// Serve serves SDS (gRPC over HTTP/2 over TLS, see h2conn.go) on lis
+// until ctx is done, then stops: open streams end with codes.Unavailable,
+// connections get GOAWAY and have shutdownGrace to take their status
+// before they are closed.
 func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Config) error {
 	if tlsConf == nil {
 		return errors.New("sds: serve: a TLS configuration is required (tokens are bearer credentials)")
 	}
-	gs := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsConf)),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.ReadBufferSize(readBufferSize),
-		grpc.InTapHandle(tapInterrupt),
-		// (Write buffers are shared between idle connections by default in
-		// this gRPC version.)
-	)
-	// sctx also ends if gs.Serve fails, so streams and the stopper end too.
+	conf := tlsConf.Clone()
+	conf.NextProtos = []string{"h2"}
+	// sctx also ends if accepting fails, so streams and the keepalive end too.
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.register(sctx, gs)
+	d := &h2Server{s: s, ctx: sctx, tls: conf, conns: make(map[*h2Conn]struct{}), poll: newPoller()}
+	stopClosing := context.AfterFunc(sctx, func() {
+		s.closeAll(errShuttingDown)
+		_ = lis.Close()
+	})
+	defer stopClosing()
+	go d.keepalive()
 
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		<-sctx.Done()
-		done := make(chan struct{})
-		go func() { gs.GracefulStop(); close(done) }()
-		t := time.NewTimer(shutdownGrace)
-		defer t.Stop()
-		select {
-		case <-done:
-		case <-t.C:
-			gs.Stop()
-			<-done
-		}
-	}()
 	attrs := []any{"address", lis.Addr().String()}
 	if soft, _, ok := fileLimit(); ok {
 		attrs = append(attrs, "fdLimit", soft)
 	}
 	s.log.Info("SDS server listening", attrs...)
-	err := gs.Serve(&acceptListener{Listener: lis, log: s.log, now: s.now, errors: s.acceptErrors, open: s.openStreams})
+	al := &acceptListener{Listener: lis, log: s.log, now: s.now, errors: s.acceptErrors, open: s.openStreams}
+	var err error
+	for {
+		nc, aerr := al.Accept()
+		if aerr != nil {
+			err = aerr
+			break
+		}
+		d.wg.Add(1)
+		go d.handle(nc)
+	}
 	cancel()
-	<-stopped
+	d.shutdown()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -227,9 +175,8 @@ type conn struct {
 	s                *Server
 	mesh, name, node string
 	token            string
-	ctx              context.Context         // the stream's
-	interrupt        context.CancelCauseFunc // cancels ctx: a waiting Recv or Send returns
-	status           statusWriter            // the stream's transport, if it can write the final status
+	ctx              context.Context // the stream's; cancelled when it ends
+	st               *h2Stream
 
 	sawNode bool // stream goroutine only
 
@@ -239,32 +186,23 @@ type conn struct {
 	until time.Time // the last verdict lapses then (zero: unknown)
 }
 
-// open authenticates a new stream and registers it; the stream ends when
-// serveCtx does.
-func (s *Server) open(ctx, serveCtx context.Context) (*conn, error) {
-	interrupt, ok := ctx.Value(interruptKey{}).(context.CancelCauseFunc)
-	if !ok {
-		return nil, status.Error(codes.Internal, "sds: the gRPC server lacks the stream interrupt tap")
-	}
-	token, err := bearerToken(ctx)
+// open authenticates a new stream and registers it.
+func (s *Server) open(st *h2Stream) (*conn, error) {
+	token, err := bearerToken(st.authz)
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{s: s, token: token, ctx: ctx, interrupt: interrupt}
-	c.status, _ = grpc.ServerTransportStreamFromContext(ctx).(statusWriter)
-	mesh, name, err := c.check(ctx)
+	c := &conn{s: s, token: token, ctx: st.ctx, st: st}
+	mesh, name, err := c.check(st.ctx)
 	if err != nil {
 		s.log.Info("SDS stream refused", "reason", err)
 		return nil, authStatus(err)
 	}
 	c.mesh, c.name, c.node = mesh, name, NodeID(mesh, name)
-	if err := s.servable(ctx, mesh, name); err != nil {
+	if err := s.servable(st.ctx, mesh, name); err != nil {
 		return nil, err
 	}
 	s.add(c)
-	if serveCtx.Err() != nil {
-		c.end(errShuttingDown) // closeAll may have run before add
-	}
 	s.connections.Inc()
 	s.log.Info("SDS stream opened", "node", c.node)
 	return c, nil
@@ -289,15 +227,10 @@ func (s *Server) servable(ctx context.Context, mesh, name string) error {
 	return status.Error(code, err.Error())
 }
 
-// end ends the stream from outside its handler with err, a status error.
+// end ends the stream from outside its worker with err, a status error.
 // It may be called from any goroutine, more than once (the first status
 // stays).
-func (c *conn) end(err error) {
-	if c.status != nil {
-		_ = c.status.WriteStatus(status.Convert(err))
-	}
-	c.interrupt(err)
-}
+func (c *conn) end(err error) { c.st.end(err, true) }
 
 func (c *conn) close() {
 	c.s.remove(c)
@@ -455,13 +388,12 @@ func (c *conn) checkNode(id string, present bool) error {
 	return nil
 }
 
-func bearerToken(ctx context.Context) (string, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
-	if len(vals) == 0 {
+// bearerToken takes the token from an authorization header value.
+func bearerToken(authz string) (string, error) {
+	if authz == "" {
 		return "", status.Error(codes.Unauthenticated, "missing dataplane token (gRPC metadata \"authorization: Bearer <token>\")")
 	}
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(authz), " ")
 	tok = strings.TrimSpace(tok)
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return "", status.Error(codes.Unauthenticated, "malformed authorization metadata: want \"Bearer <token>\"")
@@ -477,47 +409,4 @@ func authStatus(err error) error {
 		return status.FromContextError(err).Err()
 	}
 	return status.Errorf(codes.Unavailable, "cannot verify dataplane token now: %v", err)
-}
-
-// handler implements the generated SDS service on one gRPC server.
-type handler struct {
-	secretv3.UnimplementedSecretDiscoveryServiceServer
-	s        *Server
-	serveCtx context.Context
-}
-
-func (h *handler) StreamSecrets(ss secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	c, err := h.open(ss.Context())
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	return serve(c, ss.Recv, &sotwStream{c: c, ss: ss})
-}
-
-func (h *handler) DeltaSecrets(ss secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
-	c, err := h.open(ss.Context())
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	return serve(c, ss.Recv, &deltaStream{c: c, ss: ss})
-}
-
-// open opens a stream off the handler goroutine's stack (token
-// verification goes deep; see offStack).
-func (h *handler) open(ctx context.Context) (*conn, error) {
-	type opened struct {
-		c   *conn
-		err error
-	}
-	o := offStack(func() opened {
-		c, err := h.s.open(ctx, h.serveCtx)
-		return opened{c, err}
-	})
-	return o.c, o.err
-}
-
-func (h *handler) FetchSecrets(context.Context, *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "FetchSecrets is not supported; use StreamSecrets or DeltaSecrets")
 }

@@ -1,85 +1,27 @@
 package sds
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// protocol is the per-stream xDS state machine (SotW or delta). Its methods
-// are called one at a time (pusher.mu).
-type protocol[Req any] interface {
-	// request handles a client request (and sends what it calls for).
-	request(req Req) error
-	// push sends what changed in the source; signalAt is when the source
-	// signalled the change (zero if the push is not due to a signal).
-	push(signalAt time.Time) error
-}
-
-// serve runs one stream on its handler goroutine, which receives and
-// handles requests; pushes for source signals run on a short-lived
-// goroutine (pusher.flush) that exists only while there is something to
-// send. So an idle stream costs one goroutine, blocked in Recv; the
-// server ends a stream from outside (revocation, shutdown) by c.end,
-// which makes Recv return.
-func serve[Req any](c *conn, recv func() (Req, error), p protocol[Req]) (err error) {
-	pu := &pusher[Req]{c: c, p: p}
-	unsubscribe := c.s.src.Subscribe(c.mesh, c.name, pu.signal)
-	defer func() {
-		unsubscribe()
-		// No Send after the handler returns. If a push is sending (a
-		// client not reading can block it on flow control), interrupt
-		// the stream, then wait for the push to give up.
-		if !pu.mu.TryLock() {
-			c.interrupt(context.Canceled)
-			pu.mu.Lock()
-		}
-		pu.closed = true
-		pu.mu.Unlock()
-	}()
-	for {
-		req, err := recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return c.result(nil)
-			}
-			return c.result(err)
-		}
-		err = offStack(func() error {
-			pu.mu.Lock()
-			defer pu.mu.Unlock()
-			return p.request(req)
-		})
-		if err != nil {
-			c.logRefusal(err)
-			return c.result(err)
-		}
-	}
-}
-
 // offStack runs f on a new goroutine and waits for its result.
 //
-// A stream's handler goroutine lives as long as the stream, and keeps the
+// A connection's goroutine lives as long as the connection, and keeps the
 // largest stack it ever needed: the runtime halves an idle goroutine's stack
-// only while less than a quarter of it is in use, and a goroutine waiting in
-// gRPC's Recv uses over 4 KiB. So work that goes deep (token verification,
-// building and encoding responses, logging) runs on a short-lived goroutine
-// instead, and an idle stream costs an 8 KiB stack instead of 16 or 32 KiB.
+// only while less than a quarter of it is in use. So work that goes deep
+// (the TLS handshake) runs on a short-lived goroutine instead.
 func offStack[T any](f func() T) T {
 	ch := make(chan T, 1)
 	go func() { ch <- f() }()
@@ -91,72 +33,6 @@ func (c *conn) logRefusal(err error) {
 	if code := status.Code(err); code == codes.InvalidArgument || code == codes.PermissionDenied {
 		c.s.log.Info("SDS stream refused", "node", c.node, "reason", err)
 	}
-}
-
-// pusher runs a stream's pushes for source signals.
-type pusher[Req any] struct {
-	c *conn
-	p protocol[Req]
-
-	mu     sync.Mutex // serializes p's methods, held while sending
-	closed bool       // the handler returned: no more sending; guarded by mu
-
-	sigMu    sync.Mutex
-	signalAt time.Time // the earliest signal not yet served (zero: none); guarded by sigMu
-	running  bool      // a flush goroutine runs (or the stream failed); guarded by sigMu
-}
-
-// signal is the Source's notify: it starts a flush unless one is running
-// (which then serves this signal too). It does not block.
-func (pu *pusher[Req]) signal() {
-	now := pu.c.s.now()
-	pu.sigMu.Lock()
-	if pu.signalAt.IsZero() {
-		pu.signalAt = now
-	}
-	start := !pu.running
-	pu.running = true
-	pu.sigMu.Unlock()
-	if start {
-		go pu.flush()
-	}
-}
-
-// flush pushes until no signal is pending.
-func (pu *pusher[Req]) flush() {
-	for {
-		pu.sigMu.Lock()
-		at := pu.signalAt
-		if at.IsZero() {
-			pu.running = false
-			pu.sigMu.Unlock()
-			return
-		}
-		pu.signalAt = time.Time{}
-		pu.sigMu.Unlock()
-
-		pu.mu.Lock()
-		var err error
-		if !pu.closed && pu.c.ctx.Err() == nil {
-			err = pu.p.push(at)
-		}
-		pu.mu.Unlock()
-		if err != nil {
-			pu.c.logRefusal(err)
-			pu.c.end(status.Convert(err).Err()) // running stays set: nothing more is pushed
-			return
-		}
-	}
-}
-
-// result is the stream's final status: the reason it was ended from outside
-// (token no longer valid), if any, else err.
-func (c *conn) result(err error) error {
-	var se interface{ GRPCStatus() *status.Status }
-	if cause := context.Cause(c.ctx); cause != nil && errors.As(cause, &se) {
-		return cause
-	}
-	return err
 }
 
 // sent accounts a response sent.
@@ -276,7 +152,7 @@ func (c *conn) resource(i int, sec *Secrets) (*anypb.Any, error) {
 // sotwStream is the state of a state-of-the-world stream.
 type sotwStream struct {
 	c  *conn
-	ss secretv3.SecretDiscoveryService_StreamSecretsServer
+	st *h2Stream
 
 	started bool               // the initial request was received
 	want    [numResources]bool // subscribed resources
@@ -288,7 +164,11 @@ type sotwStream struct {
 	nackOK  bool               // nacked is set
 }
 
-func (st *sotwStream) request(req *discoveryv3.DiscoveryRequest) error {
+func (st *sotwStream) request(msg []byte) error {
+	req := new(discoveryv3.DiscoveryRequest)
+	if err := proto.Unmarshal(msg, req); err != nil {
+		return status.Errorf(codes.Internal, "decode DiscoveryRequest: %v", err)
+	}
 	c := st.c
 	if err := c.checkNode(req.GetNode().GetId(), req.GetNode() != nil); err != nil {
 		return err
@@ -362,7 +242,7 @@ func (st *sotwStream) push(signalAt time.Time) error {
 		return err
 	}
 	resp.Nonce = c.s.nextNonce()
-	if err := st.ss.Send(resp); err != nil {
+	if err := st.st.send(resp); err != nil {
 		return err
 	}
 	st.nonce, st.sent, st.sentOK = resp.Nonce, version, true
@@ -385,7 +265,7 @@ type deltaResource struct {
 // deltaStream is the state of an incremental stream.
 type deltaStream struct {
 	c  *conn
-	ss secretv3.SecretDiscoveryService_DeltaSecretsServer
+	st *h2Stream
 
 	started  bool
 	wildcard bool
@@ -396,7 +276,11 @@ type deltaStream struct {
 
 func (st *deltaStream) subscribed(i int) bool { return st.wildcard || st.res[i].sub }
 
-func (st *deltaStream) request(req *discoveryv3.DeltaDiscoveryRequest) error {
+func (st *deltaStream) request(msg []byte) error {
+	req := new(discoveryv3.DeltaDiscoveryRequest)
+	if err := proto.Unmarshal(msg, req); err != nil {
+		return status.Errorf(codes.Internal, "decode DeltaDiscoveryRequest: %v", err)
+	}
 	c := st.c
 	if err := c.checkNode(req.GetNode().GetId(), req.GetNode() != nil); err != nil {
 		return err
@@ -500,7 +384,7 @@ func (st *deltaStream) push(signalAt time.Time) error {
 		return err
 	}
 	resp.Nonce = c.s.nextNonce()
-	if err := st.ss.Send(resp); err != nil {
+	if err := st.st.send(resp); err != nil {
 		return err
 	}
 	st.nonce, st.remove = resp.Nonce, nil
