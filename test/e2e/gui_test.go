@@ -184,40 +184,68 @@ func TestGUIExternalCA(t *testing.T) {
 		"AWS_ACCESS_KEY_ID=AKIDENV", "AWS_SECRET_ACCESS_KEY=secret-env", "AWS_EC2_METADATA_DISABLED=true")
 	cp.apply(t, "type: Mesh\nname: pca\n")
 	cp.apply(t, fmt.Sprintf("type: Secret\nmesh: pca\nname: ca\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, seedARN))))
-	mesh := func(expiration string) string {
+	// Two backends: the builtin one first, then a switch to ACM PCA paced
+	// at 0.3 certificates a second, so the switch takes seconds to watch.
+	mesh := func(enabled, expiration string) string {
 		return fmt.Sprintf(`type: Mesh
 name: pca
 mtls:
-  enabledBackend: aws
+  enabledBackend: %s
   backends:
+  - name: local
+    type: builtin
+    dpCert: {rotation: {expiration: 1h}}
   - name: aws
     type: acmpca
     dpCert: {rotation: {expiration: %s}, requestTimeout: 2s}
     conf:
       arn: %s
       caCert: {secret: ca}
-      maxRequestsPerSecond: 5
-`, expiration, seedARN)
+      maxRequestsPerSecond: 0.3
+`, enabled, expiration, seedARN)
 	}
-	cp.apply(t, mesh("1h"))
+	cp.apply(t, mesh("local", "1h"))
 	cp.apply(t, dataplanes("pca")+"---\n"+fmt.Sprintf(thirdDataplane, "pca"))
-	overview := func() (v struct {
+	type overviewView struct {
 		States map[string]int `json:"states"`
-		Budget struct {
-			Formula string `json:"formula"`
-		} `json:"budget"`
-	}) {
+		Switch *struct {
+			Done int `json:"done"`
+		} `json:"switch"`
+		Backends []struct {
+			Name    string `json:"name"`
+			Holding int    `json:"holding"`
+		} `json:"backends"`
+	}
+	overview := func() (v overviewView) {
 		getJSON(t, "http://"+cp.api+"/meshes/pca/_overview?pricePerCertificate=0.1", &v)
 		return v
 	}
-	waitFor(t, 30*time.Second, "3 valid certificates from ACM PCA", func() bool { return overview().States["valid"] == 3 })
+	waitFor(t, 30*time.Second, "3 valid certificates from the builtin CA", func() bool { return overview().States["valid"] == 3 })
+	base := "http://" + cp.api + "/gui/"
+
+	// The switch to ACM PCA, watched on the Meshes page.
+	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
+	b.waitText(10*time.Second, "the mesh", `section[data-mesh="pca"] [data-field="backend"]`, func(s string) bool { return s == "local" })
+	cp.apply(t, mesh("aws", "1h"))
+	progress := b.waitText(15*time.Second, "the CA switch in progress", `section[data-mesh="pca"] [data-field="switch"]`, func(s string) bool {
+		return strings.Contains(s, "of 3 data planes") && strings.Contains(s, "hold aws's certificate; still on the old CA: local")
+	})
+	t.Logf("switch on screen: %s", progress)
+	b.screenshot("meshes-switch")
+	waitFor(t, 30*time.Second, "the switch done on screen", func() bool {
+		return b.text(`section[data-mesh="pca"] [data-field="switch"]`) == "" &&
+			b.text(`section[data-mesh="pca"] [data-field="backend"]`) == "aws" &&
+			b.text(`section[data-mesh="pca"] li[data-state="valid"] .count`) == "3"
+	})
+	if v := overview(); v.Switch != nil || v.States["valid"] != 3 {
+		t.Fatalf("after the switch: %+v", v)
+	}
 
 	// The projection: 3 data planes × 30 days ÷ (0.8 × 1 h) = 2700
 	// certificates a month, at $0.10 each.
 	const n, lifetime, price = 3, time.Hour, 0.10
 	wantCerts := n * (30 * 24 * time.Hour).Seconds() / (0.8 * lifetime.Seconds())
 	wantCost := wantCerts * price
-	base := "http://" + cp.api + "/gui/"
 	b.do("open the budget page", chromedp.Navigate(base+"#/meshes/pca/budget?price=0.1"))
 	b.waitText(10*time.Second, "projection", "#projected-certs", func(s string) bool { return s != "" })
 	certs := evalAs[float64](b, `Number(document.querySelector('#projection [data-field="certs"]').dataset.value)`)
@@ -239,8 +267,8 @@ mtls:
 	if today < 3 {
 		t.Errorf("billable certificates today shown as %d, want at least the 3 issued", today)
 	}
-	if got := b.text(`[data-field="rps"]`); !strings.Contains(got, "of 5.0") {
-		t.Errorf("request rate does not show maxRequestsPerSecond 5: %q", got)
+	if got := b.text(`[data-field="rps"]`); !strings.Contains(got, "of 0.3") {
+		t.Errorf("request rate does not show maxRequestsPerSecond 0.3: %q", got)
 	}
 	b.screenshot("budget")
 
@@ -256,7 +284,7 @@ mtls:
 	// plane re-issue. Each shows as failing (its certificate stays in
 	// service), with the error its insight reports.
 	emu.admin(t, "faults", `{"outageFor":"300s"}`)
-	cp.apply(t, mesh("2h"))
+	cp.apply(t, mesh("aws", "2h"))
 	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
 	b.waitText(60*time.Second, "3 failing data planes", `section[data-mesh="pca"] li[data-state="failing"] .count`, func(s string) bool { return s == "3" })
 	// Retries go on, and their error text may change: compare what the
