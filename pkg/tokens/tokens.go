@@ -69,7 +69,7 @@ const KeyBits = 2048
 // ErrInvalid is wrapped by every error that means "this token is not
 // acceptable" (malformed, bad signature, unknown key, expired, revoked).
 // Other errors from Verify (e.g. the store is unreachable) are transient.
-var ErrInvalid = errors.New("invalid dataplane token")
+var ErrInvalid = errors.New("invalid token")
 
 const (
 	signingKeyPrefix  = "dataplane-token-signing-key-"
@@ -79,7 +79,7 @@ const (
 
 // SigningKeyName is the Secret name of a mesh's signing key with the given serial.
 func SigningKeyName(mesh string, serial int) string {
-	return signingKeyPrefix + mesh + "-" + strconv.Itoa(serial)
+	return dataplaneKeyring(mesh).keyName(serial)
 }
 
 // RevocationsName is the Secret name listing a mesh's revoked token IDs.
@@ -116,7 +116,7 @@ type Tokens struct {
 	counter  uint64            // last generation handed out
 	floor    uint64            // generation at the last (re)start or stop of the watch
 	meshGen  map[string]uint64 // generation of the mesh's last relevant change
-	serials  map[string]int    // newest signing-key serial per mesh (cache)
+	serials  map[string]int    // newest signing-key serial per keyring.id (cache)
 	changed  chan struct{}     // signalled (coalescing) on every bump
 }
 
@@ -249,13 +249,14 @@ func (t *Tokens) observe(ev store.Event) {
 	if !ok {
 		return
 	}
+	ring := dataplaneKeyring(r.Mesh).id()
 	t.bump(r.Mesh, func() {
 		if ev.Kind == store.EventDeleted {
-			if t.serials[r.Mesh] == serial {
-				delete(t.serials, r.Mesh) // re-listed on the next Generate
+			if t.serials[ring] == serial {
+				delete(t.serials, ring) // re-listed on the next Generate
 			}
-		} else if cur, ok := t.serials[r.Mesh]; ok && serial > cur {
-			t.serials[r.Mesh] = serial
+		} else if cur, ok := t.serials[ring]; ok && serial > cur {
+			t.serials[ring] = serial
 		}
 	})
 	if ev.Kind == store.EventDeleted {
@@ -280,51 +281,52 @@ func (t *Tokens) bump(mesh string, also func()) {
 	}
 }
 
-// signingSerial returns the newest signing-key serial of mesh (0 if none),
+// signingSerial returns the newest signing-key serial of ring (0 if none),
 // from the cache when it can be trusted.
-func (t *Tokens) signingSerial(ctx context.Context, mesh string) (int, error) {
+func (t *Tokens) signingSerial(ctx context.Context, ring keyring) (int, error) {
 	t.gmu.RLock()
-	serial, ok := t.serials[mesh]
-	watching := t.watching
+	serial, ok := t.serials[ring.id()]
+	// Run watches dataplane keys only: user keys are always checked.
+	trusted := t.watching && ring.typ == api.TypeSecret
 	t.gmu.RUnlock()
-	if ok && !watching {
+	if ok && !trusted {
 		// Nobody tells us about rotations by other control planes: one
-		// read for the next serial instead of listing the mesh's Secrets.
-		_, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial+1)})
+		// read for the next serial instead of listing every key.
+		_, err := t.store.Get(ctx, ring.keyKey(serial+1))
 		switch {
 		case err == nil:
 			ok = false
 		case !errors.Is(err, store.ErrNotFound):
-			return 0, fmt.Errorf("read signing key %d of mesh %q: %w", serial+1, mesh, err)
+			return 0, fmt.Errorf("read signing key %d of %s: %w", serial+1, ring.what, err)
 		}
 	}
 	if ok {
 		return serial, nil
 	}
-	serial, err := t.newestSerial(ctx, mesh)
+	serial, err := t.newestSerial(ctx, ring)
 	if err != nil {
 		return 0, err
 	}
-	t.noteSerial(mesh, serial)
+	t.noteSerial(ring, serial)
 	return serial, nil
 }
 
-// noteSerial records that a signing key with serial exists in mesh.
-func (t *Tokens) noteSerial(mesh string, serial int) {
+// noteSerial records that a signing key with serial exists in ring.
+func (t *Tokens) noteSerial(ring keyring, serial int) {
 	if serial < 1 {
 		return
 	}
 	t.gmu.Lock()
 	defer t.gmu.Unlock()
-	t.serials[mesh] = max(t.serials[mesh], serial)
+	t.serials[ring.id()] = max(t.serials[ring.id()], serial)
 }
 
-// forgetSerial drops the cached serial of mesh if it is serial (that key is gone).
-func (t *Tokens) forgetSerial(mesh string, serial int) {
+// forgetSerial drops the cached serial of ring if it is serial (that key is gone).
+func (t *Tokens) forgetSerial(ring keyring, serial int) {
 	t.gmu.Lock()
 	defer t.gmu.Unlock()
-	if t.serials[mesh] == serial {
-		delete(t.serials, mesh)
+	if t.serials[ring.id()] == serial {
+		delete(t.serials, ring.id())
 	}
 }
 
@@ -343,46 +345,51 @@ func (t *Tokens) Generate(ctx context.Context, mesh, name string, validFor time.
 	if err := t.checkMesh(ctx, mesh); err != nil {
 		return "", fmt.Errorf("generate dataplane token: %w", err)
 	}
-	key, serial, err := t.signingKey(ctx, mesh)
+	claims := &jwtClaims{Name: name, Mesh: mesh}
+	signed, err := t.sign(ctx, dataplaneKeyring(mesh), validFor, &claims.RegisteredClaims, claims)
 	if err != nil {
 		return "", fmt.Errorf("generate dataplane token: %w", err)
-	}
-	id, err := randomID()
-	if err != nil {
-		return "", fmt.Errorf("generate dataplane token: %w", err)
-	}
-	now := t.now()
-	claims := jwtClaims{
-		Name: name,
-		Mesh: mesh,
-		RegisteredClaims: jwt.RegisteredClaims{
-			ID:        id,
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(validFor)),
-		},
-	}
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	tok.Header["kid"] = strconv.Itoa(serial)
-	signed, err := tok.SignedString(key)
-	if err != nil {
-		return "", fmt.Errorf("generate dataplane token: sign: %w", err)
 	}
 	return signed, nil
 }
 
-// signingKey returns the newest signing key of mesh and its serial, creating
+// sign fills reg (part of claims) with a new ID, the issue time and the
+// expiry, and signs claims with ring's newest key (created if none).
+func (t *Tokens) sign(ctx context.Context, ring keyring, validFor time.Duration, reg *jwt.RegisteredClaims, claims jwt.Claims) (string, error) {
+	key, serial, err := t.signingKey(ctx, ring)
+	if err != nil {
+		return "", err
+	}
+	id, err := randomID()
+	if err != nil {
+		return "", err
+	}
+	now := t.now()
+	reg.ID = id
+	reg.IssuedAt = jwt.NewNumericDate(now)
+	reg.ExpiresAt = jwt.NewNumericDate(now.Add(validFor))
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = strconv.Itoa(serial)
+	signed, err := tok.SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("sign: %w", err)
+	}
+	return signed, nil
+}
+
+// signingKey returns the newest signing key of ring and its serial, creating
 // the first one if there is none.
-func (t *Tokens) signingKey(ctx context.Context, mesh string) (*rsa.PrivateKey, int, error) {
+func (t *Tokens) signingKey(ctx context.Context, ring keyring) (*rsa.PrivateKey, int, error) {
 	for attempt := 0; ; attempt++ {
-		serial, err := t.signingSerial(ctx, mesh)
+		serial, err := t.signingSerial(ctx, ring)
 		if err != nil {
 			return nil, 0, err
 		}
 		if serial == 0 {
-			serial, err = t.createKey(ctx, mesh, 1)
+			serial, err = t.createKey(ctx, ring, 1)
 			if errors.Is(err, store.ErrAlreadyExists) {
 				// A concurrent caller created it first; use whatever is newest now.
-				serial, err = t.newestSerial(ctx, mesh)
+				serial, err = t.newestSerial(ctx, ring)
 				if err == nil && serial == 0 {
 					err = errors.New("signing key vanished after concurrent creation")
 				}
@@ -390,15 +397,15 @@ func (t *Tokens) signingKey(ctx context.Context, mesh string) (*rsa.PrivateKey, 
 			if err != nil {
 				return nil, 0, err
 			}
-			t.noteSerial(mesh, serial)
+			t.noteSerial(ring, serial)
 		}
-		rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)})
+		rec, err := t.store.Get(ctx, ring.keyKey(serial))
 		if errors.Is(err, store.ErrNotFound) && attempt == 0 {
-			t.forgetSerial(mesh, serial) // deleted since cached: list again
+			t.forgetSerial(ring, serial) // deleted since cached: list again
 			continue
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("read signing key %d of mesh %q: %w", serial, mesh, err)
+			return nil, 0, fmt.Errorf("read signing key %d of %s: %w", serial, ring.what, err)
 		}
 		key, err := t.parseKey(rec)
 		if err != nil {
@@ -421,32 +428,13 @@ func (t *Tokens) Verify(ctx context.Context, token string) (Claims, error) {
 	if mesh == "" || unverified.Name == "" {
 		return Claims{}, fmt.Errorf("%w: token has no Mesh or Name claim", ErrInvalid)
 	}
-	kid, _ := parsed.Header["kid"].(string)
-	serial, err := strconv.Atoi(kid)
-	if err != nil || serial < 1 {
-		return Claims{}, fmt.Errorf("%w: token has no valid kid header", ErrInvalid)
-	}
-	rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)})
-	if errors.Is(err, store.ErrNotFound) {
-		return Claims{}, fmt.Errorf("%w: signing key %d of mesh %q does not exist (it was rotated out?)", ErrInvalid, serial, mesh)
-	}
-	if err != nil {
-		return Claims{}, fmt.Errorf("verify dataplane token: read signing key %d of mesh %q: %w", serial, mesh, err)
-	}
-	key, err := t.parseKey(rec)
-	if err != nil {
-		return Claims{}, fmt.Errorf("verify dataplane token: %w", err)
-	}
-
+	ring := dataplaneKeyring(mesh)
 	var claims jwtClaims
-	_, err = jwt.ParseWithClaims(token, &claims,
-		func(*jwt.Token) (any, error) { return &key.PublicKey, nil },
-		jwt.WithValidMethods([]string{signingMethod}),
-		jwt.WithTimeFunc(t.now),
-		jwt.WithExpirationRequired(),
-	)
-	if err != nil {
-		return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	if err := t.verifySigned(ctx, ring, token, parsed.Header["kid"], &claims); err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return Claims{}, err
+		}
+		return Claims{}, fmt.Errorf("verify dataplane token: %w", err)
 	}
 	if claims.Mesh != mesh || claims.Name != unverified.Name {
 		// Cannot happen for a valid signature, but never trust the unverified parse.
@@ -455,7 +443,7 @@ func (t *Tokens) Verify(ctx context.Context, token string) (Claims, error) {
 	if claims.ID == "" {
 		return Claims{}, fmt.Errorf("%w: token has no ID (jti) and could not be revoked", ErrInvalid)
 	}
-	revoked, err := t.isRevoked(ctx, mesh, claims.ID)
+	revoked, err := t.isRevoked(ctx, ring, claims.ID)
 	if err != nil {
 		return Claims{}, fmt.Errorf("verify dataplane token: %w", err)
 	}
@@ -463,6 +451,37 @@ func (t *Tokens) Verify(ctx context.Context, token string) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: token %s of dataplane %q in mesh %q is revoked", ErrInvalid, claims.ID, claims.Name, mesh)
 	}
 	return Claims{Mesh: claims.Mesh, Name: claims.Name, ID: claims.ID, ExpiresAt: claims.ExpiresAt.Time}, nil
+}
+
+// verifySigned checks token's signature with ring's key whose serial is kid
+// (the unverified header) and its expiry, decoding it into claims.
+// Errors meaning the token is not acceptable wrap ErrInvalid.
+func (t *Tokens) verifySigned(ctx context.Context, ring keyring, token string, kid any, claims jwt.Claims, opts ...jwt.ParserOption) error {
+	k, _ := kid.(string)
+	serial, ok := parseSerial(k)
+	if !ok {
+		return fmt.Errorf("%w: token has no valid kid header", ErrInvalid)
+	}
+	rec, err := t.store.Get(ctx, ring.keyKey(serial))
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: signing key %d of %s does not exist (it was rotated out?)", ErrInvalid, serial, ring.what)
+	}
+	if err != nil {
+		return fmt.Errorf("read signing key %d of %s: %w", serial, ring.what, err)
+	}
+	key, err := t.parseKey(rec)
+	if err != nil {
+		return err
+	}
+	opts = append(opts,
+		jwt.WithValidMethods([]string{signingMethod}),
+		jwt.WithTimeFunc(t.now),
+		jwt.WithExpirationRequired(),
+	)
+	if _, err := jwt.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return &key.PublicKey, nil }, opts...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
 }
 
 // RotateSigningKey adds a signing key with the next serial; new tokens are
@@ -475,23 +494,27 @@ func (t *Tokens) RotateSigningKey(ctx context.Context, mesh string) (int, error)
 	if err := t.checkMesh(ctx, mesh); err != nil {
 		return 0, fmt.Errorf("rotate signing key: %w", err)
 	}
+	return t.rotate(ctx, dataplaneKeyring(mesh))
+}
+
+func (t *Tokens) rotate(ctx context.Context, ring keyring) (int, error) {
 	const attempts = 5
 	for range attempts {
-		serial, err := t.newestSerial(ctx, mesh)
+		serial, err := t.newestSerial(ctx, ring)
 		if err != nil {
 			return 0, fmt.Errorf("rotate signing key: %w", err)
 		}
-		created, err := t.createKey(ctx, mesh, serial+1)
+		created, err := t.createKey(ctx, ring, serial+1)
 		if errors.Is(err, store.ErrAlreadyExists) {
 			continue // a concurrent rotation took this serial
 		}
 		if err != nil {
 			return 0, fmt.Errorf("rotate signing key: %w", err)
 		}
-		t.noteSerial(mesh, created)
+		t.noteSerial(ring, created)
 		return created, nil
 	}
-	return 0, fmt.Errorf("rotate signing key of mesh %q: too many concurrent rotations", mesh)
+	return 0, fmt.Errorf("rotate signing key of %s: too many concurrent rotations", ring.what)
 }
 
 func (t *Tokens) checkMesh(ctx context.Context, mesh string) error {
@@ -505,16 +528,15 @@ func (t *Tokens) checkMesh(ctx context.Context, mesh string) error {
 	return nil
 }
 
-// newestSerial returns the highest signing-key serial of mesh, 0 if none.
-func (t *Tokens) newestSerial(ctx context.Context, mesh string) (int, error) {
-	recs, err := t.store.List(ctx, api.TypeSecret, mesh)
+// newestSerial returns the highest signing-key serial of ring, 0 if none.
+func (t *Tokens) newestSerial(ctx context.Context, ring keyring) (int, error) {
+	recs, err := t.store.List(ctx, ring.typ, ring.mesh)
 	if err != nil {
-		return 0, fmt.Errorf("list secrets of mesh %q: %w", mesh, err)
+		return 0, fmt.Errorf("list signing keys of %s: %w", ring.what, err)
 	}
-	prefix := signingKeyPrefix + mesh + "-"
 	newest := 0
 	for _, r := range recs {
-		rest, ok := strings.CutPrefix(r.Name, prefix)
+		rest, ok := strings.CutPrefix(r.Name, ring.keyPrefix)
 		if !ok {
 			continue
 		}
@@ -551,7 +573,7 @@ func ParseSigningKey(data []byte) error {
 	return err
 }
 
-func (t *Tokens) createKey(ctx context.Context, mesh string, serial int) (int, error) {
+func (t *Tokens) createKey(ctx context.Context, ring keyring, serial int) (int, error) {
 	keyPEM, err := NewSigningKey()
 	if err != nil {
 		return 0, err
@@ -560,12 +582,9 @@ func (t *Tokens) createKey(ctx context.Context, mesh string, serial int) (int, e
 	if err != nil {
 		return 0, fmt.Errorf("encode signing key: %w", err)
 	}
-	rec := store.Record{
-		Key:  store.Key{Type: api.TypeSecret, Mesh: mesh, Name: SigningKeyName(mesh, serial)},
-		Spec: spec,
-	}
+	rec := store.Record{Key: ring.keyKey(serial), Spec: spec}
 	if err := t.store.Commit(ctx, store.Op{Kind: store.OpCreate, Record: rec}); err != nil {
-		return 0, fmt.Errorf("store signing key %d of mesh %q: %w", serial, mesh, err)
+		return 0, fmt.Errorf("store signing key %d of %s: %w", serial, ring.what, err)
 	}
 	return serial, nil
 }
@@ -615,13 +634,13 @@ func parsePrivateKey(data []byte) (*rsa.PrivateKey, error) {
 	}
 }
 
-func (t *Tokens) isRevoked(ctx context.Context, mesh, id string) (bool, error) {
-	rec, err := t.store.Get(ctx, store.Key{Type: api.TypeSecret, Mesh: mesh, Name: RevocationsName(mesh)})
+func (t *Tokens) isRevoked(ctx context.Context, ring keyring, id string) (bool, error) {
+	rec, err := t.store.Get(ctx, ring.revocationsKey())
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read revocations of mesh %q: %w", mesh, err)
+		return false, fmt.Errorf("read revocations of %s: %w", ring.what, err)
 	}
 	t.mu.Lock()
 	c, ok := t.revoked[rec.Key]
