@@ -48,7 +48,6 @@ import (
 const (
 	handshakeTimeout   = 10 * time.Second
 	writeTimeout       = 10 * time.Second
-	sendStallTimeout   = time.Minute
 	keepaliveTime      = 30 * time.Second // ping a connection silent this long
 	keepaliveTimeout   = 10 * time.Second // close it if the ping is not answered by then
 	keepaliveCheck     = 5 * time.Second
@@ -64,6 +63,10 @@ const (
 	maxGRPCMessageLen  = 1024 // of a grpc-message trailer
 	asyncWorkers       = 16
 )
+
+// sendStallTimeout bounds how long a push waits for the peer's
+// flow-control credit (a variable for tests).
+var sendStallTimeout = time.Minute
 
 // The SDS methods, by HTTP/2 :path.
 const (

@@ -41,6 +41,9 @@ type env struct {
 	src    *sdstest.Source
 	reg    *prometheus.Registry
 	client secretv3.SecretDiscoveryServiceClient
+	cc     *grpc.ClientConn
+	addr   string
+	caPEM  []byte
 	cancel context.CancelFunc
 	served chan error
 	logs   *syncbuf.Buffer // the server's log, warnings and errors
@@ -98,6 +101,7 @@ func newEnvAuth(t *testing.T, auth func(*tokens.Tokens) sds.Authenticator, opts 
 	}
 	t.Cleanup(func() { _ = cc.Close() })
 	e.client = secretv3.NewSecretDiscoveryServiceClient(cc)
+	e.cc, e.addr, e.caPEM = cc, lis.Addr().String(), caPEM
 	return e
 }
 
