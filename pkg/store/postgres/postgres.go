@@ -111,6 +111,22 @@ func migrations() []string {
 			PRIMARY KEY (seq, idx)
 		)`,
 		`CREATE INDEX changes_committed_at ON changes (committed_at)`,
+		// pkg/leader's lease (times by the database's clock) and its list
+		// of instances.
+		`CREATE TABLE leader_lease (
+			name        TEXT PRIMARY KEY,
+			holder      TEXT NOT NULL,
+			acquired_at TIMESTAMPTZ NOT NULL,
+			renewed_at  TIMESTAMPTZ NOT NULL,
+			expires_at  TIMESTAMPTZ NOT NULL
+		)`,
+		`CREATE TABLE control_planes (
+			id           TEXT PRIMARY KEY,
+			address      TEXT NOT NULL,
+			version      TEXT NOT NULL,
+			started_at   TIMESTAMPTZ NOT NULL,
+			heartbeat_at TIMESTAMPTZ NOT NULL
+		)`,
 	}
 }
 
