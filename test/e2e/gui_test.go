@@ -186,7 +186,7 @@ func TestGUIExternalCA(t *testing.T) {
 	cp.apply(t, fmt.Sprintf("type: Secret\nmesh: pca\nname: ca\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, seedARN))))
 	// Two backends: the builtin one first, then a switch to ACM PCA paced
 	// at 0.3 certificates a second, so the switch takes seconds to watch.
-	mesh := func(enabled, expiration string) string {
+	mesh := func(enabled, expiration, rps string) string {
 		return fmt.Sprintf(`type: Mesh
 name: pca
 mtls:
@@ -201,10 +201,10 @@ mtls:
     conf:
       arn: %s
       caCert: {secret: ca}
-      maxRequestsPerSecond: 0.3
-`, enabled, expiration, seedARN)
+      maxRequestsPerSecond: %s
+`, enabled, expiration, seedARN, rps)
 	}
-	cp.apply(t, mesh("local", "1h"))
+	cp.apply(t, mesh("local", "1h", "0.3"))
 	cp.apply(t, dataplanes("pca")+"---\n"+fmt.Sprintf(thirdDataplane, "pca"))
 	type overviewView struct {
 		States map[string]int `json:"states"`
@@ -226,7 +226,7 @@ mtls:
 	// The switch to ACM PCA, watched on the Meshes page.
 	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
 	b.waitText(10*time.Second, "the mesh", `section[data-mesh="pca"] [data-field="backend"]`, func(s string) bool { return s == "local" })
-	cp.apply(t, mesh("aws", "1h"))
+	cp.apply(t, mesh("aws", "1h", "0.3"))
 	progress := b.waitText(15*time.Second, "the CA switch in progress", `section[data-mesh="pca"] [data-field="switch"]`, func(s string) bool {
 		return strings.Contains(s, "of 3 data planes") && strings.Contains(s, "hold aws's certificate; still on the old CA: local")
 	})
@@ -283,8 +283,15 @@ mtls:
 	// The CA fails: ACM PCA is down when a new lifetime makes every data
 	// plane re-issue. Each shows as failing (its certificate stays in
 	// service), with the error its insight reports.
+	// A faster pace first (a new conf is checked with ACM, so before the
+	// outage), so that the failures surface in seconds.
+	cp.apply(t, mesh("aws", "1h", "5"))
+	waitFor(t, 30*time.Second, "3 certificates for the new conf", func() bool {
+		v := overview()
+		return v.States["valid"] == 3 && v.Switch == nil
+	})
 	emu.admin(t, "faults", `{"outageFor":"300s"}`)
-	cp.apply(t, mesh("aws", "2h"))
+	cp.apply(t, mesh("aws", "2h", "5"))
 	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
 	b.waitText(60*time.Second, "3 failing data planes", `section[data-mesh="pca"] li[data-state="failing"] .count`, func(s string) bool { return s == "3" })
 	// Retries go on, and their error text may change: compare what the
