@@ -161,12 +161,12 @@ func decodeKubernetes(head map[string]json.RawMessage) (Resource, error) {
 			return nil, FieldErr("apiVersion", "must be %q for kind Secret, got %q", kubeCoreV1, o.APIVersion)
 		}
 		return decodeKubeSecret(o)
-	case TypeMesh, TypeDataplane:
+	case TypeMesh, TypeDataplane, TypeAccessRole, TypeAccessRoleBinding:
 		if o.APIVersion != KubeAPIVersion {
 			return nil, FieldErr("apiVersion", "must be %q for kind %s, got %q", KubeAPIVersion, o.Kind, o.APIVersion)
 		}
 	default:
-		return nil, FieldErr("kind", "unsupported kind %q: must be Mesh, Dataplane or Secret", o.Kind)
+		return nil, FieldErr("kind", "unsupported kind %q: must be Mesh, Dataplane, Secret, AccessRole or AccessRoleBinding", o.Kind)
 	}
 	if o.Type != "" || o.Data != nil || o.StringData != nil {
 		return nil, FieldErr("", "fields type/data/stringData belong to kind Secret, not %s", o.Kind)
@@ -186,6 +186,8 @@ func decodeKubernetes(head map[string]json.RawMessage) (Resource, error) {
 			return nil, err
 		}
 		return m, nil
+	case TypeAccessRole, TypeAccessRoleBinding:
+		return decodeKubeAccess(o.Kind, meta, o.Mesh, spec)
 	default:
 		meta.Mesh = o.Mesh
 		if meta.Mesh == "" {

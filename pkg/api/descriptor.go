@@ -24,6 +24,8 @@ func Descriptors() []Descriptor {
 		{Type: TypeSecret, MeshScoped: true, Path: "secrets", Singular: "secret", New: func() Resource { return &Secret{} }},
 		{Type: TypeGlobalSecret, Path: "global-secrets", Singular: "global-secret", New: func() Resource { return &GlobalSecret{} }},
 		{Type: TypeDataplane, MeshScoped: true, Path: "dataplanes", Singular: "dataplane", New: func() Resource { return &Dataplane{} }},
+		{Type: TypeAccessRole, Path: "access-roles", Singular: "access-role", New: func() Resource { return &AccessRole{} }},
+		{Type: TypeAccessRoleBinding, Path: "access-role-bindings", Singular: "access-role-binding", New: func() Resource { return &AccessRoleBinding{} }},
 	}
 }
 

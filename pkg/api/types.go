@@ -184,16 +184,18 @@ func (d *DataSource) IsInline() bool {
 	return d != nil && (d.Inline != "" || d.InlineString != "")
 }
 
-// Secret is mesh-scoped opaque data (base64 in Data).
+// Secret is mesh-scoped opaque data (base64 in Data). Data is empty (and
+// left out) where it is not shown: in lists, and to those without
+// VIEW_SECRET_DATA.
 type Secret struct {
 	Meta
-	Data string `json:"data"`
+	Data string `json:"data,omitempty"`
 }
 
 // GlobalSecret is a Secret that belongs to no mesh.
 type GlobalSecret struct {
 	Meta
-	Data string `json:"data"`
+	Data string `json:"data,omitempty"`
 }
 
 // Dataplane is one data-plane proxy registered in a mesh.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"meshca/pkg/access"
 	"meshca/pkg/api"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
@@ -166,6 +167,8 @@ func classify(err error) *Error {
 			out.Detail = out.Title
 		}
 		return &out
+	case access.IsDenied(err):
+		return &Error{Status: http.StatusForbidden, Title: TitleForbidden, Detail: err.Error()}
 	case errors.As(err, &ve):
 		return &Error{Status: http.StatusBadRequest, Title: TitleInvalid, Detail: DetailInvalid, Causes: ve.Causes}
 	case errors.As(err, &iue):

@@ -13,6 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"meshca/pkg/access"
 	"meshca/pkg/api"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
@@ -92,6 +93,9 @@ func notFound(d api.Descriptor, mesh, name string, err error) error {
 func (s *Server) get(d api.Descriptor) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		mesh, name := r.PathValue("mesh"), r.PathValue("name")
+		if err := s.Authorize(r, access.Request{Access: readAccess(d.Type), Type: d.Type, Mesh: mesh, Name: name}); err != nil {
+			return err
+		}
 		res, err := s.mgr.Get(r.Context(), d.Type, mesh, name)
 		if err != nil {
 			return notFound(d, mesh, name, err)
@@ -104,6 +108,9 @@ func (s *Server) get(d api.Descriptor) handlerFunc {
 func (s *Server) delete(d api.Descriptor) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		mesh, name := r.PathValue("mesh"), r.PathValue("name")
+		if err := s.Authorize(r, access.Request{Access: api.AccessDelete, Type: d.Type, Mesh: mesh, Name: name}); err != nil {
+			return err
+		}
 		if err := s.mgr.Delete(r.Context(), d.Type, mesh, name); err != nil {
 			return notFound(d, mesh, name, err)
 		}
@@ -117,6 +124,9 @@ func (s *Server) put(d api.Descriptor) handlerFunc {
 		mesh, name := r.PathValue("mesh"), r.PathValue("name")
 		dryRun, err := parseBoolParam(r.URL.Query(), "dryRun")
 		if err != nil {
+			return err
+		}
+		if err := s.authorizePut(r, d, mesh, name); err != nil {
 			return err
 		}
 		body, release, err := s.readBody(w, r)
@@ -248,6 +258,9 @@ func (s *Server) list(d api.Descriptor) handlerFunc {
 		}
 		all, err := s.mgr.List(r.Context(), d.Type, r.PathValue("mesh"))
 		if err != nil {
+			return err
+		}
+		if all, err = s.visible(r, all); err != nil {
 			return err
 		}
 		out := ListBody{Total: len(all), Items: []json.RawMessage{}}

@@ -22,6 +22,7 @@ import (
 	"os"
 	"time"
 
+	"meshca/pkg/access"
 	"meshca/pkg/authn"
 	"meshca/pkg/resources"
 )
@@ -77,6 +78,9 @@ type Options struct {
 	// Authenticator says who calls (see HandlerFor); nil means loopback
 	// clients of the plain listener are admin and tokens are refused.
 	Authenticator *authn.Authenticator
+	// Access decides what authenticated callers may do; nil means roles and
+	// bindings are read from the Manager the server exposes.
+	Access *access.Checker
 	// AllowRemotePlain lets non-loopback clients use the plain listener
 	// (--api-allow-insecure-remote); loopback clients are still held to a
 	// loopback Host header.
@@ -95,6 +99,7 @@ type Server struct {
 	mux    *http.ServeMux
 	bodies *bodyBudget
 	authn  *authn.Authenticator
+	access *access.Checker
 }
 
 // New returns a Server exposing mgr. It panics if an Extra pattern is
@@ -119,6 +124,10 @@ func New(mgr *resources.Manager, opts Options) *Server {
 	}
 	opts.BodyBudgetBytes = max(opts.BodyBudgetBytes, opts.MaxBodyBytes)
 	s := &Server{mgr: mgr, opts: opts, logger: opts.Logger, mux: http.NewServeMux(), bodies: &bodyBudget{max: opts.BodyBudgetBytes}, authn: opts.Authenticator}
+	s.access = opts.Access
+	if s.access == nil {
+		s.access = access.New(mgr)
+	}
 	if s.authn == nil {
 		s.authn = &authn.Authenticator{LocalhostIsAdmin: true}
 	}

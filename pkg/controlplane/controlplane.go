@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"meshca/pkg/access"
 	"meshca/pkg/apiserver"
 	"meshca/pkg/authn"
 	"meshca/pkg/ca"
@@ -140,6 +141,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, OwnedTypes: []string{identity.TypeDataplaneIdentity}})
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg})
 	toks := tokens.New(st, time.Now)
+	checker := access.New(mgr)
 
 	apiLs, err := listenAPI(cfg, logger)
 	if err != nil {
@@ -183,11 +185,12 @@ func Run(ctx context.Context, cfg Config) error {
 		},
 		MaxBodyBytes:    cfg.APIMaxBodyBytes,
 		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
-		Extra: withGUI(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof),
+		Extra: withGUI(withAccess(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof), checker, toks, logger),
 			gui.New(gui.Options{Source: ids, Backends: cas, Logger: logger})),
 		GUI:              gui.Path,
 		PublicPaths:      gui.PublicPaths,
-		Authenticator:    &authn.Authenticator{LocalhostIsAdmin: cfg.APILocalhostIsAdmin},
+		Authenticator:    &authn.Authenticator{LocalhostIsAdmin: cfg.APILocalhostIsAdmin, VerifyUserToken: verifyUserToken(toks)},
+		Access:           checker,
 		AllowRemotePlain: cfg.APIAllowInsecureRemote,
 	})
 	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {

@@ -21,8 +21,9 @@ const maxResponseBytes = 64 << 20
 
 // Client is a thin client of meshca's HTTP API (Kuma's REST shapes).
 type Client struct {
-	base *url.URL
-	http *http.Client
+	base  *url.URL
+	http  *http.Client
+	token string // user token sent as a Bearer credential, if any
 }
 
 // NewClient returns a client of the API at baseURL ("http://127.0.0.1:5681").
@@ -136,6 +137,9 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return 0, err
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

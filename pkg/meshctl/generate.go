@@ -48,6 +48,7 @@ func newGenerateCmd(app *App) *cobra.Command {
 	tok.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
 	tok.Flags().StringVar(&name, "name", "", "name of the Dataplane")
 	tok.Flags().StringVar(&validFor, "valid-for", "", "token lifetime, e.g. 24h or 30d (default: the server's, one year)")
+	cmd.AddCommand(newUserTokenCmd(app))
 	cmd.AddCommand(tok, &cobra.Command{
 		Use:   "signing-key",
 		Short: "Generate a dataplane-token signing key",

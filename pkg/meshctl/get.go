@@ -67,6 +67,7 @@ global-secret NAME, dataplanes, dataplane NAME.`,
 		if d.MeshScoped {
 			list.Flags().BoolVarP(&allMeshes, "all-meshes", "A", false, "list "+d.Path+" of every mesh")
 		}
+		var showData bool
 		one := &cobra.Command{
 			Use:   d.Singular + " NAME",
 			Short: "Show one " + d.Singular,
@@ -87,8 +88,14 @@ global-secret NAME, dataplanes, dataplane NAME.`,
 				if err != nil {
 					return err
 				}
+				if !showData {
+					r = withoutData(r)
+				}
 				return printResources(cmd.OutOrStdout(), output, d, []api.Resource{r}, false, app.Now())
 			},
+		}
+		if isSecretType(d.Type) {
+			one.Flags().BoolVar(&showData, "show-data", false, "print the secret's data (needs VIEW_SECRET_DATA; lists never carry it)")
 		}
 		cmd.AddCommand(list, one)
 	}
@@ -293,4 +300,21 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+func isSecretType(typ string) bool { return typ == api.TypeSecret || typ == api.TypeGlobalSecret }
+
+// withoutData drops a secret's data: it is printed only when asked for.
+func withoutData(r api.Resource) api.Resource {
+	switch v := r.(type) {
+	case *api.Secret:
+		c := *v
+		c.Data = ""
+		return &c
+	case *api.GlobalSecret:
+		c := *v
+		c.Data = ""
+		return &c
+	}
+	return r
 }

@@ -361,6 +361,10 @@ func TestGet(t *testing.T) {
 		t.Errorf("get mesh -o yaml = %+v", mesh)
 	}
 	r = h.run("get", "secret", "ca-cert", "-o", "json").ok(t)
+	if strings.Contains(r.stdout, secretB64) || strings.Contains(r.stdout, `"data"`) {
+		t.Errorf("get secret without --show-data printed the data: %s", r.stdout)
+	}
+	r = h.run("get", "secret", "ca-cert", "--show-data", "-o", "json").ok(t)
 	var sec api.Secret
 	if err := json.Unmarshal([]byte(r.stdout), &sec); err != nil || sec.Data != secretB64 || sec.Mesh != "default" {
 		t.Errorf("get secret -o json: %v %s", err, r.stdout)

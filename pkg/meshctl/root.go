@@ -44,12 +44,13 @@ type Config struct {
 
 // App is what every command shares.
 type App struct {
-	cfg    Config
-	apiURL string
+	cfg        Config
+	apiURL     string
+	configFile string
+	root       *cobra.Command
 }
 
 // Client returns a client of the API chosen by --api / MESHCTL_API.
-func (a *App) Client() (*Client, error) { return NewClient(a.apiURL, a.cfg.HTTPClient) }
 
 // Now returns the current time of the App's clock.
 func (a *App) Now() time.Time { return a.cfg.Now() }
@@ -65,6 +66,7 @@ func builtinCommands() []func(*App) *cobra.Command {
 		newGetCmd,
 		newDeleteCmd,
 		newGenerateCmd,
+		newConfigCmd,
 		newRevokeCmd,
 		newInspectCmd,
 		newVersionCmd,
@@ -110,7 +112,13 @@ func NewRootCmd(cfg Config) *cobra.Command {
 	if def == "" {
 		def = DefaultAPI
 	}
-	root.PersistentFlags().StringVar(&app.apiURL, "api", def, "address of the meshca API (env "+EnvAPI+")")
+	root.PersistentFlags().StringVar(&app.apiURL, "api", def, "address of the meshca API (env "+EnvAPI+"); default: the current control plane of --config-file, else "+DefaultAPI)
+	cfgFile := cfg.Getenv(EnvConfigFile)
+	if cfgFile == "" {
+		cfgFile = DefaultConfigFile()
+	}
+	root.PersistentFlags().StringVar(&app.configFile, "config-file", cfgFile, "meshctl configuration: the control planes of `meshctl config control-planes` (env "+EnvConfigFile+")")
+	app.root = root
 	for _, c := range append(builtinCommands(), cfg.Commands...) {
 		root.AddCommand(c(app))
 	}
