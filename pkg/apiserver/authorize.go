@@ -77,24 +77,23 @@ func (s *Server) visible(r *http.Request, all []api.Resource) ([]api.Resource, e
 	return out, nil
 }
 
-// withoutSecretData returns a copy of a Secret or GlobalSecret without its
-// data; other resources as they are.
+// RedactedData is what a list shows as a Secret's or GlobalSecret's data:
+// base64 of "REDACTED", as Kuma answers for the secrets it hides, so that
+// Kuma's clients find the field they read.
+const RedactedData = "UkVEQUNURUQ="
+
+// withoutSecretData returns a copy of a Secret or GlobalSecret whose data
+// is RedactedData; other resources as they are.
 func withoutSecretData(res api.Resource) api.Resource {
 	switch v := res.(type) {
 	case *api.Secret:
 		c := *v
-		c.Data = ""
-		return &redactedSecret{Meta: c.Meta}
+		c.Data = RedactedData
+		return &c
 	case *api.GlobalSecret:
-		return &redactedSecret{Meta: v.Meta}
+		c := *v
+		c.Data = RedactedData
+		return &c
 	}
 	return res
 }
-
-// redactedSecret is a Secret or GlobalSecret as a list shows it: no data
-// field at all, so that nothing reads an empty value as the secret.
-type redactedSecret struct {
-	api.Meta
-}
-
-func (*redactedSecret) Validate() error { return nil }

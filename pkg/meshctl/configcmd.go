@@ -56,7 +56,7 @@ address, CA or token is reported before anything is saved:
 				for _, kv := range authConf {
 					k, v, ok := strings.Cut(kv, "=")
 					if !ok || k == "" {
-						return usageError{fmt.Errorf("--auth-conf %q: must be KEY=VALUE, e.g. token=...", k)}
+						return usageError{fmt.Errorf("--auth-conf %q: must be KEY=VALUE, e.g. token=<user token>", k)}
 					}
 					s.AuthConf[k] = v
 				}

@@ -61,6 +61,9 @@ global-secret NAME, dataplanes, dataplane NAME.`,
 				if err != nil {
 					return err
 				}
+				for i := range items {
+					items[i] = withoutData(items[i]) // the API redacts it anyway
+				}
 				return printResources(cmd.OutOrStdout(), output, d, items, true, app.Now())
 			},
 		}
