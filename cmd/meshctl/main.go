@@ -11,7 +11,7 @@ import (
 )
 
 // version is set at build time: -ldflags "-X main.version=1.0.0".
-var version = "dev"
+var version = "0.1.0-dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
