@@ -135,6 +135,15 @@ func TestOverviewShowsCertificateAndConnection(t *testing.T) {
 	if strings.Contains(raw, "disconnectTime") {
 		t.Errorf("an open stream has a disconnectTime: %s", raw)
 	}
+	// Kuma's JSON names (dataplane_insight.proto), which kumactl reads: a
+	// Kuma control plane with a connected proxy was not recorded (kuma-dp
+	// needs Envoy), so they are checked here.
+	for _, key := range []string{`"dataplaneInsight":{"subscriptions":[{"id":"cp-1-1","controlPlaneInstanceId":"cp-1","connectTime":"2026-01-02T03:04:05Z","status":{"lastUpdateTime":"2026-01-02T03:05:05Z","total":{}}}]`,
+		`"mTLS":{"issuedBackend":"ca-1","supportedBackends":["ca-1"],"certificateExpirationTime":"2026-01-03T03:04:05Z","certificateRegenerations":2`} {
+		if !strings.Contains(raw, key) {
+			t.Errorf("overview lacks %s:\n%s", key, raw)
+		}
+	}
 
 	// It closes (the agent stopped, or its token was revoked): offline.
 	e.clock.add(time.Minute)
