@@ -15,6 +15,7 @@ import (
 
 	"meshca/pkg/access"
 	"meshca/pkg/api"
+	"meshca/pkg/audit"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
 )
@@ -108,6 +109,7 @@ func (s *Server) get(d api.Descriptor) handlerFunc {
 func (s *Server) delete(d api.Descriptor) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		mesh, name := r.PathValue("mesh"), r.PathValue("name")
+		audit.Describe(r.Context(), "delete", d.Type, mesh, name)
 		if err := s.Authorize(r, access.Request{Access: api.AccessDelete, Type: d.Type, Mesh: mesh, Name: name}); err != nil {
 			return err
 		}
@@ -126,6 +128,10 @@ func (s *Server) put(d api.Descriptor) handlerFunc {
 		if err != nil {
 			return err
 		}
+		audit.Describe(r.Context(), "apply", d.Type, mesh, name)
+		if dryRun {
+			audit.SetDryRun(r.Context())
+		}
 		if err := s.authorizePut(r, d, mesh, name); err != nil {
 			return err
 		}
@@ -143,6 +149,11 @@ func (s *Server) put(d api.Descriptor) handlerFunc {
 		created, err := s.mgr.Apply(r.Context(), res, resources.ApplyOptions{DryRun: dryRun})
 		if err != nil {
 			return err
+		}
+		if created {
+			audit.Describe(r.Context(), "create", d.Type, mesh, name)
+		} else {
+			audit.Describe(r.Context(), "update", d.Type, mesh, name)
 		}
 		switch {
 		case dryRun:

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
+	"meshca/pkg/audit"
 	"meshca/pkg/authn"
 )
 
@@ -53,6 +55,12 @@ func (s *Server) screen(l authn.Listener, next http.Handler) http.Handler {
 			return
 		}
 		id, err := s.authn.Authenticate(r, l)
+		if s.opts.Audit != nil && isWrite(r.Method) {
+			aw := &auditWriter{ResponseWriter: w}
+			e := newEntry(r, id, err)
+			w, r = aw, r.WithContext(audit.NewContext(r.Context(), e))
+			defer func() { s.opts.Audit.Record(r.Context(), aw.finish(e)) }()
+		}
 		if err != nil {
 			if errors.Is(err, authn.ErrUnauthenticated) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="meshca"`)
@@ -92,4 +100,65 @@ func acceptedContentType(v string) bool {
 		return true
 	}
 	return strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+}
+
+func isWrite(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return true
+}
+
+// newEntry starts the audit entry of the write r, made by id (or refused
+// with authErr). Handlers say what the write is with audit.Describe;
+// otherwise the method and path are kept.
+func newEntry(r *http.Request, id authn.Identity, authErr error) *audit.Entry {
+	e := &audit.Entry{Time: time.Now().UTC(), User: id.Name, Groups: id.Groups, Via: id.Via, Action: r.Method, Path: r.URL.Path}
+	if authErr != nil {
+		e.User, e.Groups, e.Via = "", nil, "invalid-credentials"
+	}
+	return e
+}
+
+// auditWriter records the status of an audited answer.
+type auditWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *auditWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *auditWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *auditWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// finish completes e with the answer's status.
+func (w *auditWriter) finish(e *audit.Entry) audit.Entry {
+	e.Status = w.status
+	if e.Status == 0 {
+		e.Status = http.StatusOK
+	}
+	switch {
+	case e.Status < 300:
+		e.Result = "ok"
+	case e.Status == http.StatusUnauthorized:
+		e.Result = "unauthenticated"
+	case e.Status == http.StatusForbidden:
+		e.Result = "denied"
+	default:
+		e.Result = "failed"
+	}
+	return *e
 }

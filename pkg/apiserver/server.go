@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"meshca/pkg/access"
+	"meshca/pkg/audit"
 	"meshca/pkg/authn"
 	"meshca/pkg/resources"
 )
@@ -78,6 +79,9 @@ type Options struct {
 	// Authenticator says who calls (see HandlerFor); nil means loopback
 	// clients of the plain listener are admin and tokens are refused.
 	Authenticator *authn.Authenticator
+	// Audit, when set, records every write (audit.Describe tells it what
+	// an endpoint does).
+	Audit *audit.Recorder
 	// Access decides what authenticated callers may do; nil means roles and
 	// bindings are read from the Manager the server exposes.
 	Access *access.Checker

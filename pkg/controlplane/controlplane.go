@@ -17,6 +17,7 @@ import (
 
 	"meshca/pkg/access"
 	"meshca/pkg/apiserver"
+	"meshca/pkg/audit"
 	"meshca/pkg/authn"
 	"meshca/pkg/ca"
 	"meshca/pkg/datasource"
@@ -52,6 +53,8 @@ type Config struct {
 	APILocalhostIsAdmin bool
 	// APIAllowInsecureRemote allows a non-loopback plain listener.
 	APIAllowInsecureRemote bool
+	// AuditLog, when set, is a file the audit trail is appended to as JSON lines.
+	AuditLog string
 	// DPServerTLSCert/Key are the operator's own SDS server certificate; when
 	// empty, a CA and certificate are created once under DataDir.
 	DPServerTLSCert, DPServerTLSKey string
@@ -142,6 +145,11 @@ func Run(ctx context.Context, cfg Config) error {
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg})
 	toks := tokens.New(st, time.Now)
 	checker := access.New(mgr)
+	auditor, err := audit.New(logger, cfg.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer auditor.Close()
 
 	apiLs, err := listenAPI(cfg, logger)
 	if err != nil {
@@ -191,6 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 		PublicPaths:      gui.PublicPaths,
 		Authenticator:    &authn.Authenticator{LocalhostIsAdmin: cfg.APILocalhostIsAdmin, VerifyUserToken: verifyUserToken(toks)},
 		Access:           checker,
+		Audit:            auditor,
 		AllowRemotePlain: cfg.APIAllowInsecureRemote,
 	})
 	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {

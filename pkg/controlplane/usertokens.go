@@ -15,6 +15,7 @@ import (
 	"meshca/pkg/access"
 	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
+	"meshca/pkg/audit"
 	"meshca/pkg/authn"
 	"meshca/pkg/tokens"
 )
@@ -50,6 +51,7 @@ const maxTokenRequestBytes = 1 << 16
 func userTokenEndpoint(checker *access.Checker, toks *tokens.Tokens, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		caller := apiserver.Caller(r)
+		audit.Describe(r.Context(), "generate-user-token", "", "", "")
 		if err := checker.Check(r.Context(), caller, access.Request{Access: api.AccessGenerateUserToken}); err != nil {
 			apiserver.WriteError(w, logger, err)
 			return
@@ -63,6 +65,7 @@ func userTokenEndpoint(checker *access.Checker, toks *tokens.Tokens, logger *slo
 			apiserver.WriteError(w, logger, apiserver.BadRequest("", "the body must be a JSON object with name, groups and validFor: "+err.Error()))
 			return
 		}
+		audit.Describe(r.Context(), "generate-user-token", "User", "", req.Name)
 		v := &api.ValidationError{}
 		if strings.TrimSpace(req.Name) == "" {
 			v.Addf("name", "must not be empty")
@@ -113,6 +116,7 @@ func withAccess(eps map[string]http.Handler, checker *access.Checker, toks *toke
 			}
 			var req struct{ Mesh, Name string }
 			_ = json.Unmarshal(body, &req) // the endpoint itself reports a bad body
+			audit.Describe(r.Context(), "generate-dataplane-token", api.TypeDataplane, req.Mesh, req.Name)
 			if err := checker.Check(r.Context(), apiserver.Caller(r), access.Request{
 				Access: api.AccessGenerateDataplaneToken, Type: api.TypeDataplane, Mesh: req.Mesh, Name: req.Name,
 			}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -47,7 +48,8 @@ func userCtl(configFile, stdin string, args ...string) (string, string, error) {
 // TestTeamAccessOverHTTPS: a user token of group team-a, bound to a role
 // for Dataplanes of mesh team-a, works over HTTPS for exactly that.
 func TestTeamAccessOverHTTPS(t *testing.T) {
-	cp := startCP(t, filepath.Join(t.TempDir(), "data"))
+	auditLog := filepath.Join(t.TempDir(), "audit.log")
+	cp := startCP(t, filepath.Join(t.TempDir(), "data"), "MESHCA_AUDIT_LOG="+auditLog)
 	cp.apply(t, "type: Mesh\nname: team-a\n---\ntype: Mesh\nname: team-b\n---\ntype: Secret\nmesh: team-a\nname: db-password\ndata: aHVudGVyMg==\n")
 	cp.apply(t, teamARBAC)
 	token := strings.TrimSpace(cp.mustMeshctl(t, "generate", "user-token", "--name", "alice", "--group", "team-a", "--valid-for", "24h"))
@@ -91,6 +93,23 @@ func TestTeamAccessOverHTTPS(t *testing.T) {
 	hc := cp.httpsClient(t)
 	if status, body := call(t, hc, "GET", "https://"+cp.apiTLS+"/meshes/team-a/secrets/db-password", token, "", ""); status != http.StatusForbidden || strings.Contains(body, "aHVudGVyMg==") {
 		t.Errorf("GET secret as alice: %d %s", status, body)
+	}
+	// The audit trail has alice's token generation and refusals, never a token.
+	trail, err := os.ReadFile(auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"user":"alice","groups":["team-a","mesh-system:authenticated"],"via":"user-token","action":"generate-dataplane-token","type":"Dataplane","mesh":"team-a","name":"web-1"`,
+		`"user":"alice","groups":["team-a","mesh-system:authenticated"],"via":"user-token","action":"apply","type":"Mesh","name":"team-c","path":"/meshes/team-c","result":"denied","status":403`,
+		`"user":"mesh-system:admin","groups":["mesh-system:admin","mesh-system:authenticated"],"via":"localhost","action":"generate-user-token","type":"User","name":"alice"`,
+	} {
+		if !strings.Contains(string(trail), want) {
+			t.Errorf("audit trail lacks %s:\n%s", want, trail)
+		}
+	}
+	if strings.Contains(string(trail), token) || strings.Contains(string(trail), "aHVudGVyMg==") {
+		t.Error("the audit trail holds a token or secret data")
 	}
 	// Lists of secrets never carry data, even for the admin.
 	if out := cp.mustMeshctl(t, "get", "secrets", "-m", "team-a", "-o", "yaml"); strings.Contains(out, "aHVudGVyMg==") || !strings.Contains(out, "db-password") {
