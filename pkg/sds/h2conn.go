@@ -41,9 +41,11 @@ import (
 // (writeTimeout) after which the connection is closed; a push waiting for
 // flow-control credit gives up after sendStallTimeout; a stream holds at
 // most maxPendingRequests unprocessed requests and a request is at most
-// maxRecvMessage bytes; header lists are bounded (maxHeaderListSize); a
-// connection has at most maxStreamsPerConn streams. A push is built from
-// the Source when it is sent, so nothing queues up per stream.
+// maxRecvMessage bytes; a connection's streams hold at most
+// maxPartialPerConn bytes of incomplete requests; frames are at most 16 KiB
+// and header lists at most maxHeaderListSize; a connection has at most
+// maxStreamsPerConn streams. A push is built from the Source when it is
+// sent, so nothing queues up per stream.
 
 const (
 	handshakeTimeout   = 10 * time.Second
@@ -56,6 +58,7 @@ const (
 	maxStreamsPerConn  = 1024
 	maxHeaderListSize  = 64 << 10
 	maxRecvMessage     = 4 << 20
+	maxPartialPerConn  = maxRecvMessage + initialWindow // incomplete requests a connection may hold
 	maxPendingRequests = 16
 	initialWindow      = 65535 // HTTP/2's default, ours for receiving
 	windowUpdateAt     = initialWindow / 2
@@ -264,6 +267,7 @@ type h2Conn struct {
 	// The reader goroutine's.
 	recvWin     int64 // what the peer may still send on the connection
 	recvUnacked int64 // received and not yet returned by WINDOW_UPDATE
+	partial     int64 // bytes of incomplete requests held by streams (an upper bound)
 	lastPing    time.Time
 	strikes     int
 
@@ -285,6 +289,7 @@ func (h *h2Conn) start() bool {
 	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	h.fr.MaxHeaderListSize = maxHeaderListSize
 	h.fr.SetReuseFrames()
+	h.fr.SetMaxReadFrameSize(16384) // what HTTP/2 allows without our SETTINGS_MAX_FRAME_SIZE
 	var settings []byte
 	for _, s := range []http2.Setting{
 		{ID: http2.SettingMaxConcurrentStreams, Val: maxStreamsPerConn},
@@ -417,6 +422,9 @@ func (h *h2Conn) settings(f *http2.SettingsFrame) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
 			delta := int64(s.Val) - h.initWin
@@ -482,6 +490,9 @@ func (h *h2Conn) headers(f *http2.MetaHeadersFrame) bool {
 	h.mu.Unlock()
 	if refuse {
 		return h.writeRST(id, http2.ErrCodeRefusedStream) == nil
+	}
+	if f.Truncated {
+		return h.refuse(id, status.Errorf(codes.ResourceExhausted, "header list larger than %d bytes", maxHeaderListSize))
 	}
 
 	var method, path, contentType, authz, encoding, timeout string
@@ -561,7 +572,30 @@ func (h *h2Conn) data(f *http2.DataFrame) bool {
 	if st == nil {
 		return true // a stream already ended: its data is dropped
 	}
-	return st.data(f.Data(), n, f.StreamEnded())
+	before := len(st.partial)
+	ok := st.data(f.Data(), n, f.StreamEnded())
+	h.partial += int64(len(st.partial) - before)
+	if h.partial > maxPartialPerConn {
+		// Streams ended elsewhere are still counted: count exactly.
+		h.partial = h.partialNow()
+		if h.partial > maxPartialPerConn {
+			h.goAway(http2.ErrCodeEnhanceYourCalm, "too much incomplete request data")
+			return false
+		}
+	}
+	return ok
+}
+
+// partialNow sums the incomplete request bytes the open streams hold.
+// Reader goroutine (it owns each stream's partial).
+func (h *h2Conn) partialNow() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n int64
+	for _, st := range h.streams {
+		n += int64(len(st.partial))
+	}
+	return n
 }
 
 // refuse answers a new stream with a status alone (trailers only).

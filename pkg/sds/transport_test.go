@@ -48,6 +48,20 @@ func dialRaw(t *testing.T, e *env) *rawClient {
 // open opens an SDS stream and sends req on it.
 func (r *rawClient) open(id uint32, tok string, req proto.Message) {
 	r.t.Helper()
+	r.openHeaders(id, tok)
+	b, err := proto.Marshal(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	msg := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(b)))
+	if err := r.fr.WriteData(id, false, append(msg, b...)); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// openHeaders opens an SDS stream.
+func (r *rawClient) openHeaders(id uint32, tok string) {
+	r.t.Helper()
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "sds"},
@@ -58,14 +72,25 @@ func (r *rawClient) open(id uint32, tok string, req proto.Message) {
 	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
 		r.t.Fatal(err)
 	}
-	b, err := proto.Marshal(req)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	msg := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(b)))
-	if err := r.fr.WriteData(id, false, append(msg, b...)); err != nil {
-		r.t.Fatal(err)
-	}
+}
+
+// awaitStatus reads frames until stream id's trailers and returns its grpc-status.
+func (r *rawClient) awaitStatus(id uint32) string {
+	r.t.Helper()
+	var code string
+	r.await("the stream's status", func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		if !ok || h.StreamID != id || !h.StreamEnded() {
+			return false
+		}
+		for _, hf := range h.RegularFields() {
+			if hf.Name == "grpc-status" {
+				code = hf.Value
+			}
+		}
+		return true
+	})
+	return code
 }
 
 // await reads frames until match returns true (10 s at most).
@@ -158,4 +183,22 @@ func TestUnknownMethod(t *testing.T) {
 	// The connection still serves.
 	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
 	openFirst(t, e, e.token("web-1"), "default.web-1")
+}
+
+// A request announcing more than the server takes is refused before the
+// server holds it: the stream ends with RESOURCE_EXHAUSTED.
+func TestOversizedRequest(t *testing.T) {
+	e := newEnv(t)
+	raw := dialRaw(t, e)
+	if err := raw.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	raw.openHeaders(1, e.token("web-1"))
+	prefix := binary.BigEndian.AppendUint32([]byte{0}, 64<<20)
+	if err := raw.fr.WriteData(1, false, append(prefix, make([]byte, 1000)...)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := raw.awaitStatus(1), strconv.Itoa(int(codes.ResourceExhausted)); got != want {
+		t.Fatalf("grpc-status %q, want %s (RESOURCE_EXHAUSTED)", got, want)
+	}
 }
