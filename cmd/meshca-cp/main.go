@@ -16,6 +16,7 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
 	"meshca/pkg/controlplane"
+	"meshca/pkg/leader"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -92,6 +93,10 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the certmanager backend (default: in-cluster)")
 	f.StringVar(&cfg.K8sNamespace, "k8s-namespace", "meshca-system", "namespace for cert-manager CertificateRequests")
 	f.IntVar(&cfg.Workers, "issuance-workers", 64, "concurrent certificate issuances")
+	f.DurationVar(&cfg.LeaderLeaseDuration, "leader-lease-duration", leader.DefaultLeaseDuration,
+		"with --store postgres: how long the leader's lease lasts unrenewed; another instance takes over after it")
+	f.DurationVar(&cfg.LeaderRenewInterval, "leader-renew-interval", leader.DefaultRenewInterval,
+		"with --store postgres: how often the leader renews its lease (less than half of --leader-lease-duration)")
 	f.StringVar(&memLimit, "memory-limit", envOr("MESHCA_MEMORY_LIMIT", controlplane.MemoryLimitAuto),
 		"soft memory limit of the Go runtime, e.g. 256MiB: the garbage collector works harder near it; "+
 			"auto = GOMEMLIMIT if set, else the container's memory limit less max(10%, 64MiB), else adaptive; "+

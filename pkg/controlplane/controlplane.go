@@ -65,6 +65,9 @@ type Config struct {
 
 	// Workers bounds concurrent issuances.
 	Workers int
+	// LeaderLeaseDuration and LeaderRenewInterval shape the leader lease
+	// of instances sharing a PostgreSQL store (0: pkg/leader's defaults).
+	LeaderLeaseDuration, LeaderRenewInterval time.Duration
 	// Pprof serves net/http/pprof under /debug/pprof/ on the API address.
 	Pprof bool
 	// MaxTokenValidity bounds the lifetime of a dataplane token generated
@@ -142,7 +145,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, OwnedTypes: []string{identity.TypeDataplaneIdentity}})
-	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg})
+	elector, err := newElector(ctx, cfg, st, logger)
+	if err != nil {
+		return err
+	}
+	defer elector.Close()
+	reg.MustRegister(elector.Collectors()...)
+	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg, Leader: elector})
 	toks := tokens.New(st, time.Now)
 	checker := access.New(mgr)
 	auditor, err := audit.New(logger, cfg.AuditLog)
@@ -173,6 +182,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	errs := make(chan error, 3)
 	go func() { errs <- ids.Run(ctx) }()
+	electorDone := make(chan struct{})
+	go func() { defer close(electorDone); _ = elector.Run(ctx) }()
+	// A leader stopping releases its lease (within a renew interval), so
+	// another instance takes over at once.
+	defer func() { cancel(); <-electorDone }()
 	// Tokens follow signing-key and revocation changes, so the SDS server
 	// re-verifies an open stream's token only when they changed.
 	go func() { _ = toks.Run(ctx) }()
@@ -228,6 +242,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	logger.Info("meshca control plane started", "version", cfg.Version, "api", apiLis.Addr().String(), "apiTLS", addrOf(apiLs.tls), "dpServer", dpLis.Addr().String(),
 		"store", storeName(cfg), "dataDir", cfg.DataDir, "backends", cas.Types())
+	elector.SetAddress(apiLis.Addr().String())
 	if cfg.Started != nil {
 		cfg.Started(apiLis.Addr(), dpLis.Addr())
 	}

@@ -38,12 +38,21 @@ func (m *Manager) writeBatches(ctx context.Context, reqs chan writeReq) {
 		for _, r := range batch {
 			ops = append(ops, r.ops...)
 		}
-		err := m.store.Commit(ctx, ops...)
+		// One fence for the batch: every write of the issuer is
+		// conditional on its leader term, in the same transaction.
+		ops, err := m.fenced(ops)
+		if err == nil {
+			err = m.store.Commit(ctx, ops...)
+		}
 		if err != nil && len(batch) > 1 && ctx.Err() == nil {
 			// One request's condition (its Dataplane deleted meanwhile) must
 			// not fail the others: commit each on its own to tell them apart.
 			for _, r := range batch {
-				r.done <- m.store.Commit(ctx, r.ops...)
+				ops, err := m.fenced(r.ops)
+				if err == nil {
+					err = m.store.Commit(ctx, ops...)
+				}
+				r.done <- err
 			}
 			continue
 		}
@@ -56,6 +65,10 @@ func (m *Manager) writeBatches(ctx context.Context, reqs chan writeReq) {
 // commit writes ops atomically, through the group-commit writer when it runs.
 func (m *Manager) commit(ctx context.Context, ops ...store.Op) error {
 	if m.writes == nil {
+		ops, err := m.fenced(ops)
+		if err != nil {
+			return err
+		}
 		return m.store.Commit(ctx, ops...)
 	}
 	r := writeReq{ops: ops, done: make(chan error, 1)}

@@ -63,6 +63,10 @@ func (m *Manager) ensure(ctx context.Context, mesh string, b api.MTLSBackend, be
 		return fmt.Errorf("mesh %q backend %q: CA state is missing and the mesh is not known yet", mesh, b.Name)
 	}
 	ops = append(ops, store.Op{Kind: store.OpRequire, Record: store.Record{Key: store.Key{Type: api.TypeMesh, Name: mesh}, Version: version}})
+	// Only the leader creates it, fenced by its term.
+	if ops, err = m.fenced(ops); err != nil {
+		return fmt.Errorf("mesh %q backend %q: CA state is missing: %w", mesh, b.Name, err)
+	}
 	switch err := m.store.Commit(ctx, ops...); {
 	case err == nil:
 		m.logger.Warn("CA state of a mesh was missing; created it again", "mesh", mesh, "backend", b.Name)

@@ -53,8 +53,14 @@ func (m *Manager) handle(ctx context.Context, ev store.Event) {
 					delete(m.dps, k)
 				}
 				notify(st)
+				// The leader deletes the identity (a term's start deletes
+				// those left while nobody led).
+				ops, err := m.fenced([]store.Op{{Kind: store.OpDelete, Record: store.Record{Key: store.Key{Type: TypeDataplaneIdentity, Mesh: k.mesh, Name: k.name}}}})
+				if err != nil {
+					return
+				}
 				go func() {
-					if err := store.Delete(ctx, m.store, store.Key{Type: TypeDataplaneIdentity, Mesh: k.mesh, Name: k.name}); err != nil && !errors.Is(err, store.ErrNotFound) {
+					if err := m.store.Commit(ctx, ops...); err != nil && !errors.Is(err, store.ErrNotFound) {
 						m.logger.Warn("could not delete identity of a deleted dataplane", "mesh", k.mesh, "dataplane", k.name, "error", err)
 					}
 				}()
@@ -72,6 +78,8 @@ func (m *Manager) handle(ctx context.Context, ev store.Event) {
 		}
 		st.dp = res.(*api.Dataplane)
 		m.considerLocked(k, st)
+	case TypeDataplaneIdentity:
+		m.follow(ctx, ev)
 	case api.TypeSecret:
 		// A CA's material may live in a Secret (provided CA, builtin root):
 		// recompute the mesh's bundle so a change reaches every data plane.

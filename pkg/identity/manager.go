@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
+	"meshca/pkg/leader"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
 )
@@ -33,6 +35,10 @@ type Options struct {
 	RetryBase, RetryMax time.Duration
 	// Registerer receives the metrics (none when nil).
 	Registerer prometheus.Registerer
+	// Leader says when this instance may issue (leader.Static when nil:
+	// alone on its store, it always does). Followers load identities and
+	// follow the leader's writes to them.
+	Leader *leader.Elector
 }
 
 type dpKey struct{ mesh, name string }
@@ -66,6 +72,9 @@ type dpState struct {
 	lastRotated time.Time
 
 	subs []*subscriber // usually one: the data plane's SDS stream
+	// idVersion is the store version of the identity record cur came
+	// from, when followed from the leader's writes.
+	idVersion int64
 
 	history []Rotation // see overview.go
 }
@@ -110,6 +119,12 @@ type Manager struct {
 	bundleCerts map[string][]*x509.Certificate
 	// writes feeds the group-commit writer; nil until Run starts it.
 	writes chan writeReq
+
+	elector *leader.Elector
+	static  bool // elector is leader.Static: no terms, no followers
+	// term is the leader term the loop issues and writes under; nil while
+	// following (see leader.go).
+	term atomic.Pointer[leader.Term]
 }
 
 // New returns a Manager; call Run to start it.
@@ -147,6 +162,15 @@ func New(s store.Store, reg *ca.Registry, opts Options) *Manager {
 		ready:  make(chan struct{}),
 	}
 	mg.m = newMetrics(mg, opts.Registerer)
+	mg.elector = opts.Leader
+	if mg.elector == nil {
+		mg.elector = leader.Static(leader.Options{})
+	}
+	if t := mg.elector.Current(); t != nil && t.Number == 0 {
+		// Alone on its store: the single process leads for good.
+		mg.static = true
+		mg.term.Store(t)
+	}
 	return mg
 }
 
@@ -157,9 +181,14 @@ func (m *Manager) Ready() <-chan struct{} { return m.ready }
 // Run loads persisted identities, watches the store and issues and rotates
 // certificates until ctx is done.
 func (m *Manager) Run(ctx context.Context) error {
-	// Not its own DataplaneIdentity records: they are most of the commits
-	// while certificates are issued, and each event is a copy.
-	events := m.store.Watch(ctx, api.TypeMesh, api.TypeDataplane, api.TypeSecret)
+	// Not its own DataplaneIdentity records when alone on the store: they
+	// are most of the commits while certificates are issued, and each event
+	// is a copy. Followers need them: the leader's rotations arrive so.
+	types := []string{api.TypeMesh, api.TypeDataplane, api.TypeSecret}
+	if !m.static {
+		types = append(types, TypeDataplaneIdentity)
+	}
+	events := m.store.Watch(ctx, types...)
 	if err := m.load(ctx); err != nil {
 		return err
 	}
@@ -171,24 +200,10 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.writeBatches(ctx, m.writes)
 	}()
 	close(m.ready)
-	for i := 0; i < m.opts.Workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case k := <-m.work:
-					m.issue(ctx, k)
-				}
-			}
-		}()
-	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		m.schedule(ctx)
+		m.lead(ctx)
 	}()
 	for {
 		select {

@@ -84,6 +84,8 @@ type Elector struct {
 	term    *Term
 	changed chan struct{}
 
+	address atomic.Pointer[string]
+
 	// beforeStep, when set (tests), runs before each campaign step.
 	beforeStep atomic.Pointer[func()]
 }
@@ -117,6 +119,17 @@ func New(ctx context.Context, dsn string, st store.Store, opts Options) (*Electo
 		return nil, fmt.Errorf("leader: %w", err)
 	}
 	return &Elector{opts: opts, db: db, st: st, m: newMetrics(), changed: make(chan struct{}), started: opts.Now()}, nil
+}
+
+// SetAddress changes the address the instance list shows (once the API's
+// listener is bound, its port known).
+func (e *Elector) SetAddress(addr string) { e.address.Store(&addr) }
+
+func (e *Elector) addr() string {
+	if a := e.address.Load(); a != nil {
+		return *a
+	}
+	return e.opts.Address
 }
 
 // ID is this instance's id.
@@ -185,7 +198,11 @@ func (e *Elector) setTerm(t *Term, why string) {
 		e.opts.Logger.Info("this instance is now the leader", "instance", e.opts.ID, "term", t.Number)
 	} else {
 		e.m.leader.Set(0)
-		e.opts.Logger.Warn("this instance is no longer the leader", "instance", e.opts.ID, "term", old.Number, "reason", why)
+		level := slog.LevelWarn
+		if why == reasonStopping {
+			level = slog.LevelInfo
+		}
+		e.opts.Logger.Log(context.Background(), level, "this instance is no longer the leader", "instance", e.opts.ID, "term", old.Number, "reason", why)
 	}
 }
 
@@ -350,12 +367,14 @@ func (e *Elector) bump(ctx context.Context) (int64, error) {
 	return cur.Version + 1, nil
 }
 
+const reasonStopping = "stopping"
+
 // stop ends the term and releases the lease and the instance's row.
 func (e *Elector) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), e.opts.RenewInterval)
 	defer cancel()
 	if e.Current() != nil {
-		e.setTerm(nil, "stopping")
+		e.setTerm(nil, reasonStopping)
 		if _, err := e.db.Exec(ctx, `UPDATE leader_lease SET expires_at = now() WHERE name = $1 AND holder = $2`, leaseName, e.opts.ID); err != nil {
 			e.opts.Logger.Warn("releasing the leader lease failed; another instance takes over when it expires", "error", err)
 		}

@@ -3,21 +3,17 @@ package leader
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
+	"meshca/pkg/internal/pgtest"
 	"meshca/pkg/store"
 	"meshca/pkg/store/postgres"
 )
 
 func dsn(t *testing.T) string {
 	t.Helper()
-	d := os.Getenv("MESHCA_TEST_POSTGRES_DSN")
-	if d == "" {
-		t.Skip("MESHCA_TEST_POSTGRES_DSN not set: the elector needs a PostgreSQL database")
-	}
-	return d
+	return pgtest.DSN(t, "meshca_test_leader")
 }
 
 // cluster is n electors on one database, each with its own store, as n

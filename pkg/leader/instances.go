@@ -31,7 +31,7 @@ func (e *Elector) heartbeat(ctx context.Context) {
 	_, err := e.db.Exec(ctx, `INSERT INTO control_planes (id, address, version, started_at, heartbeat_at)
 		VALUES ($1, $2, $3, $4, now())
 		ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version, heartbeat_at = now()`,
-		e.opts.ID, e.opts.Address, e.opts.Version, e.started)
+		e.opts.ID, e.addr(), e.opts.Version, e.started)
 	if err == nil {
 		_, err = e.db.Exec(ctx, `DELETE FROM control_planes WHERE heartbeat_at < now() - $1 * interval '1 microsecond'`, micros(instanceRetention))
 	}
@@ -46,7 +46,7 @@ func (e *Elector) Instances(ctx context.Context) ([]Instance, error) {
 	if e.db == nil {
 		now := e.opts.Now()
 		since := e.started
-		return []Instance{{ID: e.opts.ID, Address: e.opts.Address, Version: e.opts.Version, Leader: true,
+		return []Instance{{ID: e.opts.ID, Address: e.addr(), Version: e.opts.Version, Leader: true,
 			LeaderSince: &since, StartedAt: e.started, LastHeartbeat: now, Online: true}}, nil
 	}
 	rows, err := e.db.Query(ctx, `SELECT c.id, c.address, c.version, c.started_at, c.heartbeat_at,
