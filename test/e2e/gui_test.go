@@ -87,7 +87,7 @@ func TestGUIBuiltin(t *testing.T) {
 	if got := b.text(`section[data-mesh="default"] table`); !strings.Contains(got, "meshca builtin CA default") || !strings.Contains(got, "UTC") {
 		t.Errorf("trust bundle table does not show the root's subject and expiry: %q", got)
 	}
-	b.screenshot("meshes")
+	b.checkPage("meshes")
 
 	// By keyboard: the Data planes link of the navigation.
 	b.do("open Data planes by keyboard", chromedp.Focus(chromedp.CSS(`#nav a[data-page="dataplanes"]`)), chromedp.KeyEvent(kb.Enter))
@@ -95,7 +95,7 @@ func TestGUIBuiltin(t *testing.T) {
 		want := serialText(a.leaf())
 		b.waitText(10*time.Second, name+"'s serial", fmt.Sprintf(`#dp-table tr[data-name=%q] td[data-col="serial"]`, name), func(s string) bool { return s == want })
 	}
-	b.screenshot("dataplanes")
+	b.checkPage("dataplanes")
 	evalAs[bool](b, `window.meshcaNoReload = true`)
 
 	// A 10 s lifetime: the re-issue, then a rotation, appear on screen.
@@ -122,8 +122,11 @@ func TestGUIBuiltin(t *testing.T) {
 	// Sorting by a column header button, descending on the second press.
 	b.do("clear filter", evalVoid(`(f => { f.value = ""; f.dispatchEvent(new Event("input")); })(document.querySelector("#filter"))`))
 	b.waitText(10*time.Second, "all rows back", "#count", func(s string) bool { return strings.Contains(s, "of 3 matching") })
-	b.do("sort by name, descending", chromedp.Click(chromedp.CSS(`button[data-sort="name"]`)))
+	b.do("sort by name, descending, by keyboard", chromedp.Focus(chromedp.CSS(`button[data-sort="name"]`)), chromedp.KeyEvent(kb.Enter))
 	b.waitText(10*time.Second, "name descending", "#dp-table tbody tr th", func(s string) bool { return s == "web-1" })
+	if got := evalAs[string](b, `document.querySelector('th[data-col="name"]').getAttribute("aria-sort")`); got != "descending" {
+		t.Errorf("name column aria-sort = %q, want descending", got)
+	}
 
 	// Detail: the decoded certificate and its rotation history.
 	b.do("open backend-1", chromedp.Navigate(base+"#/meshes/default/dataplanes/backend-1"))
@@ -141,7 +144,7 @@ func TestGUIBuiltin(t *testing.T) {
 	if issued < 3 {
 		t.Errorf("rotation history shows %d issuances, want at least 3 (first, re-issue, rotation)", issued)
 	}
-	b.screenshot("dataplane-detail")
+	b.checkPage("dataplane-detail")
 
 	// Timeline: every data plane counted, bars drawn.
 	b.do("open the timeline", chromedp.Navigate(base+"#/meshes/default/timeline"))
@@ -150,7 +153,7 @@ func TestGUIBuiltin(t *testing.T) {
 	if bars == 0 {
 		t.Error("the timeline draws no bar")
 	}
-	b.screenshot("timeline")
+	b.checkPage("timeline")
 
 	// Budget page of a builtin mesh says there is nothing to bill.
 	b.do("open the budget page", chromedp.Navigate(base+"#/meshes/default/budget"))
@@ -162,13 +165,13 @@ func TestGUIBuiltin(t *testing.T) {
 	if evalAs[bool](b, `document.documentElement.scrollWidth > window.innerWidth + 1`) {
 		t.Error("the Meshes page scrolls sideways on a 390 px wide window")
 	}
-	b.screenshot("meshes-narrow")
+	b.checkPage("meshes-narrow")
 	b.do("narrow table", chromedp.Navigate(base+"#/meshes/default/dataplanes"))
 	b.waitText(10*time.Second, "table, narrow", "#count", func(s string) bool { return strings.Contains(s, "of 3 matching") })
 	if evalAs[bool](b, `document.documentElement.scrollWidth > window.innerWidth + 1`) {
 		t.Error("the Data planes page scrolls sideways on a 390 px wide window (only its table should)")
 	}
-	b.screenshot("dataplanes-narrow")
+	b.checkPage("dataplanes-narrow")
 }
 
 // TestGUIExternalCA runs an acmpca mesh against acmpca-local: the budget
@@ -231,7 +234,7 @@ mtls:
 		return strings.Contains(s, "of 3 data planes") && strings.Contains(s, "hold aws's certificate; still on the old CA: local")
 	})
 	t.Logf("switch on screen: %s", progress)
-	b.screenshot("meshes-switch")
+	b.checkPage("meshes-switch")
 	waitFor(t, 30*time.Second, "the switch done on screen", func() bool {
 		return b.text(`section[data-mesh="pca"] [data-field="switch"]`) == "" &&
 			b.text(`section[data-mesh="pca"] [data-field="backend"]`) == "aws" &&
@@ -270,7 +273,7 @@ mtls:
 	if got := b.text(`[data-field="rps"]`); !strings.Contains(got, "of 0.3") {
 		t.Errorf("request rate does not show maxRequestsPerSecond 0.3: %q", got)
 	}
-	b.screenshot("budget")
+	b.checkPage("budget")
 
 	// meshctl inspect mesh prints the same numbers.
 	out := cp.mustMeshctl(t, "inspect", "mesh", "pca", "--price-per-certificate", "0.1")
@@ -314,7 +317,7 @@ mtls:
 	if !strings.Contains(apiErr, "IssueCertificate") {
 		t.Errorf("error text %q does not name the failed ACM PCA call", apiErr)
 	}
-	b.screenshot("meshes-failing")
+	b.checkPage("meshes-failing")
 	b.do("open the failing table", chromedp.Navigate(base+"#/meshes/pca/dataplanes?state=failing"))
 	b.waitText(10*time.Second, "failing rows", "#count", func(s string) bool { return strings.Contains(s, "of 3 matching") })
 	waitFor(t, 20*time.Second, "the table showing backend-1's error", func() bool {
@@ -324,7 +327,7 @@ mtls:
 	if got := b.text(`#dp-table tr[data-name="backend-1"] td[data-col="state"]`); got != "failing" {
 		t.Errorf("state shown as %q", got)
 	}
-	b.screenshot("dataplanes-failing")
+	b.checkPage("dataplanes-failing")
 }
 
 // TestGUIHTTPSNeedsToken opens the web view on the HTTPS listener, where the
@@ -348,13 +351,30 @@ func TestGUIHTTPSNeedsToken(t *testing.T) {
 	if strings.Contains(b.text("main"), "default") {
 		t.Error("mesh data shown without a token")
 	}
-	b.screenshot("sign-in")
+	b.checkPage("sign-in")
 	b.do("give a token", chromedp.SendKeys(chromedp.CSS("#token"), "not-a-real-token"), chromedp.KeyEvent(kb.Enter))
 	b.waitText(10*time.Second, "the token refused", "#token-form", func(s string) bool {
 		return s != first && strings.Contains(s, "unauthenticated")
 	})
 	if tok := evalAs[string](b, `sessionStorage.getItem("meshca-user-token") || ""`); tok != "" {
 		t.Errorf("a refused token is kept: %q", tok)
+	}
+}
+
+// unlabelled lists the page's controls a screen reader would announce
+// without a name (no text, label, aria-label or title).
+func (b *browser) unlabelled() []string {
+	return evalAs[[]string](b, `[...document.querySelectorAll("a, button, input, select, progress")]
+		.filter(e => !(e.textContent.trim() || e.getAttribute("aria-label") || (e.labels && e.labels.length) || e.title))
+		.map(e => e.outerHTML.slice(0, 120))`)
+}
+
+// checkPage screenshots the page and checks every control has a name.
+func (b *browser) checkPage(name string) {
+	b.t.Helper()
+	b.screenshot(name)
+	if u := b.unlabelled(); len(u) > 0 {
+		b.t.Errorf("%s: controls without an accessible name: %v", name, u)
 	}
 }
 
