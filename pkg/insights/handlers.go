@@ -20,7 +20,8 @@ import (
 //	GET /dataplanes/_overview                  (and /dataplanes+insights): every mesh
 //	GET /mesh-insights, /mesh-insights/{mesh}
 //	GET /meshes/{mesh}/service-insights, /meshes/{mesh}/service-insights/{name}
-//	GET /zones, /zones/_overview, /zones+insights, /zone-insights: empty, meshca runs one zone
+//	GET /zones, /zones/_overview, /zones+insights, /zone-insights and the
+//	    zone ingress and egress lists: empty, meshca runs one zone and no zone proxies
 func (s *Service) Handlers(logger *slog.Logger) map[string]http.Handler {
 	h := map[string]http.Handler{}
 	list := s.listOverviews(logger)
@@ -41,7 +42,11 @@ func (s *Service) Handlers(logger *slog.Logger) map[string]http.Handler {
 	empty := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		apiserver.WriteList(w, r, logger, []struct{}{})
 	})
-	for _, p := range []string{"GET /zones", "GET /zones/_overview", "GET /zones+insights", "GET /zone-insights"} {
+	for _, p := range []string{
+		"GET /zones", "GET /zones/_overview", "GET /zones+insights", "GET /zone-insights",
+		"GET /zoneingresses", "GET /zoneingresses/_overview", "GET /zoneingresses+insights", "GET /zone-ingress-insights",
+		"GET /zoneegresses", "GET /zoneegresses/_overview", "GET /zoneegressoverviews", "GET /zoneegressinsights",
+	} {
 		h[p] = empty
 	}
 	noZone := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

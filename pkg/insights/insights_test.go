@@ -240,7 +240,8 @@ func TestMeshInsights(t *testing.T) {
 
 func TestZonesAreEmptyInStandalone(t *testing.T) {
 	e := start(t, ids{})
-	for _, p := range []string{"/zones", "/zones/_overview", "/zones+insights", "/zone-insights"} {
+	for _, p := range []string{"/zones", "/zones/_overview", "/zones+insights", "/zone-insights",
+		"/zoneingresses", "/zoneingresses/_overview", "/zoneegresses", "/zoneegresses/_overview"} {
 		if body := e.get(t, p, 200, nil); strings.TrimSpace(body) != `{"total":0,"items":[],"next":null}` {
 			t.Errorf("GET %s = %s", p, body)
 		}
