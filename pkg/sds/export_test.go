@@ -12,3 +12,10 @@ func SetSendStallTimeout(t *testing.T, d time.Duration) {
 	sendStallTimeout = d
 	t.Cleanup(func() { sendStallTimeout = old })
 }
+
+// WithoutPoller makes the servers the test starts wait for each
+// connection on its own goroutine, as off Linux.
+func WithoutPoller(t *testing.T) {
+	usePoller = false
+	t.Cleanup(func() { usePoller = true })
+}

@@ -67,6 +67,10 @@ const (
 	asyncWorkers       = 16
 )
 
+// usePoller is false in tests of the fallback: each connection waiting on
+// its own goroutine (the only way off Linux).
+var usePoller = true
+
 // sendStallTimeout bounds how long a push waits for the peer's
 // flow-control credit (a variable for tests).
 var sendStallTimeout = time.Minute

@@ -347,12 +347,12 @@ func (st *h2Stream) send(m proto.Message) error {
 		}
 		b = appendFrameHeader(b, n, http2.FrameData, 0, st.id)
 		b = append(b, msg[:n]...)
+		h.sentData.Store(true) // before the peer can answer the data with a ping
 		err = h.writeLocked(b)
 		h.wmu.Unlock()
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "send: %v", err)
 		}
-		h.sentData.Store(true)
 		msg = msg[n:]
 	}
 	return nil

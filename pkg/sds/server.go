@@ -138,7 +138,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 	// sctx also ends if accepting fails, so streams and the keepalive end too.
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d := &h2Server{s: s, ctx: sctx, tls: conf, conns: make(map[*h2Conn]struct{}), poll: newPoller()}
+	d := &h2Server{s: s, ctx: sctx, tls: conf, conns: make(map[*h2Conn]struct{})}
+	if usePoller {
+		d.poll = newPoller()
+	}
 	stopClosing := context.AfterFunc(sctx, func() {
 		s.closeAll(errShuttingDown)
 		_ = lis.Close()

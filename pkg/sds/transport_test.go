@@ -202,3 +202,24 @@ func TestOversizedRequest(t *testing.T) {
 		t.Fatalf("grpc-status %q, want %s (RESOURCE_EXHAUSTED)", got, want)
 	}
 }
+
+// Without the epoll poller (other systems), each connection waits on its
+// own goroutine: streams are served, pushed to and shut down the same way.
+func TestWithoutPoller(t *testing.T) {
+	sds.WithoutPoller(t)
+	e := newEnv(t)
+	e.src.Set("default", "web-1", sdstest.NewSecrets(t, "default", "web-1", 1, time.Now()))
+	s, r1 := openFirst(t, e, e.token("web-1"), "default.web-1")
+	if err := s.Send(sotwRequest("", r1)); err != nil {
+		t.Fatal(err)
+	}
+	s2 := sdstest.NewSecrets(t, "default", "web-1", 2, time.Now())
+	e.src.Set("default", "web-1", s2)
+	r2, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSecrets(t, r2.GetResources(), s2)
+	e.cancel()
+	wantClosed(t, s, codes.Unavailable, "a stream after shutdown")
+}
