@@ -283,16 +283,36 @@ mtls:
 		}
 	}
 
-	// The CA fails: ACM PCA is down when a new lifetime makes every data
-	// plane re-issue. Each shows as failing (its certificate stays in
-	// service), with the error its insight reports.
-	// A faster pace first (a new conf is checked with ACM, so before the
-	// outage), so that the failures surface in seconds.
+	// Throttles: ACM grants 1 IssueCertificate a second while the backend
+	// paces at 5, and a new conf re-issues all three certificates.
+	throttles := func() int64 {
+		var a struct {
+			Budget struct {
+				Throttles int64 `json:"throttles"`
+			} `json:"budget"`
+		}
+		getJSON(t, "http://"+cp.api+"/gui/api/meshes/pca/budget", &a)
+		return a.Budget.Throttles
+	}
+	emu.admin(t, "rates", `{"IssueCertificate":1}`)
 	cp.apply(t, mesh("aws", "1h", "5"))
+	waitFor(t, 30*time.Second, "ACM PCA throttling", func() bool { return throttles() > 0 })
+	b.do("open the budget page", chromedp.Navigate(base+"#/meshes/pca/budget"))
+	waitFor(t, 10*time.Second, "throttles on the budget page", func() bool {
+		n := throttles()
+		return strings.HasPrefix(b.text(`[data-field="throttles"]`), fmt.Sprintf("%d of ", n))
+	})
+	t.Logf("budget page: throttled %s", b.text(`[data-field="throttles"]`))
+	emu.admin(t, "rates", `{"IssueCertificate":25}`)
 	waitFor(t, 30*time.Second, "3 certificates for the new conf", func() bool {
 		v := overview()
 		return v.States["valid"] == 3 && v.Switch == nil
 	})
+
+	// The CA fails: ACM PCA is down when a new lifetime makes every data
+	// plane re-issue. Each shows as failing (its certificate stays in
+	// service), with the error its insight reports. (The conf is the same,
+	// so the apply needs no call to ACM.)
 	emu.admin(t, "faults", `{"outageFor":"300s"}`)
 	cp.apply(t, mesh("aws", "2h", "5"))
 	b.do("open the Meshes page", chromedp.Navigate(base+"#/meshes"))
