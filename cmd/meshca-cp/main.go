@@ -85,6 +85,10 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "PEM certificate for the HTTPS API (default: issued by a CA created once under --data-dir, api-server-ca.pem)")
 	f.StringVar(&cfg.APITLSKey, "api-tls-key", "", "PEM key for --api-tls-cert")
 	f.BoolVar(&cfg.APILocalhostIsAdmin, "api-localhost-is-admin", true, "loopback clients of the plain HTTP API are admin")
+	f.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", os.Getenv("MESHCA_ENCRYPTION_KEY_FILE"),
+		"file holding the AES-256 key (32 bytes, base64) that encrypts secrets, CA and data-plane keys at rest (default: <data-dir>/encryption.key, created 0600 on first start)")
+	f.StringArrayVar(&cfg.PreviousEncryptionKeyFiles, "previous-encryption-key-file", nil,
+		"a key being rotated out: records it encrypted stay readable and are re-encrypted with --encryption-key-file at start (repeatable)")
 	f.StringVar(&cfg.AuditLog, "audit-log", os.Getenv("MESHCA_AUDIT_LOG"), "append the audit trail (every write and token generation) to this file as JSON lines (created 0600); it is always in the log too")
 	f.BoolVar(&cfg.APIAllowInsecureRemote, "api-allow-insecure-remote", false, "allow --api-address on a non-loopback address (plain HTTP from the network; warned at every start)")
 	f.StringVar(&cfg.DPServerAddress, "dp-server-address", envOr("MESHCA_DP_SERVER_ADDRESS", controlplane.DefaultDPServerAddress), "SDS (gRPC, TLS) listen address for data planes")

@@ -53,6 +53,11 @@ type Config struct {
 	APILocalhostIsAdmin bool
 	// APIAllowInsecureRemote allows a non-loopback plain listener.
 	APIAllowInsecureRemote bool
+	// EncryptionKeyFile holds the key secrets are encrypted with at rest
+	// (default: <DataDir>/encryption.key, created on first start);
+	// PreviousEncryptionKeyFiles still open records during a rotation.
+	EncryptionKeyFile          string
+	PreviousEncryptionKeyFiles []string
 	// AuditLog, when set, is a file the audit trail is appended to as JSON lines.
 	AuditLog string
 	// DPServerTLSCert/Key are the operator's own SDS server certificate; when
@@ -118,6 +123,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	raw := st
+	if st, err = encryptStore(ctx, cfg, st, logger); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -134,7 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	// The postgres store's listener metrics (reconnects, catch-up size).
-	if cp, ok := st.(interface{ Collectors() []prometheus.Collector }); ok {
+	if cp, ok := raw.(interface{ Collectors() []prometheus.Collector }); ok {
 		reg.MustRegister(cp.Collectors()...)
 	}
 	// Backends with metrics of their own (acmpca) expose them as collectors.
