@@ -32,7 +32,7 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func setup(t *testing.T, meshes ...string) (*tokens.Tokens, store.Store, *clock) {
+func setup(t testing.TB, meshes ...string) (*tokens.Tokens, store.Store, *clock) {
 	t.Helper()
 	st := memory.New()
 	t.Cleanup(func() { _ = st.Close() })
