@@ -726,14 +726,29 @@ func (h *h2Conn) writeHeaders(stream uint32, fields []hpack.HeaderField, end boo
 // table (every field is "never indexed" unless it matches the static table
 // exactly), so no encoder state is kept per connection.
 func encodeHeaders(fields []hpack.HeaderField) []byte {
-	var buf bytes.Buffer
-	enc := hpack.NewEncoder(&buf)
+	e := headerEncoders.Get().(*headerEncoder)
+	defer headerEncoders.Put(e)
+	e.buf.Reset()
 	for _, f := range fields {
 		f.Sensitive = true
-		_ = enc.WriteField(f)
+		_ = e.enc.WriteField(f)
 	}
-	return buf.Bytes()
+	return bytes.Clone(e.buf.Bytes())
 }
+
+// headerEncoder is an HPACK encoder that never indexes, so it has no
+// state between header blocks and can be shared: ending 10,000 streams at
+// once (shutdown) would otherwise make an encoder and its tables for each.
+type headerEncoder struct {
+	buf bytes.Buffer
+	enc *hpack.Encoder
+}
+
+var headerEncoders = sync.Pool{New: func() any {
+	e := &headerEncoder{}
+	e.enc = hpack.NewEncoder(&e.buf)
+	return e
+}}
 
 // responseHeaders is the header block that starts every gRPC response.
 var responseHeaders = encodeHeaders([]hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"}})
