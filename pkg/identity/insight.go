@@ -54,7 +54,7 @@ func (m *Manager) Insight(mesh, name string) (Insight, bool) {
 	}
 	in := Insight{Mesh: mesh, Dataplane: name}
 	mi := &MTLSInsight{LastError: st.lastErr, LastErrorTime: st.lastErrAt, FailedAttempts: st.attempts,
-		History: append([]Rotation(nil), st.history...)}
+		History: historyView(st.history)}
 	if ms := m.meshes[mesh]; ms != nil && ms.mesh != nil && ms.mesh.MTLS != nil {
 		for _, b := range ms.mesh.MTLS.Backends {
 			mi.SupportedBackends = append(mi.SupportedBackends, b.Name)

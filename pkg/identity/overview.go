@@ -113,8 +113,10 @@ type Rotation struct {
 	Attempts int `json:"attempts,omitempty"`
 }
 
-// historyLen bounds the history kept per data plane (memory: 10,000 data
-// planes keep at most 80,000 small entries).
+// historyLen bounds the history kept per data plane (memory: an entry is
+// 104 bytes, its strings shared with the certificate record or the error;
+// 10,000 data planes keep at most 80,000 entries, 8 MiB, and 1 MiB for
+// each round of rotations before that).
 const historyLen = 8
 
 // recordHistoryLocked appends the outcome of one issuance to a data
@@ -131,7 +133,24 @@ func recordHistoryLocked(st *dpState, b api.MTLSBackend, c *current, err error, 
 		st.history = appendBounded(st.history, Rotation{At: now, Backend: b.Name, Error: msg, Attempts: 1})
 		return
 	}
-	st.history = appendBounded(st.history, Rotation{At: now, Backend: c.rec.Backend, Serial: DisplaySerial(c.serial), NotAfter: c.rec.NotAfter})
+	// The serial is kept as the current certificate holds it (shared, not
+	// copied) and formatted when read.
+	st.history = appendBounded(st.history, Rotation{At: now, Backend: c.rec.Backend, Serial: c.serial, NotAfter: c.rec.NotAfter})
+}
+
+// historyView copies a history for readers, serials formatted as Insight's.
+func historyView(h []Rotation) []Rotation {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make([]Rotation, len(h))
+	for i, r := range h {
+		if r.Serial != "" {
+			r.Serial = DisplaySerial(r.Serial)
+		}
+		out[i] = r
+	}
+	return out
 }
 
 func appendBounded(h []Rotation, r Rotation) []Rotation {
@@ -150,5 +169,5 @@ func (m *Manager) History(mesh, name string) []Rotation {
 	if st == nil {
 		return nil
 	}
-	return append([]Rotation(nil), st.history...)
+	return historyView(st.history)
 }
