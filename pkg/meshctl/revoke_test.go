@@ -93,7 +93,39 @@ func TestRevokeDataplaneToken(t *testing.T) {
 	if r := h.run("revoke", "dataplane-token", "--mesh", "other", tok).fails(t); !strings.Contains(r.stderr, `the token is for mesh "default", not --mesh "other"`) {
 		t.Errorf("stderr %q", r.stderr)
 	}
-	if r := h.run("revoke", "dataplane-token", "a.b!.c").fails(t); !strings.Contains(r.stderr, "not a dataplane token") {
+	if r := h.run("revoke", "dataplane-token", "a.b!.c").fails(t); !strings.Contains(r.stderr, "not a meshca token") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+}
+
+func TestRevokeUserToken(t *testing.T) {
+	h := newHarness(t)
+	withTokens(h)
+	h.run("apply", "-f", writeFile(t, "m.yaml", "type: Mesh\nname: default\n")).ok(t)
+	enc := base64.RawURLEncoding.EncodeToString
+	userTok := enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(`{"Name":"alice","Groups":["ops"],"iss":"meshca","jti":"u-1"}`)) + ".sig"
+
+	h.stdin = userTok + "\n"
+	if r := h.run("revoke", "user-token", "-").ok(t); strings.TrimSpace(r.stdout) != "user token u-1 revoked (GlobalSecret user-token-revocations)" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	h.stdin = ""
+	h.run("revoke", "user-token", "u-2").ok(t)
+	sec, err := h.env.Manager.Get(t.Context(), api.TypeGlobalSecret, "", tokens.UserRevocationsName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := base64.StdEncoding.DecodeString(sec.(*api.GlobalSecret).Data)
+	if got := strings.Fields(string(data)); len(got) != 2 || got[0] != "u-1" || got[1] != "u-2" {
+		t.Errorf("user revocation list %q", data)
+	}
+
+	// Each command refuses the other kind of token.
+	if r := h.run("revoke", "dataplane-token", userTok).fails(t); !strings.Contains(r.stderr, "this is a user token: use meshctl revoke user-token") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	dpTok := strings.TrimSpace(h.run("generate", "dataplane-token", "--name", "web-1").ok(t).stdout)
+	if r := h.run("revoke", "user-token", dpTok).fails(t); !strings.Contains(r.stderr, "this is a dataplane token: use meshctl revoke dataplane-token") {
 		t.Errorf("stderr %q", r.stderr)
 	}
 }

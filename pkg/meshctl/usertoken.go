@@ -18,7 +18,8 @@ func newUserTokenCmd(app *App) *cobra.Command {
 only an admin may use group mesh-system:admin). The token alone is printed on stdout.
 Send it as "Authorization: Bearer <token>", or keep it with
 meshctl config control-planes add --auth-type tokens --auth-conf token=<token>.
-Revoke it by listing its ID (the jti claim) in the GlobalSecret user-token-revocations.`,
+Revoke it with meshctl revoke user-token (which lists its ID, the jti claim, in
+the GlobalSecret user-token-revocations).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
