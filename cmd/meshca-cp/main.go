@@ -108,6 +108,14 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&maxTokenValidity, "max-token-validity", envOr("MESHCA_MAX_TOKEN_VALIDITY", "365d"),
 		"longest lifetime of a dataplane token generated through the API (validFor beyond it is refused), e.g. 30d or 720h")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiling endpoints under /debug/pprof/ on the API address (local diagnosis only)")
+	f.StringVar(&cfg.Mode, "mode", envOr("MESHCA_MODE", controlplane.ModeStandalone), "standalone (one control plane), global (owns Meshes, serves zones) or zone (issues for its data planes, syncs from global)")
+	f.StringVar(&cfg.KDSAddress, "kds-address", envOr("MESHCA_KDS_ADDRESS", controlplane.DefaultKDSAddress), "global: zone sync listen address (gRPC, TLS)")
+	f.StringVar(&cfg.KDSTLSCert, "kds-tls-cert", os.Getenv("MESHCA_KDS_TLS_CERT"), "global: PEM certificate of the zone sync server (default: a CA kept at <data-dir>/kds-server-ca.pem)")
+	f.StringVar(&cfg.KDSTLSKey, "kds-tls-key", os.Getenv("MESHCA_KDS_TLS_KEY"), "global: PEM key for --kds-tls-cert")
+	f.StringVar(&cfg.Zone, "zone", os.Getenv("MESHCA_ZONE"), "zone: this zone's name (its zone token must be for it)")
+	f.StringVar(&cfg.GlobalAddress, "global-address", os.Getenv("MESHCA_GLOBAL_ADDRESS"), "zone: the global control plane's zone sync address, HOST:PORT")
+	f.StringVar(&cfg.GlobalCACert, "global-ca-cert", os.Getenv("MESHCA_GLOBAL_CA_CERT"), "zone: CA of the global's zone sync server (its <data-dir>/kds-server-ca.pem)")
+	f.StringVar(&cfg.ZoneTokenFile, "zone-token-file", os.Getenv("MESHCA_ZONE_TOKEN_FILE"), "zone: file holding the zone token (meshctl generate zone-token on global)")
 	f.StringVar(&logLevel, "log-level", envOr("MESHCA_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"meshca/pkg/access"
 	"meshca/pkg/api"
@@ -175,7 +176,11 @@ func classify(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Title: TitleInUse, Detail: iue.Msg,
 			Causes: []api.FieldError{{Field: "", Message: iue.Msg}}}
 	case errors.Is(err, resources.ErrReadOnly):
-		return &Error{Status: http.StatusForbidden, Title: TitleReadOnly, Detail: DetailReadOnly}
+		detail := DetailReadOnly
+		if msg, ok := strings.CutPrefix(err.Error(), resources.ErrReadOnly.Error()+": "); ok {
+			detail = msg // the guard says who owns it and where to change it
+		}
+		return &Error{Status: http.StatusForbidden, Title: TitleReadOnly, Detail: detail}
 	case errors.As(err, &mbe):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Title: TitleTooLarge,
 			Detail: "the request body must be at most " + formatBytes(mbe.Limit)}

@@ -76,6 +76,9 @@ type Options struct {
 	// GUI is the path of the web view, reported by the index document
 	// (empty when there is none).
 	GUI string
+	// Mode is the control plane's mode (standalone, global, zone), reported
+	// by the index document.
+	Mode string
 	// Authenticator says who calls (see HandlerFor); nil means loopback
 	// clients of the plain listener are admin and tokens are refused.
 	Authenticator *authn.Authenticator
@@ -165,6 +168,8 @@ type Index struct {
 	InstanceID  string `json:"instanceId"`
 	ClusterID   string `json:"clusterId"`
 	GUI         string `json:"gui"`
+	// Mode is meshca's: standalone, global or zone.
+	Mode string `json:"mode,omitempty"`
 }
 
 func (s *Server) routes() {
@@ -178,6 +183,7 @@ func (s *Server) routes() {
 			InstanceID:  s.opts.InstanceID,
 			ClusterID:   s.opts.ClusterID,
 			GUI:         s.opts.GUI,
+			Mode:        s.opts.Mode,
 		})
 	})
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

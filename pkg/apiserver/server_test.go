@@ -423,7 +423,7 @@ func TestReadOnlyAndExtensions(t *testing.T) {
 	env := start(t)
 	ro := resources.NewManager(env.Store, nil, resources.Options{
 		Logger:   slog.New(slog.DiscardHandler),
-		ReadOnly: func(string) error { return resources.ErrReadOnly },
+		ReadOnly: func(context.Context, store.Key) error { return resources.ErrReadOnly },
 	})
 	var logs syncbuf.Buffer
 	srv := apiserver.New(ro, apiserver.Options{

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,7 @@ import (
 	"meshca/pkg/store/postgres"
 	"meshca/pkg/store/sqlite"
 	"meshca/pkg/tokens"
+	"meshca/pkg/zonesync"
 )
 
 // Config is everything `meshca-cp run` can be told.
@@ -79,6 +81,14 @@ type Config struct {
 	// through the API (0: tokens.DefaultValidity, one year).
 	MaxTokenValidity time.Duration
 
+	// Mode is standalone (default), global or zone (see modes.go).
+	Mode string
+	// KDSAddress, KDSTLSCert and KDSTLSKey: a global's zone sync server.
+	KDSAddress, KDSTLSCert, KDSTLSKey string
+	// Zone, GlobalAddress, GlobalCACert and ZoneTokenFile: a zone's name and
+	// its link to global.
+	Zone, GlobalAddress, GlobalCACert, ZoneTokenFile string
+
 	Version string
 	Logger  *slog.Logger
 	// Started, when set, is called once both listeners are bound, with their
@@ -109,6 +119,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir
+	}
+	if err := cfg.checkMode(); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir %q: %w", cfg.DataDir, err)
@@ -153,14 +166,16 @@ func Run(ctx context.Context, cfg Config) error {
 			reg.MustRegister(cp.Collectors()...)
 		}
 	}
-	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, OwnedTypes: []string{identity.TypeDataplaneIdentity}})
+	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, ReadOnly: readOnlyGuard(cfg, st),
+		OwnedTypes: []string{identity.TypeDataplaneIdentity, zonesync.TypeDataplaneInsight}})
 	elector, err := newElector(ctx, cfg, st, logger)
 	if err != nil {
 		return err
 	}
 	defer elector.Close()
 	reg.MustRegister(elector.Collectors()...)
-	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg, Leader: elector})
+	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg, Leader: elector,
+		NoProvision: cfg.mode() == ModeZone})
 	toks := tokens.New(st, time.Now)
 	checker := access.New(mgr)
 	auditor, err := audit.New(logger, cfg.AuditLog)
@@ -174,23 +189,54 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	apiLis := apiLs.plain
-	dpLis, err := net.Listen("tcp", cfg.DPServerAddress)
-	if err != nil {
-		apiLs.Close()
-		return fmt.Errorf("--dp-server-address %q: %w", cfg.DPServerAddress, err)
+	// A global control plane serves zones, not data planes.
+	var dpLis, kdsLis net.Listener
+	var tlsConf, kdsTLS *tls.Config
+	if cfg.mode() == ModeGlobal {
+		if kdsLis, kdsTLS, err = listenKDS(cfg); err != nil {
+			apiLs.Close()
+			return err
+		}
+	} else {
+		if dpLis, err = net.Listen("tcp", cfg.DPServerAddress); err != nil {
+			apiLs.Close()
+			return fmt.Errorf("--dp-server-address %q: %w", cfg.DPServerAddress, err)
+		}
+		host, _, _ := net.SplitHostPort(cfg.DPServerAddress)
+		if tlsConf, _, err = sds.LoadOrCreateServerTLS(cfg.DataDir, cfg.DPServerTLSCert, cfg.DPServerTLSKey, []string{host}, time.Now); err != nil {
+			apiLs.Close()
+			dpLis.Close()
+			return fmt.Errorf("dp server TLS: %w", err)
+		}
 	}
-	host, _, _ := net.SplitHostPort(cfg.DPServerAddress)
-	tlsConf, _, err := sds.LoadOrCreateServerTLS(cfg.DataDir, cfg.DPServerTLSCert, cfg.DPServerTLSKey, []string{host}, time.Now)
-	if err != nil {
-		apiLs.Close()
-		dpLis.Close()
-		return fmt.Errorf("dp server TLS: %w", err)
+	instance, _ := os.Hostname()
+	conns := insights.NewConnections(instance, time.Now)
+	ins := insights.New(mgr, ids, conns)
+	var zone *zonesync.Zone
+	if cfg.mode() == ModeZone {
+		if zone, err = newZoneSync(cfg, st, ins, logger); err != nil {
+			apiLs.Close()
+			dpLis.Close()
+			return err
+		}
+	}
+	var global *zonesync.Global
+	if kdsLis != nil {
+		global = zonesync.NewGlobal(st, toks, logger)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make(chan error, 3)
-	go func() { errs <- ids.Run(ctx) }()
+	errs := make(chan error, 4)
+	if cfg.mode() != ModeGlobal {
+		go func() { errs <- ids.Run(ctx) }()
+	}
+	if global != nil {
+		go func() { errs <- global.Serve(ctx, kdsLis, kdsTLS) }()
+	}
+	if zone != nil {
+		go func() { _ = zone.Run(ctx) }()
+	}
 	electorDone := make(chan struct{})
 	go func() { defer close(electorDone); _ = elector.Run(ctx) }()
 	// A leader stopping releases its lease (within a renew interval), so
@@ -200,13 +246,14 @@ func Run(ctx context.Context, cfg Config) error {
 	// re-verifies an open stream's token only when they changed.
 	go func() { _ = toks.Run(ctx) }()
 
-	instance, _ := os.Hostname()
-	conns := insights.NewConnections(instance, time.Now)
 	api := apiserver.New(mgr, apiserver.Options{
 		Logger:  logger,
 		Version: cfg.Version,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		Ready: func(context.Context) error {
+			if cfg.mode() == ModeGlobal {
+				return nil // no identities to load
+			}
 			select {
 			case <-ids.Ready():
 				return nil
@@ -214,6 +261,7 @@ func Run(ctx context.Context, cfg Config) error {
 				return errors.New("loading identities")
 			}
 		},
+		Mode:            cfg.mode(),
 		MaxBodyBytes:    cfg.APIMaxBodyBytes,
 		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
 		Extra: withGUI(withAccess(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof), checker, toks, logger),
@@ -225,7 +273,14 @@ func Run(ctx context.Context, cfg Config) error {
 		Audit:            auditor,
 		AllowRemotePlain: cfg.APIAllowInsecureRemote,
 	})
-	for pattern, h := range insights.New(mgr, ids, conns).Handlers(logger) {
+	if global != nil {
+		ins.WithZones(global).WithRemote(remoteInsight(st))
+		api.Handle("POST /tokens/zone", zoneTokenHandler(checker, toks, cfg.MaxTokenValidity, logger))
+	}
+	if zone != nil {
+		api.Handle("GET /zone/_status", zoneStatusHandler(zone))
+	}
+	for pattern, h := range ins.Handlers(logger) {
 		api.Handle(pattern, h)
 	}
 	reqCtx, stopRequests := context.WithCancelCause(context.Background())
@@ -246,14 +301,25 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}()
 	}
-	sdsSrv := sds.NewServer(sdsSource{ids, conns}, sds.TokenAuthenticator{Tokens: toks}, logger, reg)
-	go func() { errs <- sdsSrv.Serve(ctx, dpLis, tlsConf) }()
+	var dpAddr net.Addr
+	if dpLis != nil {
+		sdsSrv := sds.NewServer(sdsSource{ids, conns}, sds.TokenAuthenticator{Tokens: toks, UnknownKeyIsTransient: cfg.mode() == ModeZone}, logger, reg)
+		go func() { errs <- sdsSrv.Serve(ctx, dpLis, tlsConf) }()
+		dpAddr = dpLis.Addr()
+	}
 
-	logger.Info("meshca control plane started", "version", cfg.Version, "api", apiLis.Addr().String(), "apiTLS", addrOf(apiLs.tls), "dpServer", dpLis.Addr().String(),
-		"store", storeName(cfg), "dataDir", cfg.DataDir, "backends", cas.Types())
+	attrs := []any{"version", cfg.Version, "mode", cfg.mode(), "api", apiLis.Addr().String(), "apiTLS", addrOf(apiLs.tls), "dpServer", addrOf(dpLis),
+		"store", storeName(cfg), "dataDir", cfg.DataDir, "backends", cas.Types()}
+	if kdsLis != nil {
+		attrs = append(attrs, "kdsServer", kdsLis.Addr().String())
+	}
+	if zone != nil {
+		attrs = append(attrs, "zone", cfg.Zone, "global", cfg.GlobalAddress)
+	}
+	logger.Info("meshca control plane started", attrs...)
 	elector.SetAddress(apiLis.Addr().String())
 	if cfg.Started != nil {
-		cfg.Started(apiLis.Addr(), dpLis.Addr())
+		cfg.Started(apiLis.Addr(), dpAddr)
 	}
 	var runErr error
 	select {

@@ -9,27 +9,35 @@ import (
 	"strconv"
 	"time"
 
+	"meshca/pkg/access"
 	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
+	"meshca/pkg/audit"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
 	"meshca/pkg/tokens"
+	"meshca/pkg/zonesync"
 )
 
-// tokenRequest is the body of POST /tokens/dataplane, as Kuma takes it.
+// tokenRequest is the body of POST /tokens/dataplane and POST
+// /tokens/zone, as Kuma takes them.
 type tokenRequest struct {
 	Name     string            `json:"name"`
 	Mesh     string            `json:"mesh"`
+	Zone     string            `json:"zone,omitempty"`
+	Scope    []string          `json:"scope,omitempty"`
 	Tags     map[string]string `json:"tags,omitempty"`
 	Type     string            `json:"type,omitempty"`
 	ValidFor string            `json:"validFor,omitempty"`
 }
 
-// tokenHandler serves POST /tokens/dataplane. It refuses a mesh or name
-// that is not a valid resource name and a validFor beyond maxValidity (0:
-// tokens.DefaultValidity); without validFor a token lives
-// min(tokens.DefaultValidity, maxValidity).
-func tokenHandler(mgr *resources.Manager, toks *tokens.Tokens, maxValidity time.Duration, logger *slog.Logger) http.Handler {
+// tokenEndpoint serves a token generation endpoint: it reads the request,
+// checks validFor against maxValidity (0: tokens.DefaultValidity; without
+// validFor a token lives min(tokens.DefaultValidity, maxValidity)), lets
+// check add its own field errors, and answers the token generate makes.
+func tokenEndpoint(maxValidity time.Duration, logger *slog.Logger,
+	check func(r *http.Request, req tokenRequest, v *api.ValidationError) error,
+	generate func(r *http.Request, req tokenRequest, validFor time.Duration) (string, error)) http.Handler {
 	if maxValidity <= 0 {
 		maxValidity = tokens.DefaultValidity
 	}
@@ -44,11 +52,7 @@ func tokenHandler(mgr *resources.Manager, toks *tokens.Tokens, maxValidity time.
 			apiserver.WriteError(w, logger, apiserver.BadRequest("", "body must be JSON: "+err.Error()))
 			return
 		}
-		// The name is a Dataplane's: a token for a name no Dataplane can
-		// have authenticates nothing, and would be a confusing credential.
 		v := &api.ValidationError{}
-		api.ValidateMeshName(v, "mesh", req.Mesh)
-		api.ValidateName(v, "name", req.Name)
 		validFor := min(tokens.DefaultValidity, maxValidity)
 		if req.ValidFor != "" {
 			if validFor, err = api.ParseDuration(req.ValidFor); err != nil {
@@ -57,18 +61,15 @@ func tokenHandler(mgr *resources.Manager, toks *tokens.Tokens, maxValidity time.
 				v.Addf("validFor", "%s is longer than this control plane allows: at most %s (meshca-cp run --max-token-validity)", req.ValidFor, days(maxValidity))
 			}
 		}
+		if err := check(r, req, v); err != nil {
+			apiserver.WriteError(w, logger, err)
+			return
+		}
 		if err := v.OrNil(); err != nil {
 			apiserver.WriteError(w, logger, err)
 			return
 		}
-		if _, err := mgr.Get(r.Context(), api.TypeMesh, "", req.Mesh); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				err = api.FieldErr("mesh", "mesh %q does not exist", req.Mesh)
-			}
-			apiserver.WriteError(w, logger, err)
-			return
-		}
-		tok, err := toks.Generate(r.Context(), req.Mesh, req.Name, validFor)
+		tok, err := generate(r, req, validFor)
 		if err != nil {
 			apiserver.WriteError(w, logger, err)
 			return
@@ -76,6 +77,49 @@ func tokenHandler(mgr *resources.Manager, toks *tokens.Tokens, maxValidity time.
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, tok)
 	})
+}
+
+// tokenHandler serves POST /tokens/dataplane. It refuses a mesh or name
+// that is not a valid resource name (a token for a name no Dataplane can
+// have authenticates nothing, and would be a confusing credential) and a
+// mesh that does not exist.
+func tokenHandler(mgr *resources.Manager, toks *tokens.Tokens, maxValidity time.Duration, logger *slog.Logger) http.Handler {
+	return tokenEndpoint(maxValidity, logger,
+		func(r *http.Request, req tokenRequest, v *api.ValidationError) error {
+			api.ValidateMeshName(v, "mesh", req.Mesh)
+			api.ValidateName(v, "name", req.Name)
+			if v.OrNil() != nil {
+				return nil
+			}
+			if _, err := mgr.Get(r.Context(), api.TypeMesh, "", req.Mesh); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return api.FieldErr("mesh", "mesh %q does not exist", req.Mesh)
+				}
+				return err
+			}
+			return nil
+		},
+		func(r *http.Request, req tokenRequest, validFor time.Duration) (string, error) {
+			return toks.Generate(r.Context(), req.Mesh, req.Name, validFor)
+		})
+}
+
+// zoneTokenHandler serves POST /tokens/zone on a global control plane: a
+// token that one zone control plane presents to it. It needs
+// GENERATE_ZONE_TOKEN, and is audited.
+func zoneTokenHandler(checker *access.Checker, toks *tokens.Tokens, maxValidity time.Duration, logger *slog.Logger) http.Handler {
+	return tokenEndpoint(maxValidity, logger,
+		func(r *http.Request, req tokenRequest, v *api.ValidationError) error {
+			audit.Describe(r.Context(), "generate-zone-token", zonesync.TypeZone, "", req.Zone)
+			if err := checker.Check(r.Context(), apiserver.Caller(r), access.Request{Access: api.AccessGenerateZoneToken}); err != nil {
+				return err
+			}
+			api.ValidateName(v, "zone", req.Zone)
+			return nil
+		},
+		func(r *http.Request, req tokenRequest, validFor time.Duration) (string, error) {
+			return toks.GenerateZone(r.Context(), req.Zone, validFor)
+		})
 }
 
 // days renders d in days when it is a whole number of them ("365d"), as

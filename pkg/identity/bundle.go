@@ -59,6 +59,9 @@ func (m *Manager) ensure(ctx context.Context, mesh string, b api.MTLSBackend, be
 	if err != nil || len(ops) == 0 {
 		return err
 	}
+	if m.opts.NoProvision {
+		return fmt.Errorf("mesh %q backend %q: its CA has not been synced from the global control plane yet", mesh, b.Name)
+	}
 	if version == 0 {
 		return fmt.Errorf("mesh %q backend %q: CA state is missing and the mesh is not known yet", mesh, b.Name)
 	}

@@ -39,6 +39,10 @@ type Options struct {
 	// alone on its store, it always does). Followers load identities and
 	// follow the leader's writes to them.
 	Leader *leader.Elector
+	// NoProvision is set on a zone control plane: CA state kept in the store
+	// (the builtin root) comes from the global control plane and is never
+	// created here; until it has been synced, issuance waits and says so.
+	NoProvision bool
 }
 
 type dpKey struct{ mesh, name string }

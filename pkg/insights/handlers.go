@@ -20,8 +20,8 @@ import (
 //	GET /dataplanes/_overview                  (and /dataplanes+insights): every mesh
 //	GET /mesh-insights, /mesh-insights/{mesh}
 //	GET /meshes/{mesh}/service-insights, /meshes/{mesh}/service-insights/{name}
-//	GET /zones, /zones/_overview, /zones+insights, /zone-insights and the
-//	    zone ingress and egress lists: empty, meshca runs one zone and no zone proxies
+//	GET /zones, /zones/_overview, /zones+insights, /zone-insights (and /{name}): a global's zones, else empty
+//	GET the zone ingress and egress lists: empty, meshca runs no zone proxies
 func (s *Service) Handlers(logger *slog.Logger) map[string]http.Handler {
 	h := map[string]http.Handler{}
 	list := s.listOverviews(logger)
@@ -43,19 +43,12 @@ func (s *Service) Handlers(logger *slog.Logger) map[string]http.Handler {
 		apiserver.WriteList(w, r, logger, []struct{}{})
 	})
 	for _, p := range []string{
-		"GET /zones", "GET /zones/_overview", "GET /zones+insights", "GET /zone-insights",
 		"GET /zoneingresses", "GET /zoneingresses/_overview", "GET /zoneingresses+insights", "GET /zone-ingress-insights",
 		"GET /zoneegresses", "GET /zoneegresses/_overview", "GET /zoneegressoverviews", "GET /zoneegressinsights",
 	} {
 		h[p] = empty
 	}
-	noZone := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		apiserver.WriteError(w, logger, &apiserver.Error{Status: http.StatusNotFound, Title: apiserver.TitleNotFound,
-			Detail: fmt.Sprintf("Zone %q not found: meshca runs a single zone", r.PathValue("name"))})
-	})
-	for _, p := range []string{"GET /zones/{name}", "GET /zones/{name}/_overview", "GET /zones+insights/{name}", "GET /zone-insights/{name}"} {
-		h[p] = noZone
-	}
+	s.zoneHandlers(logger, h)
 	return h
 }
 

@@ -25,6 +25,10 @@ type Service struct {
 	store Store
 	ids   Identities
 	conns *Connections
+	zones Zones
+	// remote, on a global control plane, is what zones report of their
+	// data planes.
+	remote func(mesh, name string) (DataplaneInsight, bool)
 }
 
 // New returns a Service reading from store, ids and conns.
@@ -53,8 +57,23 @@ func (s *Service) Overview(dp *api.Dataplane) (DataplaneOverview, error) {
 	}, nil
 }
 
+// WithRemote makes data planes' insights come from remote (a global control
+// plane: what each zone reported) instead of this process's streams and
+// identities.
+func (s *Service) WithRemote(remote func(mesh, name string) (DataplaneInsight, bool)) *Service {
+	s.remote = remote
+	return s
+}
+
+// InsightOf is dp's DataplaneInsight: its streams and certificate state.
+func (s *Service) InsightOf(dp *api.Dataplane) DataplaneInsight { return s.insight(dp) }
+
 // insight is dp's DataplaneInsight: its streams and certificate state.
 func (s *Service) insight(dp *api.Dataplane) DataplaneInsight {
+	if s.remote != nil {
+		in, _ := s.remote(dp.Mesh, dp.Name)
+		return in
+	}
 	in := DataplaneInsight{Subscriptions: s.conns.Subscriptions(dp.Mesh, dp.Name)}
 	for _, sub := range in.Subscriptions {
 		if sub.DisconnectTime == nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"meshca/pkg/api"
 	"meshca/pkg/insights"
+	"meshca/pkg/zonesync"
 )
 
 func newInspectCmd(app *App) *cobra.Command {
@@ -90,7 +92,7 @@ func newInspectCmd(app *App) *cobra.Command {
 	}
 	dp.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
 	dp.Flags().StringVarP(&output, "output", "o", OutputTable, "output format: table, yaml or json")
-	cmd.AddCommand(dp, newInspectDataplanesCmd(app), newInspectMeshCmd(app))
+	cmd.AddCommand(dp, newInspectDataplanesCmd(app), newInspectMeshCmd(app), newInspectZonesCmd(app))
 	return cmd
 }
 
@@ -150,8 +152,19 @@ func newInspectDataplanesCmd(app *App) *cobra.Command {
 			}
 			now := app.Now()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 3, ' ', 0)
+			// A global control plane lists every zone's data planes.
+			zoned := slices.ContainsFunc(items, func(it insights.DataplaneOverview) bool { return it.Labels[zonesync.LabelZone] != "" })
+			if zoned {
+				fmt.Fprint(tw, "ZONE\t")
+			}
 			fmt.Fprintln(tw, "NAME\tSERVICES\tCONNECTED\tBACKEND\tCERT EXPIRES IN\tNEXT ROTATION IN\tROTATIONS\tLAST ERROR")
 			for _, it := range items {
+				if zoned {
+					fmt.Fprintf(tw, "%s\t", orDash(it.Labels[zonesync.LabelZone]))
+				}
+				if n := it.Labels[zonesync.LabelDisplayName]; n != "" {
+					it.Name = n
+				}
 				services := "-"
 				var dp api.Dataplane
 				if json.Unmarshal(it.Dataplane, &dp.DataplaneSpec) == nil {

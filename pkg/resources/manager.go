@@ -29,8 +29,8 @@ type Manager struct {
 	now    func() time.Time
 	// ownedTypes are internal record types that belong to a mesh and go with it.
 	ownedTypes []string
-	// readOnly, when set, refuses local writes of synced resource types.
-	readOnly func(typ string) error
+	// readOnly, when set, refuses local writes of synced resources.
+	readOnly func(ctx context.Context, key store.Key) error
 }
 
 // Options configure a Manager.
@@ -39,9 +39,10 @@ type Options struct {
 	Now    func() time.Time
 	// OwnedTypes are internal record types deleted together with their Mesh.
 	OwnedTypes []string
-	// ReadOnly, if set, is asked before every local write of a type; a non-nil
-	// error refuses the write (zones refuse edits of synced resources).
-	ReadOnly func(typ string) error
+	// ReadOnly, if set, is asked before every local write or deletion; a
+	// non-nil error refuses it, changing nothing (a zone refuses edits of
+	// what its global control plane owns; global refuses Dataplanes).
+	ReadOnly func(ctx context.Context, key store.Key) error
 }
 
 // NewManager returns a Manager over s using the CA backends of reg.
@@ -102,7 +103,7 @@ const applyAttempts = 4
 func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) (created bool, err error) {
 	meta := r.GetMeta()
 	if !opts.Synced && m.readOnly != nil {
-		if err := m.readOnly(meta.Type); err != nil {
+		if err := m.readOnly(ctx, store.Key{Type: meta.Type, Mesh: meta.Mesh, Name: meta.Name}); err != nil {
 			return false, err
 		}
 	}
@@ -305,7 +306,7 @@ func (m *Manager) cleanupOps(ctx context.Context, mesh string, b api.MTLSBackend
 // Delete removes a resource, refusing deletions that would break another.
 func (m *Manager) Delete(ctx context.Context, typ, mesh, name string) error {
 	if m.readOnly != nil {
-		if err := m.readOnly(typ); err != nil {
+		if err := m.readOnly(ctx, store.Key{Type: typ, Mesh: mesh, Name: name}); err != nil {
 			return err
 		}
 	}

@@ -14,6 +14,11 @@ import (
 // otherwise every push re-verifies the token.
 type TokenAuthenticator struct {
 	Tokens *tokens.Tokens
+	// UnknownKeyIsTransient is set on a zone control plane: a token signed
+	// by a key it does not hold yet was most likely made on global a moment
+	// ago, before the key was synced, so the data plane is asked to retry
+	// rather than told its token is bad.
+	UnknownKeyIsTransient bool
 }
 
 var _ GenerationAuthenticator = TokenAuthenticator{}
@@ -27,6 +32,9 @@ func (a TokenAuthenticator) Verify(ctx context.Context, token string) (string, s
 // VerifyUntil implements GenerationAuthenticator.
 func (a TokenAuthenticator) VerifyUntil(ctx context.Context, token string) (string, string, time.Time, error) {
 	c, err := a.Tokens.Verify(ctx, token)
+	if a.UnknownKeyIsTransient && errors.Is(err, tokens.ErrUnknownSigningKey) {
+		return "", "", time.Time{}, errors.New("the signing key of this token is not in this zone (yet): it may not have been synced from the global control plane; retry")
+	}
 	if errors.Is(err, tokens.ErrInvalid) {
 		return "", "", time.Time{}, fmt.Errorf("%w: %w", ErrRejected, err)
 	}

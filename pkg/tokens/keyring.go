@@ -31,7 +31,7 @@ func userKeyring() keyring {
 }
 
 // id keys the ring's entry in the serial cache.
-func (k keyring) id() string { return k.typ + "/" + k.mesh }
+func (k keyring) id() string { return k.typ + "/" + k.mesh + "/" + k.keyPrefix }
 
 // keyName is the name of the signing key with the given serial.
 func (k keyring) keyName(serial int) string { return k.keyPrefix + strconv.Itoa(serial) }

@@ -71,6 +71,20 @@ const KeyBits = 2048
 // Other errors from Verify (e.g. the store is unreachable) are transient.
 var ErrInvalid = errors.New("invalid token")
 
+// ErrUnknownSigningKey is wrapped (beside ErrInvalid) when the key a
+// token's kid names is not in the store: rotated out, or, on a zone control
+// plane, not synced from the global control plane yet.
+var ErrUnknownSigningKey = errors.New("unknown signing key")
+
+// unknownKey reads as ErrInvalid and is both it and ErrUnknownSigningKey.
+type unknownKey struct{}
+
+func (unknownKey) Error() string { return ErrInvalid.Error() }
+
+func (unknownKey) Is(target error) bool {
+	return target == ErrInvalid || target == ErrUnknownSigningKey
+}
+
 const (
 	signingKeyPrefix  = "dataplane-token-signing-key-"
 	revocationsPrefix = "dataplane-token-revocations-"
@@ -464,7 +478,7 @@ func (t *Tokens) verifySigned(ctx context.Context, ring keyring, token string, k
 	}
 	rec, err := t.store.Get(ctx, ring.keyKey(serial))
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: signing key %d of %s does not exist (it was rotated out?)", ErrInvalid, serial, ring.what)
+		return fmt.Errorf("%w: signing key %d of %s does not exist (it was rotated out?)", unknownKey{}, serial, ring.what)
 	}
 	if err != nil {
 		return fmt.Errorf("read signing key %d of %s: %w", serial, ring.what, err)
