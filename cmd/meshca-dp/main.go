@@ -103,7 +103,8 @@ func newRootCmd(stderr io.Writer) *cobra.Command {
 }
 
 type runFlags struct {
-	cpAddress, cpCACert       string
+	cpAddress                 []string
+	cpCACert                  string
 	tokenFile, token          string
 	mesh, name, out, onRotate string
 	logLevel                  string
@@ -129,7 +130,8 @@ environment variables.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.cpAddress, "cp-address", "127.0.0.1:5678", "control plane SDS address (host:port)")
+	fl.StringSliceVar(&f.cpAddress, "cp-address", []string{"127.0.0.1:5678"},
+		"control plane SDS address (host:port); several instances: comma-separated or repeated, or a name with several DNS records — on a broken stream the agent moves to the next")
 	// kuma-dp's names map to meshca-dp's before parsing.
 	fl.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		if to, ok := aliases[name]; ok {
@@ -177,7 +179,7 @@ func runAgent(ctx context.Context, f runFlags, stderr io.Writer) error {
 
 	var missing []string
 	for _, r := range []struct{ flag, v string }{
-		{"--cp-address", f.cpAddress}, {"--cp-ca-cert", f.cpCACert}, {"--mesh", f.mesh}, {"--name", f.name}, {"--out", f.out},
+		{"--cp-address", strings.Join(f.cpAddress, ",")}, {"--cp-ca-cert", f.cpCACert}, {"--mesh", f.mesh}, {"--name", f.name}, {"--out", f.out},
 	} {
 		if r.v == "" {
 			missing = append(missing, r.flag)
@@ -208,16 +210,16 @@ func runAgent(ctx context.Context, f runFlags, stderr io.Writer) error {
 		return errors.New("a dataplane token is required: --token-file (or --token)")
 	}
 
-	logger.Info("starting data-plane agent", "cp_address", f.cpAddress, "mesh", f.mesh, "name", f.name, "out", f.out)
+	logger.Info("starting data-plane agent", "cp_address", strings.Join(f.cpAddress, ","), "mesh", f.mesh, "name", f.name, "out", f.out)
 	err = dpagent.Run(ctx, dpagent.Config{
-		CPAddress: f.cpAddress,
-		CACertPEM: caPEM,
-		Token:     token,
-		Mesh:      f.mesh,
-		Name:      f.name,
-		OutDir:    f.out,
-		OnRotate:  f.onRotate,
-		Logger:    logger,
+		CPAddresses: f.cpAddress,
+		CACertPEM:   caPEM,
+		Token:       token,
+		Mesh:        f.mesh,
+		Name:        f.name,
+		OutDir:      f.out,
+		OnRotate:    f.onRotate,
+		Logger:      logger,
 
 		UntrustedHint:       untrustedHint,
 		PermanentErrorLimit: permanentLimit(f.exitOnPermanentError),

@@ -184,6 +184,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer auditor.Close()
 
+	if err := shareServerCAs(ctx, cfg, st, logger); err != nil {
+		return err
+	}
 	apiLs, err := listenAPI(cfg, logger)
 	if err != nil {
 		return err
@@ -283,6 +286,7 @@ func Run(ctx context.Context, cfg Config) error {
 	for pattern, h := range ins.Handlers(logger) {
 		api.Handle(pattern, h)
 	}
+	api.Handle("GET /control-planes", controlPlanesHandler(elector, logger))
 	reqCtx, stopRequests := context.WithCancelCause(context.Background())
 	defer stopRequests(nil)
 	httpSrv := &http.Server{Handler: api.HandlerFor(authn.Plain), ReadHeaderTimeout: 10 * time.Second,

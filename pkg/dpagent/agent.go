@@ -44,6 +44,7 @@ import (
 	"log/slog"
 	"math/big"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,9 +57,7 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -97,8 +96,15 @@ var ErrUntrusted = errors.New("the control plane's certificate does not verify a
 
 // Config configures the agent.
 type Config struct {
-	// CPAddress is the control plane's SDS address (host:port).
+	// CPAddress is the control plane's SDS address (host:port), or several
+	// separated by commas.
 	CPAddress string
+	// CPAddresses are more control-plane instances: the agent streams from
+	// one at a time and moves to the next when its stream breaks. A name
+	// with several DNS records counts as one instance per record.
+	CPAddresses []string
+	// LookupHost resolves control-plane names (net.DefaultResolver when nil).
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 	// CACertPEM is the CA that signs the control plane's server certificate.
 	CACertPEM []byte
 	// Token returns the dataplane token; called for every connection attempt.
@@ -161,8 +167,15 @@ func TokenFromFile(path string) func() (string, error) {
 // Run keeps OutDir up to date until ctx is done (then it returns nil) or the
 // token is refused (an error wrapping ErrRefused).
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.CPAddress == "" || cfg.Mesh == "" || cfg.Name == "" || cfg.OutDir == "" || cfg.Token == nil {
+	addrs, err := cfg.addresses()
+	if err != nil {
+		return err
+	}
+	if len(addrs) == 0 || cfg.Mesh == "" || cfg.Name == "" || cfg.OutDir == "" || cfg.Token == nil {
 		return errors.New("dpagent: control-plane address, mesh, name, output directory and token are required")
+	}
+	if cfg.LookupHost == nil {
+		cfg.LookupHost = net.DefaultResolver.LookupHost
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(cfg.CACertPEM) {
@@ -195,23 +208,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if errors.Is(statErr, os.ErrNotExist) {
 		defer func() { _ = os.Remove(cfg.OutDir) }() // fails, as it should, once files are in it
 	}
-	cc, err := grpc.NewClient(cfg.CPAddress,
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: cfg.InitialBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.MaxBackoff},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-	)
-	if err != nil {
-		return fmt.Errorf("dpagent: %w", err)
-	}
-	defer func() { _ = cc.Close() }()
+	conns := &clients{cfg: cfg, pool: pool, conns: map[endpoint]*grpc.ClientConn{}}
+	defer conns.close()
 
-	a := &agent{cfg: cfg, client: secretv3.NewSecretDiscoveryServiceClient(cc), log: cfg.Logger.With("node", sds.NodeID(cfg.Mesh, cfg.Name))}
+	a := &agent{cfg: cfg, log: cfg.Logger.With("node", sds.NodeID(cfg.Mesh, cfg.Name))}
+	next := 0 // index of the endpoint to stream from
 	delay := cfg.InitialBackoff
 	untrusted := 0
 	lastNotServed := "" // the control plane's last reason for serving nothing, logged once
 	for {
+		eps := endpoints(ctx, addrs, cfg.LookupHost)
+		ep := eps[next%len(eps)]
+		if a.client, err = conns.get(ep); err != nil {
+			return err
+		}
+		a.address = ep.dial
 		received, err := a.stream(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -245,13 +256,18 @@ func Run(ctx context.Context, cfg Config) error {
 		if isUntrusted(err) {
 			untrusted++
 			if untrusted == 1 {
-				a.log.Error("the control plane's certificate does not verify against the CA given; "+cfg.UntrustedHint, "address", cfg.CPAddress, "error", err)
+				a.log.Error("the control plane's certificate does not verify against the CA given; "+cfg.UntrustedHint, "address", ep.dial, "error", err)
 			}
 			if cfg.PermanentErrorLimit > 0 && untrusted >= cfg.PermanentErrorLimit {
 				return fmt.Errorf("%w (%d attempts): %s", ErrUntrusted, untrusted, status.Convert(err).Message())
 			}
 		} else {
 			untrusted = 0
+		}
+		if len(eps) > 1 {
+			// Another instance serves the same certificates: move on.
+			next = (next + 1) % len(eps)
+			a.log.Info("moving to the next control-plane instance", "from", ep.dial, "to", eps[next].dial)
 		}
 		wait := delay/2 + rand.N(delay/2+1)
 		if untrusted > 1 {
@@ -290,9 +306,10 @@ func isUntrusted(err error) bool {
 }
 
 type agent struct {
-	cfg    Config
-	client secretv3.SecretDiscoveryServiceClient
-	log    *slog.Logger
+	cfg     Config
+	client  secretv3.SecretDiscoveryServiceClient
+	address string // of the instance streamed from
+	log     *slog.Logger
 
 	// Last secrets received (SotW responses may carry a subset).
 	chain, key, ca []byte
@@ -325,7 +342,7 @@ func (a *agent) stream(ctx context.Context) (received bool, err error) {
 			return received, err
 		}
 		if !received {
-			a.log.Info("connected to the control plane", "address", a.cfg.CPAddress)
+			a.log.Info("connected to the control plane", "address", a.address)
 		}
 		received = true
 		next := &discoveryv3.DiscoveryRequest{Node: node, ResourceNames: names, TypeUrl: sds.SecretTypeURL, ResponseNonce: resp.GetNonce()}

@@ -92,7 +92,7 @@ func newInspectCmd(app *App) *cobra.Command {
 	}
 	dp.Flags().StringVarP(&mesh, "mesh", "m", DefaultMesh, "mesh of the data plane")
 	dp.Flags().StringVarP(&output, "output", "o", OutputTable, "output format: table, yaml or json")
-	cmd.AddCommand(dp, newInspectDataplanesCmd(app), newInspectMeshCmd(app), newInspectZonesCmd(app))
+	cmd.AddCommand(dp, newInspectDataplanesCmd(app), newInspectMeshCmd(app), newInspectZonesCmd(app), newInspectControlPlanesCmd(app))
 	return cmd
 }
 
