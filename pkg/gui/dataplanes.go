@@ -275,28 +275,20 @@ func (h *Handler) dataplane(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	now := h.opts.Now()
-	var sum *identity.DataplaneSummary
-	sums := h.opts.Source.Summaries(ms.Name)
-	for i := range sums {
-		if sums[i].Name == name {
-			sum = &sums[i]
-			break
-		}
-	}
+	sum, found := h.opts.Source.Summary(ms.Name, name)
 	in, ok := h.opts.Source.Insight(ms.Name, name)
-	if sum == nil || !ok {
+	if !found || !ok {
 		apiserver.WriteError(w, h.opts.Logger, &apiserver.Error{Status: http.StatusNotFound, Title: "Not found",
 			Detail: fmt.Sprintf("data plane %q does not exist in mesh %q", name, ms.Name)})
 		return
 	}
 	in.Mesh, in.Dataplane = ms.Name, name
-	d := Detail{Now: now.UTC(), Mesh: ms.Name, Name: name, State: stateOf(sum, now), Dataplane: sum.Dataplane, Insight: in, Chain: []CertView{}, History: []identity.Rotation{}}
+	d := Detail{Now: now.UTC(), Mesh: ms.Name, Name: name, State: stateOf(&sum, now), Dataplane: sum.Dataplane, Insight: in, Chain: []CertView{}, History: []identity.Rotation{}}
 	if in.MTLS != nil && in.MTLS.History != nil {
 		d.History = in.MTLS.History
 	}
-	// Only the certificates are read from the secrets; the key is dropped here.
-	if sec, ok := h.opts.Source.Current(ms.Name, name); ok {
-		d.Chain = chainViews(sec.CertChainPEM, sec.TrustBundlePEM)
+	if chain, bundle, ok := h.opts.Source.Certificates(ms.Name, name); ok {
+		d.Chain = chainViews(chain, bundle)
 	}
 	apiserver.WriteJSON(w, http.StatusOK, d)
 }

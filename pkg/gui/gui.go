@@ -22,8 +22,11 @@ var assets embed.FS
 type Source interface {
 	MeshStates() []identity.MeshState
 	Summaries(mesh string) []identity.DataplaneSummary
+	Summary(mesh, name string) (identity.DataplaneSummary, bool)
 	Insight(mesh, name string) (identity.Insight, bool)
-	Current(mesh, name string) (identity.Secrets, bool)
+	// Certificates returns the chain and trust bundle only: the web view
+	// never handles a private key.
+	Certificates(mesh, name string) (chainPEM, bundlePEM []byte, ok bool)
 }
 
 // Backends finds a CA backend by type (the control plane's *ca.Registry).

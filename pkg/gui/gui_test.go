@@ -48,12 +48,18 @@ func (f *fakeSource) MeshStates() []identity.MeshState {
 func (f *fakeSource) Summaries(string) []identity.DataplaneSummary {
 	return append([]identity.DataplaneSummary(nil), f.sums...)
 }
+func (f *fakeSource) Summary(mesh, name string) (identity.DataplaneSummary, bool) {
+	for _, s := range f.sums {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return identity.DataplaneSummary{}, false
+}
 func (f *fakeSource) Insight(mesh, name string) (identity.Insight, bool) {
 	return identity.Insight{}, false
 }
-func (f *fakeSource) Current(mesh, name string) (identity.Secrets, bool) {
-	return identity.Secrets{}, false
-}
+func (f *fakeSource) Certificates(mesh, name string) ([]byte, []byte, bool) { return nil, nil, false }
 
 func serve(t *testing.T, h *Handler, url string, out any) int {
 	t.Helper()

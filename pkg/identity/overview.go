@@ -41,19 +41,48 @@ func (m *Manager) Summaries(mesh string) []DataplaneSummary {
 		if k.mesh != mesh || st.dp == nil {
 			continue
 		}
-		s := DataplaneSummary{Mesh: k.mesh, Name: k.name, Dataplane: st.dp,
-			LastError: st.lastErr, LastErrorTime: st.lastErrAt, FailedAttempts: st.attempts}
-		if st.scheduled {
-			s.NextRotation = st.due
-		}
-		if c := st.cur; c.issued() {
-			s.Backend, s.BackendType = c.rec.Backend, c.rec.BackendType
-			s.Serial = c.serial
-			s.IssuedAt, s.NotAfter, s.Rotations = c.rec.IssuedAt, c.rec.NotAfter, c.rec.Rotations
-		}
-		out = append(out, s)
+		out = append(out, summaryLocked(k, st))
 	}
 	return out
+}
+
+// Summary returns one registered data plane; ok=false if it is not.
+func (m *Manager) Summary(mesh, name string) (DataplaneSummary, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := dpKey{mesh, name}
+	st := m.dps[k]
+	if st == nil || st.dp == nil {
+		return DataplaneSummary{}, false
+	}
+	return summaryLocked(k, st), true
+}
+
+func summaryLocked(k dpKey, st *dpState) DataplaneSummary {
+	s := DataplaneSummary{Mesh: k.mesh, Name: k.name, Dataplane: st.dp,
+		LastError: st.lastErr, LastErrorTime: st.lastErrAt, FailedAttempts: st.attempts}
+	if st.scheduled {
+		s.NextRotation = st.due
+	}
+	if c := st.cur; c.issued() {
+		s.Backend, s.BackendType = c.rec.Backend, c.rec.BackendType
+		s.Serial = c.serial
+		s.IssuedAt, s.NotAfter, s.Rotations = c.rec.IssuedAt, c.rec.NotAfter, c.rec.Rotations
+	}
+	return s
+}
+
+// Certificates returns a data plane's certificate chain (leaf first) and
+// its mesh's trust bundle, for display: unlike Current, never the key.
+func (m *Manager) Certificates(mesh, name string) (chainPEM, bundlePEM []byte, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.dps[dpKey{mesh, name}]
+	ms := m.meshes[mesh]
+	if st == nil || !st.cur.issued() || ms == nil {
+		return nil, nil, false
+	}
+	return []byte(st.cur.rec.CertPEM + st.cur.rec.ChainPEM), ms.bundle, true
 }
 
 // DisplaySerial turns big.Int.Text(16) into Insight's form (the bytes in
