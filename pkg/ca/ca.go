@@ -181,3 +181,19 @@ func Prepare(ctx context.Context, be Backend, mesh string, b api.MTLSBackend) ([
 	}
 	return nil, be.Ensure(ctx, mesh, b)
 }
+
+type syntaxOnlyKey struct{}
+
+// WithSyntaxOnly marks ctx for a Validate that checks a backend's conf as
+// written (its syntax and the shape of its DataSources) without resolving
+// the DataSources or reaching the CA. A global control plane validates so:
+// the zones, not global, read those files and call that CA.
+func WithSyntaxOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, syntaxOnlyKey{}, true)
+}
+
+// SyntaxOnly reports whether ctx asks Validate for syntax only.
+func SyntaxOnly(ctx context.Context) bool {
+	v, _ := ctx.Value(syntaxOnlyKey{}).(bool)
+	return v
+}

@@ -166,7 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 			reg.MustRegister(cp.Collectors()...)
 		}
 	}
-	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, ReadOnly: readOnlyGuard(cfg, st),
+	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, ReadOnly: readOnlyGuard(cfg, st), CAsElsewhere: cfg.mode() == ModeGlobal,
 		OwnedTypes: []string{identity.TypeDataplaneIdentity, zonesync.TypeDataplaneInsight}})
 	elector, err := newElector(ctx, cfg, st, logger)
 	if err != nil {

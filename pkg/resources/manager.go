@@ -28,7 +28,8 @@ type Manager struct {
 	logger *slog.Logger
 	now    func() time.Time
 	// ownedTypes are internal record types that belong to a mesh and go with it.
-	ownedTypes []string
+	ownedTypes   []string
+	casElsewhere bool
 	// readOnly, when set, refuses local writes of synced resources.
 	readOnly func(ctx context.Context, key store.Key) error
 }
@@ -39,6 +40,12 @@ type Options struct {
 	Now    func() time.Time
 	// OwnedTypes are internal record types deleted together with their Mesh.
 	OwnedTypes []string
+	// CAsElsewhere is set on a global control plane: the zones, not this
+	// process, read the backends' DataSources and call their CAs, so a Mesh
+	// is validated for syntax only (ca.WithSyntaxOnly) and only CA state
+	// kept in the store (the builtin root, made once here for every zone)
+	// is prepared.
+	CAsElsewhere bool
 	// ReadOnly, if set, is asked before every local write or deletion; a
 	// non-nil error refuses it, changing nothing (a zone refuses edits of
 	// what its global control plane owns; global refuses Dataplanes).
@@ -53,7 +60,7 @@ func NewManager(s store.Store, reg *ca.Registry, opts Options) *Manager {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Manager{store: s, cas: reg, logger: opts.Logger, now: opts.Now, ownedTypes: opts.OwnedTypes, readOnly: opts.ReadOnly}
+	return &Manager{store: s, cas: reg, logger: opts.Logger, now: opts.Now, ownedTypes: opts.OwnedTypes, readOnly: opts.ReadOnly, casElsewhere: opts.CAsElsewhere}
 }
 
 // Store returns the underlying store.
@@ -235,6 +242,9 @@ func (m *Manager) requireMesh(ctx context.Context, mesh string) error {
 // that state exists exactly when a Mesh using it does, and those that remove
 // state of backends the update drops. It commits nothing itself.
 func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun bool) (ops []store.Op, provisioned []string, err error) {
+	if m.casElsewhere {
+		ctx = ca.WithSyntaxOnly(ctx)
+	}
 	v := &api.ValidationError{}
 	var backends []ca.Backend
 	if mesh.MTLS != nil {
@@ -259,7 +269,12 @@ func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun 
 	if b, i, ok := mesh.EnabledMTLSBackend(); ok {
 		field := fmt.Sprintf("mtls.backends[%d]", i)
 		ectx, cancel := context.WithTimeout(ctx, b.RootChainRequestTimeout()+b.CertRequestTimeout())
-		more, err := ca.Prepare(ectx, backends[i], mesh.Name, b)
+		var more []store.Op
+		if p, ok := backends[i].(ca.Provisioner); ok && m.casElsewhere {
+			more, err = p.ProvisionOps(ectx, mesh.Name, b)
+		} else if !m.casElsewhere {
+			more, err = ca.Prepare(ectx, backends[i], mesh.Name, b)
+		}
 		cancel()
 		if err != nil {
 			return nil, nil, api.PrefixErr(field, err)

@@ -232,3 +232,83 @@ func TestZoneRefusals(t *testing.T) {
 		t.Errorf("inspect zones after the revocation:\n%s", out)
 	}
 }
+
+// TestMultiZoneACMPCA is the seed's multi-zone rule for ACM Private CA:
+// "certificates for data plane proxies are requested from ACM Private CA by
+// the zone control plane, not the global control plane". Global takes both
+// of the seed's Meshes with its ACM PCA endpoint pointing at a closed port
+// and never needs it; each zone obtains its data plane's certificate from
+// the emulator, which issues exactly one certificate per data plane; a
+// Mesh whose file: credential exists on no host is accepted by global and
+// shows, in the zone, as the data plane's last error naming the field.
+func TestMultiZoneACMPCA(t *testing.T) {
+	if old, err := os.ReadFile(seedKeyFile); err == nil {
+		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
+	} else {
+		t.Cleanup(func() { os.Remove(seedKeyFile) })
+	}
+	if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emu := startEmulator(t, "--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
+		"--credentials", "AKIDFROMSEC2:secret-from-file")
+	aws := []string{"AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true", "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY="}
+	kds := freePort(t)
+	closed := freePort(t) // nothing listens here
+	g := startCP(t, t.TempDir(), append([]string{"MESHCA_MODE=global", "MESHCA_KDS_ADDRESS=" + kds, "AWS_ENDPOINT_URL_ACM_PCA=http://" + closed}, aws...)...)
+	f := &federation{global: g, kds: kds, zones: map[string]*controlPlane{}}
+
+	g.apply(t, "type: Mesh\nname: default\n")
+	g.apply(t, fmt.Sprintf("type: Secret\nmesh: default\nname: sec-1\ndata: %s\n---\ntype: Secret\nmesh: default\nname: sec-2\ndata: %s\n",
+		base64.StdEncoding.EncodeToString(emu.chain(t, seedARN)), base64.StdEncoding.EncodeToString([]byte("AKIDFROMSEC2"))))
+	for _, file := range []string{"mesh-universal.yaml", "mesh-kubernetes.yaml"} {
+		if _, err := g.meshctl("apply", "-f", filepath.Join("..", "..", "examples", "acmpca", file)); err != nil {
+			t.Fatalf("global, %s: %v", file, err)
+		}
+	}
+	zoneEnv := append([]string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url}, aws...)
+	z1 := f.startZone(t, "zone-1", f.zoneToken(t, "zone-1"), zoneEnv...)
+	z2 := f.startZone(t, "zone-2", f.zoneToken(t, "zone-2"), zoneEnv...)
+	for _, z := range []*controlPlane{z1, z2} {
+		waitFor(t, 20*time.Second, "the mesh and its secrets synced to "+z.api, func() bool {
+			out, err := z.meshctl("get", "secrets", "-m", "default")
+			return err == nil && strings.Contains(out, "sec-2")
+		})
+	}
+	z1.apply(t, dataplane("default", "backend-1", "backend", 9001))
+	z2.apply(t, dataplane("default", "web-1", "web", 9002))
+	tokFor := func(name string) string {
+		return strings.TrimSpace(g.mustMeshctl(t, "generate", "dataplane-token", "--mesh", "default", "--name", name))
+	}
+	backend := startAgentWithToken(t, z1, "default", "backend-1", tokFor("backend-1"))
+	web := startAgentWithToken(t, z2, "default", "web-1", tokFor("web-1"))
+	b, w := backend.waitCert(t), web.waitCert(t)
+	if b.Subject.CommonName != "backend.mesh" || w.Subject.CommonName != "web.mesh" {
+		t.Errorf("CNs %q %q, want backend.mesh web.mesh (the seed's commonName template)", b.Subject.CommonName, w.Subject.CommonName)
+	}
+	if clientSaw, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); clientSaw != "spiffe://default/backend" || serverSaw != "spiffe://default/web" {
+		t.Errorf("cross-zone handshake: client saw %q, server saw %q", clientSaw, serverSaw)
+	}
+	if got := emu.stats(t).Issued; got != 2 {
+		t.Errorf("ACM PCA issued %d certificates, want 2 (one per data plane, all by the zones)", got)
+	}
+
+	// A credential file that exists on no host: global accepts the Mesh (it
+	// will not read the file); the zone says what is wrong.
+	missing := strings.Replace(mustRead(t, filepath.Join("..", "..", "examples", "acmpca", "mesh-universal.yaml")), seedKeyFile, "/nonexistent/meshca/key.txt", 1)
+	missing = strings.Replace(missing, "expiration: 24h", "expiration: 23h", 1) // a change that re-issues
+	g.apply(t, missing)
+	waitFor(t, 30*time.Second, "zone-1 reporting the missing file as backend-1's last error", func() bool {
+		out, err := z1.meshctl("inspect", "dataplanes", "-m", "default")
+		return err == nil && strings.Contains(out, "accessKeySecret") && strings.Contains(out, "/nonexistent/meshca/key.txt")
+	})
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -240,6 +240,9 @@ func (b *backend) Validate(ctx context.Context, mesh string, mb api.MTLSBackend)
 		v.AddErr("", err)
 		return v.OrNil()
 	}
+	if ca.SyntaxOnly(ctx) {
+		return v.OrNil()
+	}
 	if _, err := b.resolve(ctx, mesh, p); err != nil {
 		v.AddErr("", err)
 	}

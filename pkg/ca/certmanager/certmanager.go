@@ -244,7 +244,7 @@ func (b *Backend) CommonNameTemplate(mb api.MTLSBackend) string {
 // contact the cluster.
 func (b *Backend) Validate(ctx context.Context, mesh string, mb api.MTLSBackend) error {
 	c, err := parseConf(mb.Conf)
-	if err != nil {
+	if err != nil || ca.SyntaxOnly(ctx) {
 		return err
 	}
 	if c.CACert != nil {

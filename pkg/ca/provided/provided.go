@@ -124,7 +124,7 @@ func New(deps ca.Deps) (ca.Backend, error) {
 // currently valid CA chain and conf.key is its key.
 func (b *Backend) Validate(ctx context.Context, mesh string, mb api.MTLSBackend) error {
 	conf, err := ParseConf(mb.Conf)
-	if err != nil {
+	if err != nil || ca.SyntaxOnly(ctx) {
 		return err
 	}
 	certPEM, keyPEM, err := b.resolve(ctx, mesh, conf)

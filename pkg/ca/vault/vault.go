@@ -132,7 +132,7 @@ func (b *backend) Close() error {
 // contact Vault.
 func (b *backend) Validate(ctx context.Context, mesh string, mb api.MTLSBackend) error {
 	f, err := ParseConf(mb.Conf)
-	if err != nil {
+	if err != nil || ca.SyntaxOnly(ctx) {
 		return err
 	}
 	if _, err := b.resolve(ctx, mesh, f); err != nil {
