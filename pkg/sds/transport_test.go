@@ -223,3 +223,92 @@ func TestWithoutPoller(t *testing.T) {
 	e.cancel()
 	wantClosed(t, s, codes.Unavailable, "a stream after shutdown")
 }
+
+// A client that starts large requests on many streams and never finishes
+// them (within HTTP/2 flow control) cannot make the server hold more than
+// a bounded amount: past about 4 MiB on one connection it is told to calm
+// down and disconnected.
+func TestIncompleteRequestsBounded(t *testing.T) {
+	e := newEnv(t)
+	raw := dialRaw(t, e)
+	if err := raw.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	credit := make(chan uint32, 1000) // connection-level WINDOW_UPDATEs
+	goaway := make(chan http2.ErrCode, 1)
+	go func() {
+		for {
+			f, err := raw.fr.ReadFrame()
+			if err != nil {
+				close(goaway)
+				return
+			}
+			switch f := f.(type) {
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 0 {
+					credit <- f.Increment
+				}
+			case *http2.GoAwayFrame:
+				goaway <- f.ErrCode
+				return
+			}
+		}
+	}()
+	tok := e.token("web-1")
+	window := int64(65535)
+	const chunk = 60000 // within a stream's window
+	deadline := time.After(30 * time.Second)
+	// Stop writing once past the bound, so that the server, closing the
+	// connection, has nothing unread (which would turn its FIN into a RST
+	// that loses the GOAWAY).
+	var sent int64
+	// await waits for n bytes of connection credit; false if the server
+	// said GOAWAY (checked) or closed.
+	await := func(n int64) bool {
+		for window < n {
+			select {
+			case inc := <-credit:
+				window += int64(inc)
+			case code, ok := <-goaway:
+				if !ok {
+					t.Fatal("connection closed without GOAWAY")
+				}
+				if code != http2.ErrCodeEnhanceYourCalm {
+					t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+				}
+				return false
+			case <-deadline:
+				t.Fatalf("no GOAWAY after 30 s (%d bytes sent)", sent)
+			}
+		}
+		return true
+	}
+	for id := uint32(1); sent <= 4<<20+65535; id += 2 {
+		raw.openHeaders(id, tok)
+		data := binary.BigEndian.AppendUint32([]byte{0}, 4<<20) // announces 4 MiB
+		data = append(data, make([]byte, chunk-5)...)
+		for len(data) > 0 { // frames of at most 16 KiB, HTTP/2's default
+			n := min(len(data), 16384)
+			if !await(int64(n)) {
+				return
+			}
+			if err := raw.fr.WriteData(id, false, data[:n]); err != nil {
+				t.Fatalf("write: %v (the server closed the connection before the bound)", err)
+			}
+			data = data[n:]
+			window -= int64(n)
+			sent += int64(n)
+		}
+	}
+	select {
+	case code, ok := <-goaway:
+		if !ok {
+			t.Fatal("connection closed without GOAWAY")
+		}
+		if code != http2.ErrCodeEnhanceYourCalm {
+			t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+		}
+	case <-deadline:
+		t.Fatalf("%d bytes of incomplete requests were all held", sent)
+	}
+}
