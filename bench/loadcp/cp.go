@@ -46,10 +46,12 @@ type cpProcess struct {
 	logPath string
 	logFile *os.File
 	apiURL  string
-	sdsAddr string
-	dataDir string
-	exited  chan struct{} // closed when the process has exited
-	waitErr error         // valid after exited is closed
+	// apiTLSURL is the HTTPS listener (user tokens), its CA under dataDir.
+	apiTLSURL string
+	sdsAddr   string
+	dataDir   string
+	exited    chan struct{} // closed when the process has exited
+	waitErr   error         // valid after exited is closed
 }
 
 type cpOptions struct {
@@ -70,12 +72,17 @@ func startCP(ctx context.Context, o cpOptions, onExit func(error)) (*cpProcess, 
 	if err != nil {
 		return nil, fmt.Errorf("pick SDS port: %w", err)
 	}
+	tlsPort, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("pick HTTPS API port: %w", err)
+	}
 	p := &cpProcess{
-		logPath: filepath.Join(filepath.Dir(o.dataDir), "meshca-cp.log"),
-		apiURL:  fmt.Sprintf("http://127.0.0.1:%d", apiPort),
-		sdsAddr: fmt.Sprintf("127.0.0.1:%d", sdsPort),
-		dataDir: o.dataDir,
-		exited:  make(chan struct{}),
+		apiTLSURL: fmt.Sprintf("https://127.0.0.1:%d", tlsPort),
+		logPath:   filepath.Join(filepath.Dir(o.dataDir), "meshca-cp.log"),
+		apiURL:    fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+		sdsAddr:   fmt.Sprintf("127.0.0.1:%d", sdsPort),
+		dataDir:   o.dataDir,
+		exited:    make(chan struct{}),
 	}
 	if p.logFile, err = os.Create(p.logPath); err != nil {
 		return nil, fmt.Errorf("create control-plane log: %w", err)
@@ -84,7 +91,7 @@ func startCP(ctx context.Context, o cpOptions, onExit func(error)) (*cpProcess, 
 		"--data-dir", o.dataDir,
 		"--api-address", fmt.Sprintf("127.0.0.1:%d", apiPort),
 		"--dp-server-address", p.sdsAddr,
-		"--api-tls-address", "127.0.0.1:0",
+		"--api-tls-address", fmt.Sprintf("127.0.0.1:%d", tlsPort),
 		"--store", o.store,
 		"--log-level", o.logLevel,
 	}

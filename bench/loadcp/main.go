@@ -64,6 +64,9 @@ type config struct {
 	profileDir, cpMemLimit                                            string
 	timeout                                                           time.Duration
 	jsonOut, keep                                                     bool
+	// authCompare registers this many dataplanes over plain HTTP and as
+	// many over HTTPS with a user token, interleaved (0: skip).
+	authCompare int
 }
 
 func main() {
@@ -85,6 +88,7 @@ func main() {
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "bound on the whole run; each phase fails with a clear error when it is reached")
 	fs.StringVar(&cfg.cpMemLimit, "cp-memory-limit", "", "meshca-cp --memory-limit (default: its default, auto)")
 	fs.StringVar(&cfg.profileDir, "profile-dir", "", "run meshca-cp with --pprof and save its heap (after a GC) and goroutine profiles at the end of each phase into this directory (<phase>.heap.pb.gz, <phase>.goroutine.pb.gz)")
+	fs.IntVar(&cfg.authCompare, "auth-compare", 0, "before the main phases, register this many dataplanes (in a mesh without mTLS) over plain HTTP as the loopback admin and as many over HTTPS with a user token bound to a role, interleaved, and report both rates (0: skip)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temp dir (data dir and meshca-cp.log)")
 	_ = fs.Parse(os.Args[1:])
@@ -268,6 +272,12 @@ func (r *runner) phases(ctx context.Context) error {
 	}
 	r.beginPhase()
 
+	if r.cfg.authCompare > 0 {
+		if err := r.compareAuth(ctx); err != nil {
+			return fmt.Errorf("phase auth-compare: %w", err)
+		}
+		r.endPhase("auth-compare")
+	}
 	if err := r.createMesh(ctx, r.cfg.expiration); err != nil {
 		return fmt.Errorf("phase create-mesh: %w", err)
 	}

@@ -56,6 +56,7 @@ type reportConfig struct {
 type phases struct {
 	StartupSeconds                float64        `json:"startupSeconds"`
 	Register                      *registerStats `json:"register,omitempty"`
+	AuthCompare                   *authCompare   `json:"authCompare,omitempty"`
 	AllCertifiedSeconds           float64        `json:"allCertifiedSeconds"`
 	CertifiedAfterRegisterSeconds float64        `json:"certifiedAfterRegisterSeconds"`
 	TokensSeconds                 float64        `json:"tokensSeconds,omitempty"`
@@ -254,6 +255,17 @@ func (r *report) writeText(w io.Writer) {
 	ph := r.Phases
 	p("phases")
 	p("  startup (exec to /readyz):            %s", secs(ph.StartupSeconds))
+	if ac := ph.AuthCompare; ac != nil {
+		verdict := "PASS"
+		if ac.TokenOverheadPercent > ac.TargetPercentMax {
+			verdict = "FAIL"
+		}
+		p("  auth compare (%d rounds of %d registrations each way, mesh without mTLS):", ac.Rounds, ac.PerRound)
+		p("    plain HTTP, loopback admin:          %.0f/s", ac.PlainPerSecond)
+		p("    plain HTTP, user token + role:       %.0f/s  (%+.1f %%: token verification + authorization; target < %.0f %%) %s",
+			ac.TokenPerSecond, ac.TokenOverheadPercent, ac.TargetPercentMax, verdict)
+		p("    HTTPS, user token + role:            %.0f/s  (%+.1f %%: the above + TLS)", ac.HTTPSPerSecond, ac.HTTPSOverheadPercent)
+	}
 	if ph.Register != nil {
 		p("  register %d dataplanes:            %s  (%.0f/s; %d already certified when the last returned)",
 			c.Dataplanes, secs(ph.Register.Seconds), ph.Register.PerSecond, ph.Register.ValidAtEnd)

@@ -59,11 +59,12 @@ type Source interface {
 
 // Checker evaluates requests against the roles and bindings in a Source.
 type Checker struct {
-	src Source
+	src   Source
+	cache grantsCache
 }
 
 // New returns a Checker reading roles and bindings from src.
-func New(src Source) *Checker { return &Checker{src: src} }
+func New(src Source) *Checker { return &Checker{src: src, cache: grantsCache{byWho: map[string]Grants{}}} }
 
 // Check returns nil when id may do req, a *DeniedError when it may not,
 // and another error when the roles could not be read.
@@ -89,6 +90,10 @@ func (c *Checker) Grants(ctx context.Context, id authn.Identity) (Grants, error)
 	if g.admin || id.IsAnonymous() {
 		return g, nil
 	}
+	cached, gen, ok := c.cache.get(id)
+	if ok {
+		return cached, nil
+	}
 	bindings, err := c.src.List(ctx, api.TypeAccessRoleBinding, "")
 	if err != nil {
 		return g, fmt.Errorf("read access role bindings: %w", err)
@@ -102,6 +107,7 @@ func (c *Checker) Grants(ctx context.Context, id authn.Identity) (Grants, error)
 		roles = append(roles, b.Roles...)
 	}
 	if len(roles) == 0 {
+		c.cache.put(id, g, gen)
 		return g, nil
 	}
 	all, err := c.src.List(ctx, api.TypeAccessRole, "")
@@ -114,6 +120,7 @@ func (c *Checker) Grants(ctx context.Context, id authn.Identity) (Grants, error)
 			g.rules = append(g.rules, role.Rules...)
 		}
 	}
+	c.cache.put(id, g, gen)
 	return g, nil
 }
 

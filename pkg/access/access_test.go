@@ -4,10 +4,13 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"meshca/pkg/access"
 	"meshca/pkg/api"
 	"meshca/pkg/authn"
+	"meshca/pkg/store"
+	"meshca/pkg/store/memory"
 )
 
 // listSource serves fixed resources.
@@ -79,5 +82,72 @@ func TestTeamAExample(t *testing.T) {
 		if err != nil && (!access.IsDenied(err) || !strings.Contains(err.Error(), tc.req.Access) || !strings.Contains(err.Error(), tc.who.Name)) {
 			t.Errorf("refusal does not name the user and the access: %v", err)
 		}
+	}
+}
+
+// TestGrantsFollowRoleChanges: with Run watching the store, grants are
+// cached and a change of a binding is seen.
+func TestGrantsFollowRoleChanges(t *testing.T) {
+	st := memory.New()
+	defer st.Close()
+	src := storeSource{st}
+	c := access.New(src)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Run(ctx, st)
+	alice := authn.User("alice", []string{"team-a"})
+	req := access.Request{Access: "CREATE", Type: api.TypeDataplane, Mesh: "team-a", Name: "web-1"}
+	if err := c.Check(ctx, alice, req); err == nil {
+		t.Fatal("allowed before any binding")
+	}
+	for _, r := range teamA() {
+		put(t, st, r)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Check(ctx, alice, req) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the new binding was never seen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := store.Delete(ctx, st, store.Key{Type: api.TypeAccessRoleBinding, Name: "team-a"}); err != nil {
+		t.Fatal(err)
+	}
+	for c.Check(ctx, alice, req) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the removed binding still grants")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// storeSource reads resources from a store, as resources.Manager does.
+type storeSource struct{ st store.Store }
+
+func (s storeSource) List(ctx context.Context, typ, mesh string) ([]api.Resource, error) {
+	recs, err := s.st.List(ctx, typ, mesh)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.Resource
+	for _, r := range recs {
+		res, err := api.UnmarshalSpec(api.Meta{Type: r.Type, Mesh: r.Mesh, Name: r.Name}, r.Spec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+func put(t *testing.T, st store.Store, r api.Resource) {
+	t.Helper()
+	spec, err := api.MarshalSpec(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := r.GetMeta()
+	if err := store.Upsert(context.Background(), st, store.Record{Key: store.Key{Type: m.Type, Mesh: m.Mesh, Name: m.Name}, Spec: spec}); err != nil {
+		t.Fatal(err)
 	}
 }

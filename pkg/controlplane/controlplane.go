@@ -248,6 +248,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Tokens follow signing-key and revocation changes, so the SDS server
 	// re-verifies an open stream's token only when they changed.
 	go func() { _ = toks.Run(ctx) }()
+	go checker.Run(ctx, st) // caches what roles grant between their changes
 
 	api := apiserver.New(mgr, apiserver.Options{
 		Logger:  logger,

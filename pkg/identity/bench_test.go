@@ -57,6 +57,14 @@ func benchmarkIssuance(b *testing.B, st store.Store) {
 	dp := &api.Dataplane{Meta: api.Meta{Type: api.TypeDataplane, Mesh: "default", Name: "backend-1"}}
 	dp.Networking.Address = "127.0.0.1"
 	dp.Networking.Inbound = []api.Inbound{{Port: 8080, Tags: map[string]string{api.ServiceTag: "backend"}}}
+	// Identity records are written only while their Dataplane exists.
+	spec, err := api.MarshalSpec(dp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := store.Create(ctx, st, store.Record{Key: store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "backend-1"}, Spec: spec}); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -45,6 +45,9 @@ func NewClient(baseURL string, hc *http.Client) (*Client, error) {
 	return &Client{base: u, http: hc}, nil
 }
 
+// SetToken makes the client send token as its Bearer credential.
+func (c *Client) SetToken(token string) { c.token = token }
+
 // APIError is an error answer of the API, decoded from Kuma's error body.
 type APIError struct {
 	StatusCode int

@@ -132,6 +132,8 @@ type Tokens struct {
 	meshGen  map[string]uint64 // generation of the mesh's last relevant change
 	serials  map[string]int    // newest signing-key serial per keyring.id (cache)
 	changed  chan struct{}     // signalled (coalescing) on every bump
+
+	users userTokenCache // verified user tokens
 }
 
 // cachedKey is a parsed signing key, valid while the stored record still has
@@ -183,7 +185,7 @@ const watchRetry = time.Second
 // goroutine, next to the servers that use these Tokens.
 func (t *Tokens) Run(ctx context.Context) error {
 	for {
-		ch := t.store.Watch(ctx, api.TypeSecret)
+		ch := t.store.Watch(ctx, api.TypeSecret, api.TypeGlobalSecret)
 		// Changes made before the watch was established were not seen:
 		// start a new generation for every mesh.
 		t.setWatching(true)
@@ -203,6 +205,7 @@ func (t *Tokens) Run(ctx context.Context) error {
 }
 
 func (t *Tokens) setWatching(on bool) {
+	t.users.setWatching(on)
 	t.gmu.Lock()
 	defer t.gmu.Unlock()
 	t.watching = on
@@ -244,6 +247,12 @@ func (t *Tokens) Generation(mesh string) (gen uint64, ok bool) {
 // observe updates caches and generations from one store event.
 func (t *Tokens) observe(ev store.Event) {
 	r := ev.Record
+	if r.Type == api.TypeGlobalSecret {
+		if isUserTokenRecord(r.Name) {
+			t.users.bump()
+		}
+		return
+	}
 	if r.Type != api.TypeSecret || r.Mesh == "" {
 		return
 	}

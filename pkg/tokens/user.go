@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -68,6 +69,22 @@ func (t *Tokens) GenerateUser(ctx context.Context, name string, groups []string,
 // and returns its claims. Errors that mean the token is not acceptable wrap
 // ErrInvalid; they never contain the token.
 func (t *Tokens) VerifyUser(ctx context.Context, token string) (UserClaims, error) {
+	sum := sha256.Sum256([]byte(token))
+	gen, watching := t.users.generation()
+	if c, fresh, ok := t.cachedUser(ctx, sum); ok {
+		if !t.now().Before(c.ExpiresAt) {
+			return UserClaims{}, fmt.Errorf("%w: token has expired", ErrInvalid)
+		}
+		if fresh {
+			c.Groups = slices.Clone(c.Groups)
+			return c, nil
+		}
+		c, err := t.checkUserRevoked(ctx, c)
+		if err == nil && watching {
+			t.users.checked(sum, gen)
+		}
+		return c, err
+	}
 	parsed, _, err := jwt.NewParser().ParseUnverified(token, &userJWTClaims{})
 	if err != nil {
 		return UserClaims{}, fmt.Errorf("%w: malformed token: %w", ErrInvalid, err)
@@ -86,14 +103,23 @@ func (t *Tokens) VerifyUser(ctx context.Context, token string) (UserClaims, erro
 	if claims.ID == "" {
 		return UserClaims{}, fmt.Errorf("%w: token has no ID (jti) and could not be revoked", ErrInvalid)
 	}
-	revoked, err := t.isRevoked(ctx, ring, claims.ID)
+	c := UserClaims{Name: claims.Name, Groups: claims.Groups, ID: claims.ID, ExpiresAt: claims.ExpiresAt.Time}
+	if serial, ok := parseSerial(fmt.Sprint(parsed.Header["kid"])); ok {
+		t.rememberUser(ctx, sum, serial, c)
+	}
+	return t.checkUserRevoked(ctx, c)
+}
+
+func (t *Tokens) checkUserRevoked(ctx context.Context, c UserClaims) (UserClaims, error) {
+	revoked, err := t.isRevoked(ctx, userKeyring(), c.ID)
 	if err != nil {
 		return UserClaims{}, fmt.Errorf("verify user token: %w", err)
 	}
 	if revoked {
-		return UserClaims{}, fmt.Errorf("%w: user token %s of %q is revoked", ErrInvalid, claims.ID, claims.Name)
+		return UserClaims{}, fmt.Errorf("%w: user token %s of %q is revoked", ErrInvalid, c.ID, c.Name)
 	}
-	return UserClaims{Name: claims.Name, Groups: claims.Groups, ID: claims.ID, ExpiresAt: claims.ExpiresAt.Time}, nil
+	c.Groups = slices.Clone(c.Groups)
+	return c, nil
 }
 
 // RotateUserSigningKey adds a user-token signing key with the next serial;

@@ -153,6 +153,9 @@ func TestUserTokenRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := tk.VerifyUser(ctx, other); err != nil { // now remembered as verified
+		t.Fatal(err)
+	}
 	c.Advance(time.Hour + time.Second)
 	if _, err := tk.VerifyUser(ctx, other); !errors.Is(err, tokens.ErrInvalid) {
 		t.Errorf("expired token: %v", err)
@@ -188,4 +191,56 @@ func TestUserSigningKeyRotation(t *testing.T) {
 	if _, err := tk.VerifyUser(ctx, fresh); err != nil {
 		t.Fatalf("token of the current key: %v", err)
 	}
+}
+
+// TestUserTokenCacheFollowsRevocation: with Run watching the store, a
+// verified token is served from the cache, and a revocation or the removal
+// of its key is still seen.
+func TestUserTokenCacheFollowsRevocation(t *testing.T) {
+	tk, st, _ := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = tk.Run(ctx) }()
+	a, err := tk.GenerateUser(ctx, "alice", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tk.GenerateUser(ctx, "bob", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tk.VerifyUser(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := tk.VerifyUser(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refusedSoon := func(tok, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, err := tk.VerifyUser(ctx, tok); errors.Is(err, tokens.ErrInvalid) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never seen", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	spec, _ := api.MarshalSpec(&api.GlobalSecret{Data: base64.StdEncoding.EncodeToString([]byte(ca.ID))})
+	if err := store.Upsert(ctx, st, store.Record{Key: store.Key{Type: api.TypeGlobalSecret, Name: tokens.UserRevocationsName}, Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	refusedSoon(a, "the revocation")
+	if _, err := tk.VerifyUser(ctx, b); err != nil {
+		t.Fatalf("another token refused: %v", err)
+	}
+	if err := store.Delete(ctx, st, store.Key{Type: api.TypeGlobalSecret, Name: tokens.UserSigningKeyName(1)}); err != nil {
+		t.Fatal(err)
+	}
+	refusedSoon(b, "the removal of the signing key")
 }
