@@ -64,7 +64,9 @@ type Checker struct {
 }
 
 // New returns a Checker reading roles and bindings from src.
-func New(src Source) *Checker { return &Checker{src: src, cache: grantsCache{byWho: map[string]Grants{}}} }
+func New(src Source) *Checker {
+	return &Checker{src: src, cache: grantsCache{byWho: map[string]Grants{}}}
+}
 
 // Check returns nil when id may do req, a *DeniedError when it may not,
 // and another error when the roles could not be read.
