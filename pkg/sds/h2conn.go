@@ -138,6 +138,7 @@ func (d *h2Server) handle(nc net.Conn) {
 	d.mu.Lock()
 	d.conns[h] = struct{}{}
 	d.mu.Unlock()
+	d.s.transport.Inc()
 	if d.ctx.Err() != nil || !h.start() {
 		h.close()
 		return
@@ -669,6 +670,7 @@ func (h *h2Conn) close() {
 		h.d.mu.Lock()
 		delete(h.d.conns, h)
 		h.d.mu.Unlock()
+		h.d.s.transport.Dec()
 		h.d.wg.Done()
 	})
 }

@@ -55,6 +55,7 @@ type Server struct {
 	pushes       prometheus.Counter
 	latency      prometheus.Histogram
 	acceptErrors *prometheus.CounterVec
+	transport    prometheus.Gauge
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{} // open streams; guarded by mu
@@ -88,6 +89,10 @@ func NewServer(src Source, auth Authenticator, logger *slog.Logger, reg promethe
 			Help:    "Time from a secret change signalled by the source to the response carrying it being sent.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
+		transport: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshca_sds_transport_connections",
+			Help: "Open data-plane connections (TLS established); each holds a file descriptor.",
+		}),
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshca_sds_accept_errors_total",
 			Help: "Failures to accept a data-plane connection, by reason (EMFILE: the process is out of file descriptors; ENFILE: the system is); each is retried.",
@@ -98,7 +103,7 @@ func NewServer(src Source, auth Authenticator, logger *slog.Logger, reg promethe
 		o(s)
 	}
 	if reg != nil {
-		reg.MustRegister(s.connections, s.pushes, s.latency, s.acceptErrors)
+		reg.MustRegister(s.connections, s.pushes, s.latency, s.acceptErrors, s.transport)
 	}
 	return s
 }

@@ -220,6 +220,9 @@ func TestWithoutPoller(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSecrets(t, r2.GetResources(), s2)
+	if n := metricValue(t, e.reg, "meshca_sds_transport_connections"); n != 1 {
+		t.Errorf("meshca_sds_transport_connections = %v, want 1", n)
+	}
 	e.cancel()
 	wantClosed(t, s, codes.Unavailable, "a stream after shutdown")
 }
