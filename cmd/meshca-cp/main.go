@@ -89,6 +89,8 @@ func newRunCmd() *cobra.Command {
 		"file holding the AES-256 key (32 bytes, base64) that encrypts secrets, CA and data-plane keys at rest (default: <data-dir>/encryption.key, created 0600 on first start)")
 	f.StringArrayVar(&cfg.PreviousEncryptionKeyFiles, "previous-encryption-key-file", nil,
 		"a key being rotated out: records it encrypted stay readable and are re-encrypted with --encryption-key-file at start (repeatable)")
+	f.StringSliceVar(&cfg.DataSourceFileDirs, "datasource-file-dirs", splitNonEmpty(os.Getenv("MESHCA_DATASOURCE_FILE_DIRS")),
+		"directories `file:` DataSources may be read from, comma-separated (default: any path, as in Kuma); a file elsewhere is refused naming the field")
 	f.StringVar(&cfg.AuditLog, "audit-log", os.Getenv("MESHCA_AUDIT_LOG"), "append the audit trail (every write and token generation) to this file as JSON lines (created 0600); it is always in the log too")
 	f.BoolVar(&cfg.APIAllowInsecureRemote, "api-allow-insecure-remote", false, "allow --api-address on a non-loopback address (plain HTTP from the network; warned at every start)")
 	f.StringVar(&cfg.DPServerAddress, "dp-server-address", envOr("MESHCA_DP_SERVER_ADDRESS", controlplane.DefaultDPServerAddress), "SDS (gRPC, TLS) listen address for data planes")
@@ -142,4 +144,15 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// splitNonEmpty splits a comma-separated list, dropping empty items.
+func splitNonEmpty(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -60,6 +60,9 @@ type Config struct {
 	// PreviousEncryptionKeyFiles still open records during a rotation.
 	EncryptionKeyFile          string
 	PreviousEncryptionKeyFiles []string
+	// DataSourceFileDirs confines `file:` DataSources to these directories
+	// (none: any path, as in Kuma).
+	DataSourceFileDirs []string
 	// AuditLog, when set, is a file the audit trail is appended to as JSON lines.
 	AuditLog string
 	// DPServerTLSCert/Key are the operator's own SDS server certificate; when
@@ -147,7 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 	settings := map[string]string{"kubeconfig": cfg.Kubeconfig, "k8s-namespace": cfg.K8sNamespace}
 	cas, err := ca.NewRegistry(ca.Deps{
 		Store:    st,
-		Sources:  datasource.New(st),
+		Sources:  datasource.New(st).WithFileDirs(cfg.DataSourceFileDirs),
 		Logger:   logger,
 		Now:      time.Now,
 		Settings: settings,

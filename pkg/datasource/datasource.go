@@ -17,6 +17,7 @@ import (
 type Resolver struct {
 	store    store.Store
 	readFile func(string) ([]byte, error)
+	fileDirs []string // allowed directories of file sources; none: any
 }
 
 // New returns a Resolver reading Secrets from s.
@@ -40,6 +41,9 @@ func (r *Resolver) Resolve(ctx context.Context, mesh string, ds *api.DataSource,
 		}
 		return data, nil
 	case ds.File != "":
+		if err := r.checkFileDir(field+".file", ds.File); err != nil {
+			return nil, err
+		}
 		data, err := r.readFile(ds.File)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
