@@ -178,7 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer elector.Close()
 	reg.MustRegister(elector.Collectors()...)
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg, Leader: elector,
-		NoProvision: cfg.mode() == ModeZone})
+		NoProvision: cfg.mode() == ModeZone, FailoverBudget: failoverBudget(cfg)})
 	toks := tokens.New(st, time.Now)
 	checker := access.New(mgr)
 	auditor, err := audit.New(logger, cfg.AuditLog)
@@ -241,7 +241,8 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() { errs <- global.Serve(ctx, kdsLis, kdsTLS) }()
 	}
 	if zone != nil {
-		go func() { _ = zone.Run(ctx) }()
+		// One zone sync client per zone: the leader's.
+		go whileLeading(ctx, elector, func(ctx context.Context) { _ = zone.Run(ctx) })
 	}
 	electorDone := make(chan struct{})
 	go func() { defer close(electorDone); _ = elector.Run(ctx) }()

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"meshca/pkg/leader"
 	"meshca/pkg/store"
@@ -22,4 +23,41 @@ func newElector(ctx context.Context, cfg Config, st store.Store, logger *slog.Lo
 		return leader.Static(opts), nil
 	}
 	return leader.New(ctx, cfg.StoreDSN, st, opts)
+}
+
+// whileLeading runs fn for every term this instance leads, with a context
+// that ends with the term (or ctx).
+func whileLeading(ctx context.Context, el *leader.Elector, fn func(context.Context)) {
+	for {
+		term, err := el.Await(ctx)
+		if err != nil {
+			return
+		}
+		tctx, cancel := term.Context(ctx)
+		fn(tctx)
+		cancel()
+		select {
+		case <-term.Done():
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// failoverBudget is how long instances sharing the store may be without a
+// leader after one dies: its lease runs out, then another takes it within a
+// renew interval. Certificates are renewed at least that long before they
+// expire (when their lifetime allows).
+func failoverBudget(cfg Config) time.Duration {
+	if storeName(cfg) != "postgres" {
+		return 0
+	}
+	lease, renew := cfg.LeaderLeaseDuration, cfg.LeaderRenewInterval
+	if lease <= 0 {
+		lease = leader.DefaultLeaseDuration
+	}
+	if renew <= 0 {
+		renew = leader.DefaultRenewInterval
+	}
+	return 2*lease + renew
 }

@@ -1,7 +1,7 @@
 package controlplane
 
-// The CAs clients pin (proxies the data-plane server's, users the HTTPS
-// API's) are one per deployment, not one per instance: with a shared store
+// The CAs clients pin (proxies the data-plane server's, zones a global's
+// KDS server's, users the HTTPS API's) are one per deployment, not one per instance: with a shared store
 // they live in it, and every instance serves with them.
 
 import (
@@ -106,7 +106,12 @@ func shareServerCAs(ctx context.Context, cfg Config, st store.Store, logger *slo
 	if storeName(cfg) != "postgres" {
 		return nil
 	}
-	if cfg.DPServerTLSCert == "" && cfg.DPServerTLSKey == "" {
+	if cfg.mode() == ModeGlobal && cfg.KDSTLSCert == "" && cfg.KDSTLSKey == "" {
+		if err := shareServerCA(ctx, st, kdsServerFiles(), cfg.DataDir, logger); err != nil {
+			return fmt.Errorf("zone sync TLS: %w", err)
+		}
+	}
+	if cfg.mode() != ModeGlobal && cfg.DPServerTLSCert == "" && cfg.DPServerTLSKey == "" {
 		if err := shareServerCA(ctx, st, sds.DPServerFiles(), cfg.DataDir, logger); err != nil {
 			return fmt.Errorf("dp server TLS: %w", err)
 		}

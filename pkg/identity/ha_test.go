@@ -9,12 +9,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"meshca/internal/pgtest"
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
 	"meshca/pkg/ca/builtin"
 	"meshca/pkg/datasource"
 	"meshca/pkg/identity"
-	"meshca/pkg/internal/pgtest"
 	"meshca/pkg/leader"
 	"meshca/pkg/resources"
 	"meshca/pkg/store/postgres"

@@ -216,3 +216,22 @@ func (m *Manager) dropLocked(k dpKey, st *dpState) bool {
 	notify(st)
 	return true
 }
+
+// rotateAt is when a certificate is renewed: RotateAt, brought forward for
+// a short-lived certificate when instances share the store, so that a
+// failover (Options.FailoverBudget without a leader) fits between its
+// rotation and its expiry — but never before half its lifetime.
+func (m *Manager) rotateAt(issuedAt, notAfter time.Time) time.Time {
+	at := RotateAt(issuedAt, notAfter, m.opts.Jitter())
+	if m.opts.FailoverBudget <= 0 {
+		return at
+	}
+	latest := notAfter.Add(-m.opts.FailoverBudget)
+	if half := issuedAt.Add(notAfter.Sub(issuedAt) / 2); latest.Before(half) {
+		latest = half
+	}
+	if latest.Before(at) {
+		return latest
+	}
+	return at
+}

@@ -43,6 +43,10 @@ type Options struct {
 	// (the builtin root) comes from the global control plane and is never
 	// created here; until it has been synced, issuance waits and says so.
 	NoProvision bool
+	// FailoverBudget is how long the instances may be without a leader
+	// (two lease periods): a certificate is renewed at least that long
+	// before it expires, if that is after half its lifetime (0: no bound).
+	FailoverBudget time.Duration
 }
 
 type dpKey struct{ mesh, name string }

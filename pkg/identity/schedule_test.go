@@ -70,3 +70,22 @@ func TestBackoffDoublesAndCaps(t *testing.T) {
 		t.Errorf("jitter -1: %v", got)
 	}
 }
+
+// With a failover budget, a short-lived certificate is renewed early enough
+// for a failover to fit before it expires, but not before half its life.
+func TestRotateAtLeavesRoomForFailover(t *testing.T) {
+	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		life, budget, want time.Duration
+	}{
+		{10 * time.Second, 0, 8 * time.Second},
+		{10 * time.Second, 3 * time.Second, 7 * time.Second},
+		{10 * time.Second, 10 * time.Second, 5 * time.Second},
+		{24 * time.Hour, 10 * time.Second, 24 * time.Hour * 8 / 10},
+	} {
+		m := &Manager{opts: Options{Jitter: func() float64 { return 0 }, FailoverBudget: tc.budget}}
+		if got := m.rotateAt(issued, issued.Add(tc.life)).Sub(issued); got != tc.want {
+			t.Errorf("life %v budget %v: rotate after %v, want %v", tc.life, tc.budget, got, tc.want)
+		}
+	}
+}

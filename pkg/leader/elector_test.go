@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"meshca/pkg/internal/pgtest"
+	"meshca/internal/pgtest"
 	"meshca/pkg/store"
 	"meshca/pkg/store/postgres"
 )

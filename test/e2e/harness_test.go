@@ -134,6 +134,7 @@ type controlPlane struct {
 	dataDir, api, dp string
 	apiTLS           string // the HTTPS API
 	env              []string
+	args             []string // more flags of meshca-cp run
 }
 
 func startCP(t *testing.T, dataDir string, env ...string) *controlPlane {
@@ -146,7 +147,7 @@ func startCP(t *testing.T, dataDir string, env ...string) *controlPlane {
 func (cp *controlPlane) launch(t *testing.T) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		cp.proc = start(t, "meshca-cp", cp.env, "run", "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp, "--api-tls-address", cp.apiTLS, "--log-level", "debug")
+		cp.proc = start(t, "meshca-cp", cp.env, append([]string{"run", "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp, "--api-tls-address", cp.apiTLS, "--log-level", "debug"}, cp.args...)...)
 		if cp.waitReady(30 * time.Second) {
 			return
 		}
