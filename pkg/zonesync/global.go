@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"meshca/pkg/api"
 	"meshca/pkg/store"
@@ -406,8 +407,13 @@ func (g *Global) zoneToGlobal(ss grpc.ServerStream) error {
 		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		if !slices.Contains(zoneToGlobalTypes, typ) {
 			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: fmt.Sprintf("type %q does not flow from zones to global", typ)}
-		} else if err := g.applyFromZone(ctx, zone, typ, resp); err != nil {
+		} else if names, err := g.applyFromZone(ctx, zone, typ, resp); err != nil {
+			// The names refused travel in the details, so the zone sends
+			// them again later (their Mesh may be created meanwhile).
 			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+			for _, n := range names {
+				ack.ErrorDetail.Details = append(ack.ErrorDetail.Details, &anypb.Any{TypeUrl: refusedTypeURL, Value: []byte(n)})
+			}
 			g.logger.Warn("refused resources from a zone", "zone", zone, "type", typ, "error", err)
 		}
 		g.counted(zone, 0, len(resp.Resources)+len(resp.RemovedResources))
@@ -441,7 +447,7 @@ func (g *Global) heldFrom(ctx context.Context, typ, zone string) (map[string]str
 // overwritten or deleted. Everything is committed at once, conditional on
 // the meshes existing; if that fails, each resource is committed alone and
 // the ones refused are named.
-func (g *Global) applyFromZone(ctx context.Context, zone, typ string, resp *discoveryv3.DeltaDiscoveryResponse) error {
+func (g *Global) applyFromZone(ctx context.Context, zone, typ string, resp *discoveryv3.DeltaDiscoveryResponse) (refusedNames []string, err error) {
 	type change struct {
 		name string
 		ops  []store.Op
@@ -452,11 +458,13 @@ func (g *Global) applyFromZone(ctx context.Context, zone, typ string, resp *disc
 		w, err := decode(typ, res)
 		if err != nil {
 			refused = append(refused, err.Error())
+			refusedNames = append(refusedNames, res.GetName())
 			continue
 		}
 		key := store.Key{Type: typ, Mesh: w.Mesh, Name: globalName(zone, w.Name)}
 		if err := g.ownedBy(ctx, key, zone, false); err != nil {
 			refused = append(refused, err.Error())
+			refusedNames = append(refusedNames, res.GetName())
 			continue
 		}
 		labels := map[string]string{}
@@ -493,16 +501,18 @@ func (g *Global) applyFromZone(ctx context.Context, zone, typ string, resp *disc
 					// already gone
 				case errors.Is(err, store.ErrNotFound):
 					refused = append(refused, fmt.Sprintf("%s: its mesh does not exist on the global control plane", c.name))
+					refusedNames = append(refusedNames, c.name)
 				default:
 					refused = append(refused, fmt.Sprintf("%s: %v", c.name, err))
+					refusedNames = append(refusedNames, c.name)
 				}
 			}
 		}
 	}
 	if len(refused) > 0 {
-		return errors.New(strings.Join(refused, "; "))
+		return refusedNames, errors.New(strings.Join(refused, "; "))
 	}
-	return nil
+	return nil, nil
 }
 
 // ownedBy checks that key, if stored, belongs to zone. With mustExist it

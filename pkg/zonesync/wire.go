@@ -47,6 +47,10 @@ var (
 // certificate (never its key): stored on global, mesh-scoped.
 const TypeDataplaneInsight = "DataplaneInsight"
 
+// refusedTypeURL marks, in a negative acknowledgement's details, the name
+// of one resource refused (to be sent again later).
+const refusedTypeURL = TypeURLPrefix + "RefusedResource"
+
 // Metadata keys of a zone's streams.
 const (
 	mdAuthorization = "authorization"

@@ -46,6 +46,9 @@ type ZoneConfig struct {
 	Logger  *slog.Logger
 	// BackoffBase and BackoffMax shape reconnection (defaults 500 ms, 30 s).
 	BackoffBase, BackoffMax time.Duration
+	// Resync is how often the zone looks again at what it reports without a
+	// store event (insights, resources global refused); default 5 s.
+	Resync time.Duration
 }
 
 // Zone is a zone control plane's side of the sync: it dials global, keeps
@@ -79,6 +82,9 @@ func NewZone(st store.Store, cfg ZoneConfig) *Zone {
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 30 * time.Second
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 5 * time.Second
 	}
 	return &Zone{store: st, cfg: cfg, log: cfg.Logger.With("component", "zonesync", "zone", cfg.Zone),
 		state: ZoneConnection{Since: time.Now(), Global: cfg.GlobalAddress}}
@@ -294,6 +300,8 @@ func (z *Zone) send(ctx context.Context, s grpc.ClientStream) error {
 		}
 	}
 	acks := make(chan error, 1)
+	type refusal struct{ typ, name string }
+	refused := make(chan []refusal, 16)
 	go func() {
 		for {
 			req := new(discoveryv3.DeltaDiscoveryRequest)
@@ -302,13 +310,26 @@ func (z *Zone) send(ctx context.Context, s grpc.ClientStream) error {
 				return
 			}
 			if d := req.GetErrorDetail(); d != nil {
-				z.log.Warn("the global control plane refused resources of this zone", "type", typeOf(req.GetTypeUrl()), "error", d.GetMessage())
+				typ := typeOf(req.GetTypeUrl())
+				z.log.Warn("the global control plane refused resources of this zone; they are sent again later", "type", typ, "error", d.GetMessage())
+				var rs []refusal
+				for _, a := range d.GetDetails() {
+					if a.GetTypeUrl() == refusedTypeURL {
+						rs = append(rs, refusal{typ, string(a.GetValue())})
+					}
+				}
+				select {
+				case refused <- rs:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()
 	// Insights also change without a store event (a failing backend's last
-	// error): look again now and then.
-	tick := time.NewTicker(5 * time.Second)
+	// error), and a refused resource is worth sending again: look again now
+	// and then.
+	tick := time.NewTicker(z.cfg.Resync)
 	defer tick.Stop()
 	nonce := 0
 	for {
@@ -345,11 +366,21 @@ func (z *Zone) send(ctx context.Context, s grpc.ClientStream) error {
 			}
 		}
 		z.synced()
+	wait:
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-acks:
 			return err
+		case rs := <-refused:
+			// Global may hold an older version or none: the next look sends
+			// them again, or their removal if they are gone by then.
+			for _, r := range rs {
+				if _, ok := sent[r.typ][r.name]; ok {
+					sent[r.typ][r.name] = "refused"
+				}
+			}
+			goto wait
 		case <-tick.C:
 		case <-events:
 			// Coalesce a burst (a mass rotation) into one response.
