@@ -36,7 +36,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), &cobra.Command{
+	root.AddCommand(newRunCmd(), newRotateKeyCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version) },
@@ -155,4 +155,37 @@ func splitNonEmpty(s string) []string {
 		}
 	}
 	return out
+}
+
+func newRotateKeyCmd() *cobra.Command {
+	cfg := controlplane.Config{}
+	var newKeyFile string
+	cmd := &cobra.Command{
+		Use:   "rotate-encryption-key",
+		Short: "Re-encrypt the secrets at rest with a new key",
+		Long: `Re-encrypt every secret at rest (Secret and GlobalSecret data, data-plane
+keys) with the key in --new-encryption-key-file, created 0600 if it does not
+exist. The control plane must be stopped (the data directory is locked); if
+the command is interrupted, run it again. Then start meshca-cp with
+--encryption-key-file set to the new file. Control planes sharing a
+PostgreSQL store can instead each be restarted with the new key and
+--previous-encryption-key-file OLD, which re-encrypts at start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			n, id, err := controlplane.RotateEncryptionKey(cmd.Context(), cfg, newKeyFile, logger)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "re-encrypted %d records with key %s; start meshca-cp with --encryption-key-file %s\n", n, id, newKeyFile)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", envOr("MESHCA_DATA_DIR", controlplane.DefaultDataDir), "the control plane's data directory")
+	f.StringVar(&cfg.Store, "store", envOr("MESHCA_STORE", "sqlite"), "store: sqlite (embedded) or postgres")
+	f.StringVar(&cfg.StoreDSN, "store-dsn", os.Getenv("MESHCA_STORE_DSN"), "PostgreSQL connection string for --store postgres")
+	f.StringVar(&cfg.EncryptionKeyFile, "encryption-key-file", os.Getenv("MESHCA_ENCRYPTION_KEY_FILE"), "the current key (default: <data-dir>/encryption.key)")
+	f.StringVar(&newKeyFile, "new-encryption-key-file", "", "the new key (created 0600 if absent)")
+	return cmd
 }

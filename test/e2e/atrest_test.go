@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,5 +113,66 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	cp.launch(t)
 	if got := secretData(t, cp, "secret", "db-password", "-m", "default"); string(got) != value {
 		t.Fatalf("secret after restart: %q", got)
+	}
+}
+
+// TestEncryptionKeyRotation: `meshca-cp rotate-encryption-key` re-encrypts
+// everything with a new key; the old key alone is then refused, the new one
+// reads everything; rotating at start with --previous-encryption-key-file
+// works too.
+func TestEncryptionKeyRotation(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	cp := startCP(t, dataDir)
+	const value = "rotate me 91c2"
+	cp.apply(t, "type: Mesh\nname: default\n---\ntype: Secret\nmesh: default\nname: s\ndata: "+base64.StdEncoding.EncodeToString([]byte(value))+"\n")
+	cp.stop()
+
+	newKey := filepath.Join(t.TempDir(), "new.key")
+	rot := start(t, "meshca-cp", nil, "rotate-encryption-key", "--data-dir", dataDir, "--new-encryption-key-file", newKey)
+	if done, err := rot.exited(30 * time.Second); !done || err != nil {
+		t.Fatalf("rotate: exited=%v err=%v\n%s", done, err, rot.out.String())
+	}
+	if !strings.Contains(rot.out.String(), "re-encrypted") {
+		t.Fatalf("rotate output: %s", rot.out.String())
+	}
+	if fi, err := os.Stat(newKey); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("new key file: %v", err)
+	}
+	// The old key (the data directory's) no longer opens anything.
+	old := start(t, "meshca-cp", nil, "run", "--data-dir", dataDir, "--api-address", freePort(t), "--dp-server-address", freePort(t), "--api-tls-address", freePort(t))
+	if done, err := old.exited(15 * time.Second); !done || err == nil || !strings.Contains(old.out.String(), "does not open this store's secrets") {
+		t.Fatalf("start with the old key: exited=%v err=%v\n%s", done, err, old.out.String())
+	}
+	// The new key reads everything.
+	cp.env = []string{"MESHCA_ENCRYPTION_KEY_FILE=" + newKey}
+	cp.launch(t)
+	if got := secretData(t, cp, "secret", "s", "-m", "default"); string(got) != value {
+		t.Fatalf("secret after rotation: %q", got)
+	}
+	cp.stop()
+
+	// Rotation at start: a third key, the second as previous.
+	third := filepath.Join(t.TempDir(), "third.key")
+	if err := os.WriteFile(third, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cp.env = []string{"MESHCA_ENCRYPTION_KEY_FILE=" + third}
+	cp.proc = start(t, "meshca-cp", cp.env, "run", "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp,
+		"--api-tls-address", cp.apiTLS, "--previous-encryption-key-file", newKey)
+	waitFor(t, 30*time.Second, "control plane ready", func() bool {
+		resp, err := http.Get("http://" + cp.api + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if !strings.Contains(cp.out.String(), "encrypted secrets at rest with the current key") {
+		t.Errorf("no re-encryption at start:\n%s", cp.out.String())
+	}
+	cp.stop()
+	cp.launch(t) // the third key alone now
+	if got := secretData(t, cp, "secret", "s", "-m", "default"); string(got) != value {
+		t.Fatalf("secret after the second rotation: %q", got)
 	}
 }
