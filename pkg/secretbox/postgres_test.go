@@ -9,7 +9,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"meshca/pkg/internal/pgtest"
+	"meshca/internal/pgtest"
 	"meshca/pkg/secretbox"
 	"meshca/pkg/store"
 	"meshca/pkg/store/postgres"
