@@ -272,7 +272,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Mode:            cfg.mode(),
 		MaxBodyBytes:    cfg.APIMaxBodyBytes,
 		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
-		Extra: withGUI(withAccess(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof), checker, toks, logger),
+		Extra: withGUI(withAccess(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof), checker, toks, cfg.MaxTokenValidity, logger),
 			gui.New(gui.Options{Source: ids, Backends: cas, Logger: logger})),
 		GUI:              gui.Path,
 		PublicPaths:      gui.PublicPaths,

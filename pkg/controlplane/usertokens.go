@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"meshca/pkg/access"
 	"meshca/pkg/api"
@@ -48,7 +49,10 @@ const maxTokenRequestBytes = 1 << 16
 // groups, to callers holding GENERATE_USER_TOKEN. Only an admin may put a
 // token in mesh-system:admin (otherwise the access would be a way to
 // become admin).
-func userTokenEndpoint(checker *access.Checker, toks *tokens.Tokens, logger *slog.Logger) http.Handler {
+func userTokenEndpoint(checker *access.Checker, toks *tokens.Tokens, maxValidity time.Duration, logger *slog.Logger) http.Handler {
+	if maxValidity <= 0 {
+		maxValidity = tokens.DefaultValidity
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		caller := apiserver.Caller(r)
 		audit.Describe(r.Context(), "generate-user-token", "", "", "")
@@ -88,6 +92,8 @@ func userTokenEndpoint(checker *access.Checker, toks *tokens.Tokens, logger *slo
 			v.AddErr("validFor", err)
 		} else if req.ValidFor != "" && validFor <= 0 {
 			v.Addf("validFor", "must be positive")
+		} else if validFor > maxValidity {
+			v.Addf("validFor", "%s is longer than this control plane allows: at most %s (meshca-cp run --max-token-validity)", req.ValidFor, days(maxValidity))
 		}
 		if err := v.OrNil(); err != nil {
 			apiserver.WriteError(w, logger, err)
@@ -106,7 +112,7 @@ func userTokenEndpoint(checker *access.Checker, toks *tokens.Tokens, logger *slo
 // withAccess puts the access checks on the extension endpoints: a
 // dataplane token needs GENERATE_DATAPLANE_TOKEN on that Dataplane,
 // profiling is for admins, and POST /tokens/user is added.
-func withAccess(eps map[string]http.Handler, checker *access.Checker, toks *tokens.Tokens, logger *slog.Logger) map[string]http.Handler {
+func withAccess(eps map[string]http.Handler, checker *access.Checker, toks *tokens.Tokens, maxValidity time.Duration, logger *slog.Logger) map[string]http.Handler {
 	if h, ok := eps["POST /tokens/dataplane"]; ok {
 		eps["POST /tokens/dataplane"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenRequestBytes))
@@ -132,7 +138,7 @@ func withAccess(eps map[string]http.Handler, checker *access.Checker, toks *toke
 			eps[pattern] = adminOnly(checker, h, logger)
 		}
 	}
-	eps["POST /tokens/user"] = userTokenEndpoint(checker, toks, logger)
+	eps["POST /tokens/user"] = userTokenEndpoint(checker, toks, maxValidity, logger)
 	return eps
 }
 

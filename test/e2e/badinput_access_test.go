@@ -72,6 +72,10 @@ func TestAccessBadInput(t *testing.T) {
 	if status != http.StatusBadRequest || !strings.Contains(body, "validFor") {
 		t.Errorf("bad validFor: %d %s", status, body)
 	}
+	status, body = call(t, http.DefaultClient, "POST", "http://"+cp.api+"/tokens/user", "", "application/json", `{"name":"x","validFor":"400d"}`)
+	if status != http.StatusBadRequest || !strings.Contains(body, "at most") {
+		t.Errorf("validFor over --max-token-validity: %d %s", status, body)
+	}
 	// A file DataSource outside --datasource-file-dirs is refused naming the field.
 	outside := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(outside, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
