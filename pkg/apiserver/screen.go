@@ -56,10 +56,10 @@ func (s *Server) screen(l authn.Listener, next http.Handler) http.Handler {
 		}
 		id, err := s.authn.Authenticate(r, l)
 		if s.opts.Audit != nil && isWrite(r.Method) {
-			aw := &auditWriter{ResponseWriter: w}
+			aw := &statusWriter{ResponseWriter: w}
 			e := newEntry(r, id, err)
 			w, r = aw, r.WithContext(audit.NewContext(r.Context(), e))
-			defer func() { s.opts.Audit.Record(r.Context(), aw.finish(e)) }()
+			defer func() { s.opts.Audit.Record(r.Context(), finishEntry(aw, e)) }()
 		}
 		if err != nil {
 			if errors.Is(err, authn.ErrUnauthenticated) {
@@ -121,31 +121,8 @@ func newEntry(r *http.Request, id authn.Identity, authErr error) *audit.Entry {
 	return e
 }
 
-// auditWriter records the status of an audited answer.
-type auditWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *auditWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *auditWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *auditWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// finish completes e with the answer's status.
-func (w *auditWriter) finish(e *audit.Entry) audit.Entry {
+// finishEntry completes e with the status of the answer w recorded.
+func finishEntry(w *statusWriter, e *audit.Entry) audit.Entry {
 	e.Status = w.status
 	if e.Status == 0 {
 		e.Status = http.StatusOK

@@ -150,6 +150,21 @@ func newCPListCmd(app *App) *cobra.Command {
 	}
 }
 
+// loadWith loads the configuration and checks that it has control plane name.
+func loadWith(app *App, name string) (*ConfigFile, error) {
+	if name == "" {
+		return nil, usageError{fmt.Errorf("--name is required")}
+	}
+	cfg, err := LoadConfigFile(app.configFile)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := cfg.Find(name); !ok {
+		return nil, fmt.Errorf("no control plane %q: see meshctl config control-planes list", name)
+	}
+	return cfg, nil
+}
+
 func newCPSwitchCmd(app *App) *cobra.Command {
 	var name string
 	cmd := &cobra.Command{
@@ -157,15 +172,9 @@ func newCPSwitchCmd(app *App) *cobra.Command {
 		Short: "Make another control plane the current one",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if name == "" {
-				return usageError{fmt.Errorf("--name is required")}
-			}
-			cfg, err := LoadConfigFile(app.configFile)
+			cfg, err := loadWith(app, name)
 			if err != nil {
 				return err
-			}
-			if _, ok := cfg.Find(name); !ok {
-				return fmt.Errorf("no control plane %q: see meshctl config control-planes list", name)
 			}
 			cfg.Contexts = replaceOrAppend(cfg.Contexts, Context{Name: name, ControlPlane: name}, func(c Context) bool { return c.Name == name })
 			cfg.CurrentContext = name
@@ -187,15 +196,9 @@ func newCPRemoveCmd(app *App) *cobra.Command {
 		Short: "Forget a control plane",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if name == "" {
-				return usageError{fmt.Errorf("--name is required")}
-			}
-			cfg, err := LoadConfigFile(app.configFile)
+			cfg, err := loadWith(app, name)
 			if err != nil {
 				return err
-			}
-			if _, ok := cfg.Find(name); !ok {
-				return fmt.Errorf("no control plane %q: see meshctl config control-planes list", name)
 			}
 			var cps []ControlPlane
 			for _, cp := range cfg.ControlPlanes {

@@ -1,4 +1,6 @@
-// Package tokens issues and verifies dataplane tokens the way Kuma does.
+// Package tokens issues and verifies dataplane tokens the way Kuma does,
+// and with the same machinery (keyring.go) user tokens for the API
+// (user.go: GlobalSecret signing keys, issuer meshca, Name and Groups).
 //
 // A dataplane token is a JWT signed with RS256 by a per-mesh RSA-2048 signing
 // key (Kuma's choice, so Kuma signing keys and tokens remain interchangeable).
