@@ -2,16 +2,21 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"meshca/internal/pgtest"
+	"meshca/pkg/insights"
 	"meshca/pkg/secretbox"
 	"meshca/pkg/store/postgres"
 )
@@ -184,4 +189,140 @@ func TestHAFailover(t *testing.T) {
 	if client, server := handshake(t, web.tlsConfig(t), backend.tlsConfig(t)); client != "spiffe://default/web" || server != "spiffe://default/backend" {
 		t.Fatalf("mutual TLS after failover saw %q and %q", client, server)
 	}
+}
+
+// acmpca under three instances, the leader killed in the middle of a mass
+// rotation of 200 data planes: the emulator issued exactly one certificate
+// per issuance and rotation — nothing bought twice, nothing lost.
+func TestHAACMPCAMassRotation(t *testing.T) {
+	dsn, keyFile := haDatabase(t)
+	emu := startEmulator(t, "--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
+		"--credentials", "AKIDENV:secret-env")
+	emu.admin(t, "rates", `{"IssueCertificate":100}`)
+	aws := []string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url, "AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=AKIDENV", "AWS_SECRET_ACCESS_KEY=secret-env", "AWS_EC2_METADATA_DISABLED=true"}
+	start := func() *controlPlane {
+		cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
+			env:  append([]string{"MESHCA_STORE=postgres", "MESHCA_STORE_DSN=" + dsn}, aws...),
+			args: []string{"--encryption-key-file", keyFile, "--leader-lease-duration", haLease.String(), "--leader-renew-interval", haRenew.String()}}
+		cp.launch(t)
+		return cp
+	}
+	cps := []*controlPlane{start()}
+	waitFor(t, 10*time.Second, "the first instance leads", func() bool { return cps[0].metric(t, "meshca_leader") == 1 })
+	cps = append(cps, start(), start())
+
+	mesh := func(expiration string) string {
+		return fmt.Sprintf("type: Mesh\nname: default\nmtls:\n  enabledBackend: pca\n  backends:\n  - name: pca\n    type: acmpca\n"+
+			"    dpCert: {rotation: {expiration: %s}}\n    conf:\n      arn: %s\n      caCert: {secret: ca}\n", expiration, seedARN)
+	}
+	cps[1].apply(t, "type: Mesh\nname: default\n")
+	cps[1].apply(t, fmt.Sprintf("type: Secret\nmesh: default\nname: ca\ndata: %s\n", base64.StdEncoding.EncodeToString(emu.chain(t, seedARN))))
+	cps[1].apply(t, mesh("2h"))
+	const n = 200
+	var docs []string
+	for i := range n {
+		docs = append(docs, fmt.Sprintf("type: Dataplane\nmesh: default\nname: dp-%d\nnetworking: {address: 127.0.0.1, inbound: [{port: %d, tags: {kuma.io/service: svc}}]}\n", i, 10000+i))
+	}
+	cps[2].apply(t, strings.Join(docs, "---\n"))
+	// validUntil counts the data planes whose certificate outlives d, as a
+	// surviving instance serves them.
+	validUntil := func(cp *controlPlane, d time.Duration) int {
+		resp, err := http.Get("http://" + cp.api + "/meshes/default/dataplanes/_overview?size=1000")
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		var list dataplaneOverviewList
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			return 0
+		}
+		count := 0
+		for _, o := range list.Items {
+			if m := o.DataplaneInsight.MTLS; m != nil && m.CertificateExpirationTime.After(time.Now().Add(d)) {
+				count++
+			}
+		}
+		return count
+	}
+	waitFor(t, 60*time.Second, "200 data planes certified", func() bool { return validUntil(cps[1], 0) == n })
+	if got := emu.stats(t).Issued; got != n {
+		t.Fatalf("emulator issued %d certificates for %d data planes", got, n)
+	}
+
+	// A new expiration re-issues all; kill the leader a quarter of the way.
+	cps[2].apply(t, mesh("3h"))
+	waitFor(t, 30*time.Second, "the mass rotation under way", func() bool { return emu.stats(t).Issued >= n+n/4 })
+	cps[0].kill()
+	t.Logf("leader killed after %d of %d rotations were bought", emu.stats(t).Issued-n, n)
+	waitFor(t, 2*haLease+2*time.Second, "a new leader", func() bool { return leaderOf(t, cps, map[int]bool{0: true}) >= 0 })
+	waitFor(t, 90*time.Second, "every data plane rotated", func() bool { return validUntil(cps[1], 2*time.Hour+30*time.Minute) == n })
+	time.Sleep(2 * time.Second) // anything still being bought would show now
+	if got := emu.stats(t).Issued; got != 2*n {
+		t.Errorf("emulator issued %d certificates for %d issuances and %d rotations (want %d)", got, n, n, 2*n)
+	}
+}
+
+// dataplaneOverviewList is GET /meshes/{mesh}/dataplanes/_overview.
+type dataplaneOverviewList struct {
+	Items []insights.DataplaneOverview `json:"items"`
+}
+
+// Split brain: the leader suspended (SIGSTOP) past its lease, another takes
+// over, then the old one resumes: it commits nothing (its writes are fenced),
+// steps down, and one instance leads.
+func TestHASplitBrain(t *testing.T) {
+	dsn, keyFile := haDatabase(t)
+	cps := []*controlPlane{startHACP(t, dsn, keyFile)}
+	waitFor(t, 10*time.Second, "the first instance leads", func() bool { return cps[0].metric(t, "meshca_leader") == 1 })
+	cps = append(cps, startHACP(t, dsn, keyFile), startHACP(t, dsn, keyFile))
+	cps[1].apply(t, "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n    dpCert:\n      rotation:\n        expiration: 10s\n")
+	const n = 30
+	var docs []string
+	for i := range n {
+		docs = append(docs, fmt.Sprintf("type: Dataplane\nmesh: default\nname: dp-%d\nnetworking: {address: 127.0.0.1, inbound: [{port: %d, tags: {kuma.io/service: svc}}]}\n", i, 10000+i))
+	}
+	cps[2].apply(t, strings.Join(docs, "---\n"))
+	waitFor(t, 30*time.Second, "30 data planes certified", func() bool {
+		return cps[1].metric(t, `meshca_dataplanes_by_cert_state{state="valid"}`) == n
+	})
+
+	old := cps[0]
+	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = old.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	stopped := map[int]bool{0: true}
+	waitFor(t, 2*haLease+2*time.Second, "a new leader", func() bool { return leaderOf(t, cps, stopped) >= 0 })
+	newLeader := leaderOf(t, cps, stopped)
+	issued := `meshca_certificates_issued_total{backend_type="builtin",result="success"}`
+	before := cps[newLeader].metric(t, issued)
+	waitFor(t, 15*time.Second, "rotations by the new leader", func() bool { return cps[newLeader].metric(t, issued) >= before+n })
+
+	mark := len(old.proc.out.String())
+	resume()
+	waitFor(t, 5*time.Second, "the old leader steps down", func() bool { return old.metric(t, "meshca_leader") == 0 })
+	time.Sleep(3 * time.Second) // 10s certificates keep falling due meanwhile
+	after := old.proc.out.String()[mark:]
+	if strings.Contains(after, `msg="certificate issued"`) {
+		t.Errorf("the resumed old leader committed certificates:\n%s", after)
+	}
+	if !strings.Contains(after, "no longer the leader") {
+		t.Errorf("the resumed old leader did not say it stepped down:\n%s", after)
+	}
+	t.Logf("old leader after resuming: %d issuances refused", strings.Count(after, "certificate issuance failed"))
+	if got := leaderOf(t, cps, nil); got != newLeader {
+		t.Errorf("leader after the old one resumed: %d, want %d", got, newLeader)
+	}
+	waitFor(t, 15*time.Second, "every certificate still valid and served", func() bool {
+		return cps[0].metric(t, `meshca_dataplanes_by_cert_state{state="valid"}`) == n &&
+			cps[newLeader].metric(t, `meshca_dataplanes_by_cert_state{state="valid"}`) == n
+	})
 }
