@@ -326,3 +326,71 @@ func TestHASplitBrain(t *testing.T) {
 			cps[newLeader].metric(t, `meshca_dataplanes_by_cert_state{state="valid"}`) == n
 	})
 }
+
+// Every connection of every instance to the database cut at once (as a
+// PostgreSQL restart does), twice, under rotation of 10s certificates: the
+// instances reconnect, their listeners catch up, a leader carries on, and no
+// agent's certificate ever expires.
+func TestHADatabaseConnectionsLost(t *testing.T) {
+	dsn, keyFile := haDatabase(t)
+	cps := []*controlPlane{startHACP(t, dsn, keyFile)}
+	waitFor(t, 10*time.Second, "the first instance leads", func() bool { return cps[0].metric(t, "meshca_leader") == 1 })
+	cps = append(cps, startHACP(t, dsn, keyFile))
+	cps[1].apply(t, "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n    dpCert:\n      rotation:\n        expiration: 10s\n")
+	cps[1].apply(t, dataplanes("default"))
+	web := startAgent(t, cps[1], "default", "web-1", "web-1", "--cp-address", cps[0].dp)
+	backend := startAgent(t, cps[0], "default", "backend-1", "backend-1", "--cp-address", cps[1].dp)
+	web.waitCert(t)
+	backend.waitCert(t)
+
+	admin, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	cut := func() {
+		t.Helper()
+		var n int
+		if err := admin.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("cut %d connections", n)
+	}
+	serials := map[string]map[string]bool{"web": {}, "backend": {}}
+	watch := func(d time.Duration) {
+		t.Helper()
+		end := time.Now().Add(d)
+		for time.Now().Before(end) {
+			for name, a := range map[string]*agent{"web": web, "backend": backend} {
+				if c := a.leaf(); c != nil {
+					if time.Now().After(c.NotAfter) {
+						t.Fatalf("%s's certificate expired at %v", name, c.NotAfter)
+					}
+					serials[name][c.SerialNumber.String()] = true
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	cut()
+	watch(8 * time.Second)
+	cut()
+	watch(12 * time.Second)
+	for name, s := range serials {
+		if len(s) < 3 {
+			t.Errorf("%s held %d certificates in 20s of 10s certificates, want at least 3", name, len(s))
+		}
+	}
+	for i, cp := range cps {
+		if got := cp.metric(t, "meshca_store_listener_reconnects_total"); got < 2 {
+			t.Errorf("instance %d: listener reconnected %v times, want 2", i, got)
+		}
+		if got := cp.metric(t, "meshca_store_listener_lost_commits_total"); got != 0 {
+			t.Errorf("instance %d lost %v commits", i, got)
+		}
+	}
+	if leaderOf(t, cps, nil) < 0 {
+		t.Error("no leader after the database came back")
+	}
+}
