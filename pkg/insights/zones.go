@@ -43,8 +43,11 @@ type ZoneSubscription struct {
 			Version string `json:"version"`
 		} `json:"kumaCp"`
 	} `json:"version"`
-	// ResourcesReceived is meshca's: what the zone sent global.
+	// ResourcesReceived, BytesSent and BytesReceived are meshca's: what the
+	// zone sent global, and the encoded size of each direction.
 	ResourcesReceived int64 `json:"resourcesReceived"`
+	BytesSent         int64 `json:"bytesSent"`
+	BytesReceived     int64 `json:"bytesReceived"`
 }
 
 // ZoneInsight is Kuma's ZoneInsight.
@@ -84,7 +87,7 @@ type zoneInsightItem struct {
 }
 
 func zoneOverview(z zonesync.ZoneStatus) ZoneOverview {
-	sub := ZoneSubscription{ID: z.Name, GlobalInstanceID: "global", ResourcesReceived: z.Received}
+	sub := ZoneSubscription{ID: z.Name, GlobalInstanceID: "global", ResourcesReceived: z.Received, BytesSent: z.SentBytes, BytesReceived: z.ReceivedBytes}
 	since := z.Since
 	if z.Connected {
 		sub.ConnectTime = &since

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"meshca/pkg/api"
@@ -45,9 +46,12 @@ type ZoneStatus struct {
 	Since     time.Time `json:"since"` // of the current state
 	LastSync  time.Time `json:"lastSync,omitzero"`
 	// Sent and Received count resources, since this global started.
-	Sent     int64  `json:"sent"`
-	Received int64  `json:"received"`
-	Version  string `json:"version,omitempty"`
+	Sent     int64 `json:"sent"`
+	Received int64 `json:"received"`
+	// SentBytes and ReceivedBytes count the messages' encoded size.
+	SentBytes     int64  `json:"sentBytes"`
+	ReceivedBytes int64  `json:"receivedBytes"`
+	Version       string `json:"version,omitempty"`
 }
 
 // Global is the global control plane's side of the sync.
@@ -220,12 +224,18 @@ func (g *Global) connected(ctx context.Context, zone, version string, delta int)
 	}
 }
 
-func (g *Global) counted(zone string, sent, received int) {
+func (g *Global) counted(zone string, sent, received int, msg proto.Message) {
+	size := int64(proto.Size(msg))
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if z := g.zones[zone]; z != nil {
 		z.status.Sent += int64(sent)
 		z.status.Received += int64(received)
+		if sent > 0 || received == 0 {
+			z.status.SentBytes += size
+		} else {
+			z.status.ReceivedBytes += size
+		}
 		z.status.LastSync = g.now()
 	}
 }
@@ -344,7 +354,7 @@ func (g *Global) globalToZone(ss grpc.ServerStream) error {
 			if err := ss.SendMsg(resp); err != nil {
 				return streamErr(ctx, err)
 			}
-			g.counted(zone, len(resp.Resources)+len(resp.RemovedResources), 0)
+			g.counted(zone, len(resp.Resources)+len(resp.RemovedResources), 0, resp)
 		}
 	}
 }
@@ -416,7 +426,7 @@ func (g *Global) zoneToGlobal(ss grpc.ServerStream) error {
 			}
 			g.logger.Warn("refused resources from a zone", "zone", zone, "type", typ, "error", err)
 		}
-		g.counted(zone, 0, len(resp.Resources)+len(resp.RemovedResources))
+		g.counted(zone, 0, len(resp.Resources)+len(resp.RemovedResources), resp)
 		if err := ss.SendMsg(ack); err != nil {
 			return streamErr(ctx, err)
 		}

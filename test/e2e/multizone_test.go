@@ -170,11 +170,46 @@ func TestMultiZone(t *testing.T) {
 			return c != nil && c.NotAfter.Sub(c.NotBefore) > 90*time.Minute
 		})
 	}
-	_ = w1
 	waitFor(t, 20*time.Second, "backend-2 (registered while global was down) on global", func() bool {
 		out, err := f.global.meshctl("inspect", "dataplanes", "-m", "default")
 		return err == nil && strings.Contains(out, "backend-2")
 	})
+
+	// A CA switch made on global re-issues every proxy in every zone from
+	// the new root; the zones trust both roots while it runs, and only the
+	// new one once it is done.
+	oldRoot := backend.file("ca.pem")
+	f.global.apply(t, `type: Mesh
+name: default
+mtls:
+  enabledBackend: ca-2
+  backends:
+  - name: ca-1
+    type: builtin
+    dpCert:
+      rotation:
+        expiration: 2h
+  - name: ca-2
+    type: builtin
+    dpCert:
+      rotation:
+        expiration: 2h
+`)
+	for _, a := range []*agent{backend, web} {
+		waitFor(t, 30*time.Second, "a certificate from the new root, and a bundle of that root alone", func() bool {
+			ca := a.file("ca.pem")
+			return ca != "" && ca != oldRoot && !strings.Contains(ca, strings.TrimSpace(oldRoot)) && verifyFiles(a.file("cert.pem"), ca) == nil
+		})
+	}
+	if backend.file("ca.pem") != web.file("ca.pem") {
+		t.Errorf("after the switch, the zones give different trust bundles")
+	}
+	if !rotatedFrom(web.leaf(), w1) {
+		t.Errorf("web-1 kept its certificate across the CA switch")
+	}
+	if clientSaw, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); clientSaw != "spiffe://default/backend" || serverSaw != "spiffe://default/web" {
+		t.Errorf("cross-zone handshake after the switch: client saw %q, server saw %q", clientSaw, serverSaw)
+	}
 }
 
 // TestZoneRefusals: global refuses a zone without a valid token for its own
