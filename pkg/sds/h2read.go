@@ -7,19 +7,22 @@ import (
 	"syscall"
 )
 
-// Reading a connection with a shallow stack.
+// Reading only what is there.
 //
-// A connection's goroutine spends its life waiting for the peer. Waiting
-// inside tls.Conn.Read parks it about 2.5 KiB deep, so its stack stays at
-// 4 KiB or more; waiting for the socket to become readable first (see
-// waitReadable) parks it a few hundred bytes deep, and the runtime shrinks
-// an idle stack to 2 KiB. That wait is only right when no byte of the
-// peer's is buffered above the socket, so:
+// An idle connection has no goroutine: the poller (h2poll_linux.go) waits
+// for its socket to become readable, and a goroutine reads what came, then
+// hands the socket back. That is only right if no byte of the peer's is
+// buffered above the socket when the goroutine stops, so:
 //
 //   - recordConn, under TLS, never reads past the end of the current TLS
 //     record: once tls.Conn has consumed a record it holds nothing more;
 //   - plainReader, above TLS, reads a record's plaintext whole (into a
 //     pooled buffer) and keeps only what the frame reader has not consumed.
+//
+// (Waiting for readability on the connection's own goroutine, the fallback
+// without a poller, saves no stack: the runtime shrinks a parked stack only
+// while it uses under a quarter of it plus an 800-byte guard, so 4 KiB is
+// the floor whether the goroutine waits in the TLS read or before it.)
 
 // recordConn is the TCP connection under TLS; Read returns at most the
 // rest of the current TLS record (header, then body).
