@@ -98,6 +98,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadcp:", err)
 		os.Exit(2)
 	}
+	if err := checkFileLimit(&cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "loadcp:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
