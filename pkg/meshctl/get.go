@@ -157,6 +157,10 @@ func printTable(w io.Writer, d api.Descriptor, items []api.Resource, now time.Ti
 		header = append(header, "MTLS")
 	case api.TypeDataplane:
 		header = append(header, "SERVICES")
+	case api.TypeAccessRole:
+		header = append(header, "RULES")
+	case api.TypeAccessRoleBinding:
+		header = append(header, "SUBJECTS", "ROLES")
 	}
 	header = append(header, "AGE")
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
@@ -171,6 +175,14 @@ func printTable(w io.Writer, d api.Descriptor, items []api.Resource, now time.Ti
 			row = append(row, mtlsColumn(res))
 		case *api.Dataplane:
 			row = append(row, orDash(strings.Join(res.Services(), ",")))
+		case *api.AccessRole:
+			row = append(row, fmt.Sprint(len(res.Rules)))
+		case *api.AccessRoleBinding:
+			var subjects []string
+			for _, s := range res.Subjects {
+				subjects = append(subjects, s.Type+":"+s.Name)
+			}
+			row = append(row, orDash(strings.Join(subjects, ",")), orDash(strings.Join(res.Roles, ",")))
 		}
 		row = append(row, Age(m.CreationTime, now))
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
