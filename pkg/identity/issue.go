@@ -99,7 +99,7 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 		st.again = false
 		m.considerLocked(k, st)
 	} else {
-		m.enqueueLocked(k, st, m.rotateAt(c.rec.IssuedAt, c.rec.NotAfter))
+		m.enqueueLocked(k, st, m.rotateAt(c.rec.IssuedAt, c.rec.NotAfter, c.rec.CertPEM))
 	}
 	notify(st)
 	return old == nil || old.rec.Backend != c.rec.Backend

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -221,8 +222,21 @@ func (m *Manager) dropLocked(k dpKey, st *dpState) bool {
 // a short-lived certificate when instances share the store, so that a
 // failover (Options.FailoverBudget without a leader) fits between its
 // rotation and its expiry — but never before half its lifetime.
-func (m *Manager) rotateAt(issuedAt, notAfter time.Time) time.Time {
-	at := RotateAt(issuedAt, notAfter, m.opts.Jitter())
+//
+// The jitter is drawn from certPEM (unless Options.Jitter was given or
+// certPEM is empty): certificates issued together still spread, while a
+// data plane reconsidered (every one of a mesh on a Mesh change, every one
+// after a restart or a failover) keeps the rotation time it was given, and
+// its insight does not change for nothing.
+func (m *Manager) rotateAt(issuedAt, notAfter time.Time, certPEM string) time.Time {
+	jitter := m.opts.Jitter
+	if m.stableJitter && certPEM != "" {
+		h := fnv.New64a()
+		h.Write([]byte(certPEM))
+		sum := h.Sum64()
+		jitter = func() float64 { return float64(sum%(1<<20))/(1<<19) - 1 }
+	}
+	at := RotateAt(issuedAt, notAfter, jitter())
 	if m.opts.FailoverBudget <= 0 {
 		return at
 	}

@@ -109,11 +109,13 @@ type meshState struct {
 
 // Manager runs the issuance and rotation loop for every data plane.
 type Manager struct {
-	store  store.Store
-	cas    *ca.Registry
-	opts   Options
-	logger *slog.Logger
-	m      *metrics
+	// stableJitter: rotation jitter comes from each certificate (rotateAt).
+	stableJitter bool
+	store        store.Store
+	cas          *ca.Registry
+	opts         Options
+	logger       *slog.Logger
+	m            *metrics
 
 	mu     sync.Mutex
 	dps    map[dpKey]*dpState
@@ -146,6 +148,9 @@ func New(s store.Store, reg *ca.Registry, opts Options) *Manager {
 	if opts.Rand == nil {
 		opts.Rand = rand.Reader
 	}
+	// Without a given source, a certificate's rotation jitter is drawn from
+	// the certificate itself (see rotateAt).
+	stableJitter := opts.Jitter == nil
 	if opts.Jitter == nil {
 		opts.Jitter = func() float64 { return mrand.Float64()*2 - 1 }
 	}
@@ -159,15 +164,16 @@ func New(s store.Store, reg *ca.Registry, opts Options) *Manager {
 		opts.RetryMax = 5 * time.Minute
 	}
 	mg := &Manager{
-		store:  s,
-		cas:    reg,
-		opts:   opts,
-		logger: opts.Logger,
-		dps:    map[dpKey]*dpState{},
-		meshes: map[string]*meshState{},
-		wake:   make(chan struct{}, 1),
-		work:   make(chan dpKey),
-		ready:  make(chan struct{}),
+		stableJitter: stableJitter,
+		store:        s,
+		cas:          reg,
+		opts:         opts,
+		logger:       opts.Logger,
+		dps:          map[dpKey]*dpState{},
+		meshes:       map[string]*meshState{},
+		wake:         make(chan struct{}, 1),
+		work:         make(chan dpKey),
+		ready:        make(chan struct{}),
 	}
 	mg.m = newMetrics(mg, opts.Registerer)
 	mg.elector = opts.Leader

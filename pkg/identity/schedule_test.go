@@ -84,7 +84,7 @@ func TestRotateAtLeavesRoomForFailover(t *testing.T) {
 		{24 * time.Hour, 10 * time.Second, 24 * time.Hour * 8 / 10},
 	} {
 		m := &Manager{opts: Options{Jitter: func() float64 { return 0 }, FailoverBudget: tc.budget}}
-		if got := m.rotateAt(issued, issued.Add(tc.life)).Sub(issued); got != tc.want {
+		if got := m.rotateAt(issued, issued.Add(tc.life), "").Sub(issued); got != tc.want {
 			t.Errorf("life %v budget %v: rotate after %v, want %v", tc.life, tc.budget, got, tc.want)
 		}
 	}

@@ -31,7 +31,7 @@ func (m *Manager) considerLocked(k dpKey, st *dpState) {
 	case !c.issued(), st.stale, c.rec.Pending != nil, c.rec.Fingerprint != fp, !now.Before(c.rec.NotAfter):
 		m.enqueueLocked(k, st, now)
 	default:
-		m.enqueueLocked(k, st, m.rotateAt(c.rec.IssuedAt, c.rec.NotAfter))
+		m.enqueueLocked(k, st, m.rotateAt(c.rec.IssuedAt, c.rec.NotAfter, c.rec.CertPEM))
 	}
 }
 
