@@ -16,7 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
+	"meshca/bench/internal/benchproc"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,12 +38,12 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "meshca-cp")
-	if out, err := exec.Command("go", "build", "-o", bin, "meshca/cmd/meshca-cp").CombinedOutput(); err != nil {
-		log.Fatalf("go build (run from inside the meshca module): %v\n%s", err, out)
+	bin, err := benchproc.Build(dir, "meshca-cp")
+	if err != nil {
+		log.Fatal(err)
 	}
-	api, dp := freeAddr(), freeAddr()
-	cp := exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"), "--api-address", api, "--dp-server-address", dp, "--api-tls-address", freeAddr(), "--log-level", "warn", fmt.Sprintf("--api-max-body-bytes=%d", *maxBody))
+	api, dp := benchproc.FreeAddr(), benchproc.FreeAddr()
+	cp := exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"), "--api-address", api, "--dp-server-address", dp, "--api-tls-address", benchproc.FreeAddr(), "--log-level", "warn", fmt.Sprintf("--api-max-body-bytes=%d", *maxBody))
 	cp.Stderr = os.Stderr
 	if err := cp.Start(); err != nil {
 		log.Fatal(err)
@@ -62,7 +62,7 @@ func main() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	rssBefore := vm(cp.Process.Pid, "VmRSS")
+	rssBefore := benchproc.Status(cp.Process.Pid, "VmRSS")
 
 	data := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("k"), *size*3/4))
 	statuses := map[int]int{}
@@ -118,29 +118,6 @@ func main() {
 	}
 	fmt.Printf("command: go run ./bench/bodies -n %d -size %d -max-body %d\n", *n, *size, *maxBody)
 	fmt.Printf("%d concurrent PUTs of %d-byte bodies in %v; answers by status: %v (0 = connection error)\n", *n, len(data)+60, elapsed.Round(time.Millisecond), statuses)
-	fmt.Printf("meshca-cp RSS before %s, peak (VmHWM) %s\n", rssBefore, vm(cp.Process.Pid, "VmHWM"))
+	fmt.Printf("meshca-cp RSS before %s, peak (VmHWM) %s\n", rssBefore, benchproc.Status(cp.Process.Pid, "VmHWM"))
 	fmt.Printf("GET / during the burst: %d samples, p50 %v, p99 %v, max %v\n", len(lat), pct(0.5), pct(0.99), pct(1))
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// vm returns a field of /proc/PID/status, such as "VmHWM" (peak RSS).
-func vm(pid int, field string) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return "?"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
 }

@@ -18,7 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
+	"meshca/bench/internal/benchproc"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,9 +43,9 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "meshca-cp")
-	if out, err := exec.Command("go", "build", "-o", bin, "meshca/cmd/meshca-cp").CombinedOutput(); err != nil {
-		log.Fatalf("go build (run from inside the meshca module): %v\n%s", err, out)
+	bin, err := benchproc.Build(dir, "meshca-cp")
+	if err != nil {
+		log.Fatal(err)
 	}
 	load := func() string {
 		b, _ := os.ReadFile("/proc/loadavg")
@@ -53,7 +53,7 @@ func main() {
 	}
 	fmt.Printf("command: go run ./bench/multizone -zones %d -dps %d -changes %d\nload average at start: %s\n", *nZones, *nDPs, *nMesh, load())
 
-	kds := freeAddr()
+	kds := benchproc.FreeAddr()
 	global := start(bin, filepath.Join(dir, "global"), "--mode", "global", "--kds-address", kds)
 	defer global.stop()
 	global.put("/meshes/default", mesh(""))
@@ -120,7 +120,7 @@ func main() {
 		*nZones, len(lat), pct(lat, 0.5), pct(lat, 0.99), lat[len(lat)-1].Round(time.Millisecond))
 
 	// 3. Global restart: every zone resynced, and what it cost.
-	globalPeak := vm(global.cmd.Process.Pid, "VmHWM")
+	globalPeak := benchproc.Status(global.cmd.Process.Pid, "VmHWM")
 	time.Sleep(6 * time.Second) // the zones' next look: what the Mesh changes moved reaches global first
 	full := global.fullDumpBytes()
 	global.stop()
@@ -134,7 +134,7 @@ func main() {
 		*nZones, resync.Round(time.Millisecond), sent+received, sent, received, full, 100*float64(sent+received)/float64(full))
 
 	// 4. Memory.
-	zoneRSS := vm(zones[0].cmd.Process.Pid, "VmHWM")
+	zoneRSS := benchproc.Status(zones[0].cmd.Process.Pid, "VmHWM")
 	standalone := start(bin, filepath.Join(dir, "standalone"))
 	defer standalone.stop()
 	standalone.put("/meshes/default", mesh(""))
@@ -142,7 +142,7 @@ func main() {
 	waitFor("the standalone's data planes certified", 5*time.Minute, func() bool { return standalone.certifiedLocal() >= *nDPs })
 	time.Sleep(6 * time.Second) // past the zone's next look, so both are at rest
 	fmt.Printf("4. global peak RSS %s with %d zones and %d remote data planes (target < 200 MB)\n   zone-1: peak %s, now %s; a standalone with the same %d data planes: peak %s, now %s (target: zone overhead < 10%%)\n",
-		globalPeak, *nZones, total, zoneRSS, vm(zones[0].cmd.Process.Pid, "VmRSS"), *nDPs, vm(standalone.cmd.Process.Pid, "VmHWM"), vm(standalone.cmd.Process.Pid, "VmRSS"))
+		globalPeak, *nZones, total, zoneRSS, benchproc.Status(zones[0].cmd.Process.Pid, "VmRSS"), *nDPs, benchproc.Status(standalone.cmd.Process.Pid, "VmHWM"), benchproc.Status(standalone.cmd.Process.Pid, "VmRSS"))
 	fmt.Printf("load average at end: %s\n", load())
 }
 
@@ -175,8 +175,8 @@ type cp struct {
 }
 
 func start(bin, dataDir string, args ...string) *cp {
-	api := freeAddr()
-	all := append([]string{"run", "--data-dir", dataDir, "--api-address", api, "--api-tls-address", freeAddr(), "--dp-server-address", freeAddr(), "--log-level", "warn"}, args...)
+	api := benchproc.FreeAddr()
+	all := append([]string{"run", "--data-dir", dataDir, "--api-address", api, "--api-tls-address", benchproc.FreeAddr(), "--dp-server-address", benchproc.FreeAddr(), "--log-level", "warn"}, args...)
 	cmd := exec.Command(bin, all...)
 	logf, err := os.Create(dataDir + ".log")
 	if err != nil {
@@ -342,26 +342,4 @@ func waitFor(what string, d time.Duration, ok func() bool) {
 
 func pct(s []time.Duration, p float64) time.Duration {
 	return s[min(len(s)-1, int(float64(len(s))*p))].Round(time.Millisecond)
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func vm(pid int, field string) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return "?"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
 }

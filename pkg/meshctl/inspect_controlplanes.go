@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 )
 
 // controlPlane is one item of GET /control-planes.
@@ -41,20 +40,8 @@ func newInspectControlPlanesCmd(app *App) *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			switch output {
-			case OutputJSON:
-				_, err = fmt.Fprintln(w, string(raw))
+			if done, err := writeRawOutput(w, output, raw); done {
 				return err
-			case OutputYAML:
-				y, err := yaml.JSONToYAML(raw)
-				if err != nil {
-					return err
-				}
-				_, err = w.Write(y)
-				return err
-			case OutputTable, "":
-			default:
-				return fmt.Errorf("--output %q: must be table, yaml or json", output)
 			}
 			var list struct {
 				Items []controlPlane `json:"items"`

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"meshca/pkg/gui"
 )
@@ -50,16 +49,7 @@ func newInspectMeshCmd(app *App) *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			switch output {
-			case OutputJSON:
-				_, err = fmt.Fprintln(w, string(raw))
-				return err
-			case OutputYAML:
-				y, err := yaml.JSONToYAML(raw)
-				if err != nil {
-					return err
-				}
-				_, err = w.Write(y)
+			if done, err := writeRawOutput(w, output, raw); done {
 				return err
 			}
 			var v gui.OverviewView
