@@ -98,7 +98,7 @@ func readOnlyGuard(cfg Config, st store.Store) func(ctx context.Context, key sto
 		}
 		return func(ctx context.Context, key store.Key) error {
 			switch key.Type {
-			case api.TypeMesh, api.TypeGlobalSecret:
+			case api.TypeMesh, api.TypeGlobalSecret, api.TypeAccessRole, api.TypeAccessRoleBinding:
 				return owned(key)
 			case api.TypeSecret:
 				rec, err := st.Get(ctx, key)

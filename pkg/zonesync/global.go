@@ -310,7 +310,9 @@ func (g *Global) globalToZone(ss grpc.ServerStream) error {
 					return status.Errorf(codes.Unavailable, "list %s: %v", typ, err)
 				}
 				for _, r := range recs {
-					mark(typ, resourceName(r.Mesh, r.Name))
+					if syncs(typ, r.Name) {
+						mark(typ, resourceName(r.Mesh, r.Name))
+					}
 				}
 				for name := range sent[typ] {
 					mark(typ, name)
@@ -320,7 +322,9 @@ func (g *Global) globalToZone(ss grpc.ServerStream) error {
 				g.logger.Warn("zone refused resources", "zone", zone, "type", typ, "error", d.GetMessage())
 			}
 		case ev := <-events:
-			mark(ev.Record.Type, resourceName(ev.Record.Mesh, ev.Record.Name))
+			if syncs(ev.Record.Type, ev.Record.Name) {
+				mark(ev.Record.Type, resourceName(ev.Record.Mesh, ev.Record.Name))
+			}
 		}
 		// Take every change already queued before sending: one response
 		// per type for a burst.
@@ -328,7 +332,9 @@ func (g *Global) globalToZone(ss grpc.ServerStream) error {
 		for {
 			select {
 			case ev := <-events:
-				mark(ev.Record.Type, resourceName(ev.Record.Mesh, ev.Record.Name))
+				if syncs(ev.Record.Type, ev.Record.Name) {
+					mark(ev.Record.Type, resourceName(ev.Record.Mesh, ev.Record.Name))
+				}
 			default:
 				break drain
 			}
@@ -374,6 +380,11 @@ func (g *Global) diff(ctx context.Context, typ string, dirty map[string]bool, se
 			}
 		case err != nil:
 			return nil, fmt.Errorf("read %s %s: %w", typ, name, err)
+		case !syncs(typ, n):
+			if _, held := sent[name]; held {
+				resp.RemovedResources = append(resp.RemovedResources, name)
+				delete(sent, name)
+			}
 		default:
 			res, err := encode(typ, toWire(rec))
 			if err != nil {

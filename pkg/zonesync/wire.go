@@ -37,11 +37,25 @@ const (
 )
 
 // Types that flow each way. Secrets go before Meshes, so a Mesh's CA root
-// is in the zone when the Mesh arrives.
+// is in the zone when the Mesh arrives. GlobalSecrets, AccessRoles and
+// AccessRoleBindings let a zone authenticate and authorize the users global
+// made tokens for; of the GlobalSecrets only those (see syncedGlobalSecret)
+// leave global.
 var (
-	globalToZoneTypes = []string{"Secret", "Mesh"}
+	globalToZoneTypes = []string{"Secret", "GlobalSecret", "AccessRole", "AccessRoleBinding", "Mesh"}
 	zoneToGlobalTypes = []string{"Dataplane", TypeDataplaneInsight}
 )
+
+// syncs reports whether a global record goes to zones: every record of the
+// global-to-zone types but GlobalSecrets other than the user-token signing
+// keys and revocations. Zone-token keys never leave global (a zone holding
+// them could pass for another zone), nor do an operator's own GlobalSecrets.
+func syncs(typ, name string) bool {
+	if typ != "GlobalSecret" {
+		return true
+	}
+	return strings.HasPrefix(name, "user-token-signing-key-") || name == "user-token-revocations"
+}
 
 // TypeDataplaneInsight is what a zone reports of each data plane's
 // certificate (never its key): stored on global, mesh-scoped.

@@ -241,6 +241,10 @@ func (z *Zone) apply(ctx context.Context, typ string, resp *discoveryv3.DeltaDis
 			continue
 		}
 		key := store.Key{Type: typ, Mesh: w.Mesh, Name: w.Name}
+		if !syncs(typ, w.Name) {
+			refused = append(refused, fmt.Sprintf("%s is not synced to zones", key))
+			continue
+		}
 		if rec, err := z.store.Get(ctx, key); err == nil && rec.Labels[LabelOrigin] != OriginGlobal {
 			refused = append(refused, fmt.Sprintf("%s exists in this zone and was not created by sync: left as it is", key))
 			continue

@@ -131,6 +131,20 @@ func TestMultiZone(t *testing.T) {
 		t.Errorf("deleting a synced Secret on a zone: err = %v, want a refusal", err)
 	}
 
+	// A user token made on global works on a zone's HTTPS API (the user-token
+	// keys and access roles are synced; the zone-token keys are not).
+	userTok := strings.TrimSpace(f.global.mustMeshctl(t, "generate", "user-token", "--name", "alice", "--group", "mesh-system:admin", "--valid-for", "1h"))
+	waitFor(t, 20*time.Second, "alice's token accepted by zone-1's HTTPS API", func() bool {
+		status, _ := call(t, z1.httpsClient(t), "GET", "https://"+z1.apiTLS+"/meshes/default", userTok, "", "")
+		return status == http.StatusOK
+	})
+	if out, err := z1.meshctl("get", "secrets", "-m", "default"); err != nil || strings.Contains(out, "zone-token-signing-key") {
+		t.Errorf("zone-1's secrets (%v):\n%s", err, out)
+	}
+	if status, _ := call(t, z1.httpsClient(t), "GET", "https://"+z1.apiTLS+"/global-secrets/zone-token-signing-key-1", userTok, "", ""); status != http.StatusNotFound {
+		t.Errorf("the zone-token signing key reached a zone (GET answers %d)", status)
+	}
+
 	// Global sees every zone's data planes and the zones themselves.
 	waitFor(t, 20*time.Second, "both zones' data planes on global with their certificates", func() bool {
 		out, err := f.global.meshctl("inspect", "dataplanes", "-m", "default")
