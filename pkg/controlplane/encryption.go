@@ -20,10 +20,11 @@ import (
 const EncryptionKeyFile = "encryption.key"
 
 // sealedTypes are the record types holding secrets: Secret and
-// GlobalSecret data (CA keys, token signing keys, credentials) and the
-// data planes' private keys.
+// GlobalSecret data (CA keys, token signing keys, credentials), the data
+// planes' private keys, and Meshes, whose backend conf may hold inline
+// credentials (a Vault token, AWS keys).
 func sealedTypes() []string {
-	return []string{api.TypeSecret, api.TypeGlobalSecret, identity.TypeDataplaneIdentity}
+	return []string{api.TypeSecret, api.TypeGlobalSecret, identity.TypeDataplaneIdentity, api.TypeMesh}
 }
 
 // encryptStore wraps st so that secrets are encrypted at rest. The key is

@@ -55,7 +55,10 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	cp := startCP(t, dataDir)
 	const value = "correct horse battery staple 7f3a"
-	cp.apply(t, "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\n")
+	// A Mesh may hold inline credentials in its backends' conf; a marker
+	// in a field kept as written stands for them.
+	const inMesh = "inline-credential-5d1e"
+	cp.apply(t, "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n  - name: ca-1\n    type: builtin\nlogging:\n  backends:\n  - name: f\n    type: file\n    conf: {path: "+inMesh+"}\n")
 	cp.apply(t, "type: Secret\nmesh: default\nname: db-password\ndata: "+base64.StdEncoding.EncodeToString([]byte(value))+"\n")
 	cp.apply(t, dataplaneYAML("default", "backend-1"))
 	a := startAgent(t, cp, "default", "backend-1", "backend-1")
@@ -72,7 +75,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	dpSigning := secretData(t, cp, "secret", "dataplane-token-signing-key-default-1", "-m", "default")
 	userSigning := secretData(t, cp, "global-secret", "user-token-signing-key-1")
 	dpKeyPEM := []byte(a.file("key.pem"))
-	needles := map[string][]byte{"secret value": []byte(value), "secret value (base64)": []byte(base64.StdEncoding.EncodeToString([]byte(value)))}
+	needles := map[string][]byte{"Mesh's inline credential": []byte(inMesh), "secret value": []byte(value), "secret value (base64)": []byte(base64.StdEncoding.EncodeToString([]byte(value)))}
 	for name, p := range map[string][]byte{"CA key": caKeyPEM, "data-plane key": dpKeyPEM, "dataplane-token signing key": dpSigning, "user-token signing key": userSigning} {
 		block, _ := pem.Decode(p)
 		if block == nil {
