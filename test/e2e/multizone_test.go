@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -94,7 +95,7 @@ func startAgentWithToken(t *testing.T, cp *controlPlane, mesh, name, token strin
 // and what changed on either side meanwhile arrives once global is back.
 func TestMultiZone(t *testing.T) {
 	f := startGlobal(t)
-	f.global.apply(t, builtinMeshWith("1h"))
+	f.global.apply(t, builtinMeshWith("10s"))
 	z1 := f.startZone(t, "zone-1", f.zoneToken(t, "zone-1"))
 	z2 := f.startZone(t, "zone-2", f.zoneToken(t, "zone-2"))
 	for _, z := range []*controlPlane{z1, z2} {
@@ -169,10 +170,18 @@ func TestMultiZone(t *testing.T) {
 	if late.file("ca.pem") != backend.file("ca.pem") {
 		t.Errorf("a data plane registered while global was down got another trust bundle")
 	}
-	z1.restart(t) // restarts on what it synced, global still down
-	if !sameSerial(backend.waitCert(t), b1) {
-		t.Errorf("backend-1 was re-issued by a zone restart")
+	// Both zones keep rotating their 10 s certificates from what they synced.
+	for _, a := range []struct {
+		a    *agent
+		from *x509.Certificate
+	}{{backend, b1}, {web, w1}} {
+		waitFor(t, 30*time.Second, "a rotation with global down", func() bool { return rotatedFrom(a.a.leaf(), a.from) })
 	}
+	z1.restart(t) // restarts on what it synced, global still down
+	afterRestart := backend.waitCert(t)
+	waitFor(t, 30*time.Second, "backend-1 rotating after its zone restarted with global down", func() bool {
+		return rotatedFrom(backend.leaf(), afterRestart) && verifyFiles(backend.file("cert.pem"), backend.file("ca.pem")) == nil
+	})
 
 	// Global back: a Mesh change made now reaches both zones (certificates
 	// re-issued with the new lifetime), and backend-2 appears on global.
