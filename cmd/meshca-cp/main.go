@@ -78,6 +78,8 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Store, "store", envOr("MESHCA_STORE", "sqlite"), "store: sqlite (embedded), memory, or postgres")
 	f.StringVar(&cfg.StoreDSN, "store-dsn", os.Getenv("MESHCA_STORE_DSN"), "PostgreSQL connection string for --store postgres")
 	f.StringVar(&cfg.APIAddress, "api-address", envOr("MESHCA_API_ADDRESS", controlplane.DefaultAPIAddress), "HTTP API listen address")
+	f.Float64Var(&cfg.APIClientRate, "api-client-rate", apiserver.DefaultClientRate, "requests per second each client address may make on the HTTPS API, sustained (over it: 429 with Retry-After); negative: no limit")
+	f.IntVar(&cfg.APIClientBurst, "api-client-burst", apiserver.DefaultClientBurst, "requests each client address may make at once on the HTTPS API")
 	f.Int64Var(&cfg.APIMaxBodyBytes, "api-max-body-bytes", apiserver.DefaultMaxBodyBytes, "largest request body the HTTP API reads (larger ones get 413)")
 	f.Int64Var(&cfg.APIBodyBudgetBytes, "api-body-budget-bytes", apiserver.DefaultBodyBudgetBytes,
 		"bytes of request bodies the HTTP API reads and decodes at once, across all requests (over it: 503 with Retry-After)")

@@ -34,8 +34,15 @@ const (
 //     /healthz, /readyz and Options.PublicPaths.
 //
 // The identity is attached to the request's context (authn.FromContext).
+//
+// On the HTTPS listener each client address is held to its own request
+// rate first (Options.ClientRate; over it, 429 with Retry-After).
 func (s *Server) HandlerFor(l authn.Listener) http.Handler {
-	return s.accessLog(s.recoverPanics(s.screen(l, s.jsonFallback(s.mux))))
+	h := s.screen(l, s.jsonFallback(s.mux))
+	if l == authn.HTTPS {
+		h = s.rateLimited(h)
+	}
+	return s.accessLog(s.recoverPanics(h))
 }
 
 // publicPaths answer anonymous GETs.

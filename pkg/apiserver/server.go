@@ -88,6 +88,11 @@ type Options struct {
 	// Access decides what authenticated callers may do; nil means roles and
 	// bindings are read from the Manager the server exposes.
 	Access *access.Checker
+	// ClientRate and ClientBurst bound each client address's requests on
+	// the HTTPS listener (per second, and at once); 0 means
+	// DefaultClientRate and DefaultClientBurst, a negative ClientRate none.
+	ClientRate  float64
+	ClientBurst int
 	// AllowRemotePlain lets non-loopback clients use the plain listener
 	// (--api-allow-insecure-remote); loopback clients are still held to a
 	// loopback Host header.
@@ -100,13 +105,14 @@ type Options struct {
 
 // Server is meshca's HTTP API.
 type Server struct {
-	mgr    *resources.Manager
-	opts   Options
-	logger *slog.Logger
-	mux    *http.ServeMux
-	bodies *bodyBudget
-	authn  *authn.Authenticator
-	access *access.Checker
+	mgr     *resources.Manager
+	opts    Options
+	logger  *slog.Logger
+	mux     *http.ServeMux
+	bodies  *bodyBudget
+	limiter *clientLimiter // nil: no per-client rate
+	authn   *authn.Authenticator
+	access  *access.Checker
 }
 
 // New returns a Server exposing mgr. It panics if an Extra pattern is
@@ -134,6 +140,16 @@ func New(mgr *resources.Manager, opts Options) *Server {
 	s.access = opts.Access
 	if s.access == nil {
 		s.access = access.New(mgr)
+	}
+	if opts.ClientRate >= 0 {
+		perSecond, burst := opts.ClientRate, opts.ClientBurst
+		if perSecond == 0 {
+			perSecond = DefaultClientRate
+		}
+		if burst <= 0 {
+			burst = DefaultClientBurst
+		}
+		s.limiter = newClientLimiter(perSecond, burst, time.Now)
 	}
 	if s.authn == nil {
 		s.authn = &authn.Authenticator{LocalhostIsAdmin: true}

@@ -43,6 +43,10 @@ type Config struct {
 	StoreDSN string
 
 	APIAddress string
+	// APIClientRate and APIClientBurst bound each client address's requests
+	// on the HTTPS listener (apiserver.Options.ClientRate/ClientBurst).
+	APIClientRate  float64
+	APIClientBurst int
 	// APIMaxBodyBytes and APIBodyBudgetBytes bound one request body and the
 	// bodies being decoded at once (apiserver.Options); 0 means the default.
 	APIMaxBodyBytes, APIBodyBudgetBytes int64
@@ -270,6 +274,8 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		},
 		Mode:            cfg.mode(),
+		ClientRate:      cfg.APIClientRate,
+		ClientBurst:     cfg.APIClientBurst,
 		MaxBodyBytes:    cfg.APIMaxBodyBytes,
 		BodyBudgetBytes: cfg.APIBodyBudgetBytes,
 		Extra: withGUI(withAccess(extraEndpoints(mgr, ids, toks, cfg.MaxTokenValidity, logger, cfg.Pprof), checker, toks, cfg.MaxTokenValidity, logger),
