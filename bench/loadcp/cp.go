@@ -92,6 +92,8 @@ func startCP(ctx context.Context, o cpOptions, onExit func(error)) (*cpProcess, 
 		"--api-address", fmt.Sprintf("127.0.0.1:%d", apiPort),
 		"--dp-server-address", p.sdsAddr,
 		"--api-tls-address", fmt.Sprintf("127.0.0.1:%d", tlsPort),
+		// The load comes from one address, on purpose: no per-client rate.
+		"--api-client-rate", "-1",
 		"--store", o.store,
 		"--log-level", o.logLevel,
 	}
