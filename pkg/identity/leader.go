@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"meshca/pkg/ca"
 	"meshca/pkg/leader"
 	"meshca/pkg/store"
 )
@@ -196,9 +195,7 @@ func (m *Manager) applyLocked(k dpKey, st *dpState, r store.Record, force bool) 
 	m.restoreLocked(st, rec)
 	if st.cur.issued() {
 		st.lastRotated = m.opts.Now()
-		if certs, err := ca.ParseCertificates([]byte(rec.CertPEM)); err == nil {
-			m.logger.Debug("certificate issued by the leader", "mesh", k.mesh, "dataplane", k.name, "serial", certs[0].SerialNumber.Text(16))
-		}
+		m.logger.Debug("certificate issued by the leader", "mesh", k.mesh, "dataplane", k.name, "serial", st.cur.serial)
 	}
 	notify(st)
 	return !had || oldBackend != st.cur.rec.Backend

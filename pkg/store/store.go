@@ -2,7 +2,7 @@
 // optimistic concurrency (every record carries a version; a write with a stale
 // version is refused with ErrConflict), atomic multi-record commits, and change
 // events. Implementations: memory (tests), sqlite (embedded default), and
-// postgres (HA, later).
+// postgres (several control planes on one database).
 //
 // The store never interprets a record's Spec: validation belongs to callers.
 package store
@@ -66,7 +66,10 @@ const (
 	// OpRequire changes nothing and publishes nothing; it fails with
 	// ErrNotFound if the key is absent (a non-zero Version is checked). It
 	// makes a commit conditional on another record, such as a Dataplane's on
-	// its Mesh, atomically: the record cannot be deleted in between.
+	// its Mesh, atomically: the record cannot be deleted in between. With a
+	// version it is also the leader's fence (pkg/leader): every write of the
+	// issuer requires the LeaderTerm record at its term's version, which a
+	// new leader updates (and so waits for, then refuses) before its term.
 	OpRequire
 	// OpRequireNone changes nothing and publishes nothing; it fails with
 	// ErrConflict if any record of Record.Type exists in Record.Mesh (after

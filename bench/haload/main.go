@@ -1,0 +1,386 @@
+// Command haload measures meshca-cp in high availability: N instances on one
+// PostgreSQL database against one instance on SQLite, in the same run.
+//
+//	go run ./bench/haload -dsn postgres://... -n 10000 -instances 3 -kills 10
+//
+// It builds the real meshca-cp, then (1) starts one instance on SQLite,
+// registers -n Dataplanes through its HTTP API and times them until every
+// one is certified; (2) empties the database, starts -instances instances
+// on it sharing an encryption key, registers -n Dataplanes spread over
+// their APIs and times them until every instance serves all certificates;
+// (3) -kills times: kill -9 of the leader, then one new Dataplane registered
+// on a survivor, timed from the kill until it holds a certificate (that is,
+// a new leader elected and issuing), the killed instance restarted before
+// the next kill. It reports times and each instance's peak RSS (VmHWM).
+// The database is the tool's: its tables are emptied.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"meshca/internal/promtext"
+	"meshca/pkg/api"
+	"meshca/pkg/meshctl"
+	"meshca/pkg/store/postgres"
+)
+
+type config struct {
+	dsn                string
+	n, instances, kill int
+	concurrency        int
+	lease, renew       time.Duration
+	timeout            time.Duration
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.dsn, "dsn", os.Getenv("MESHCA_TEST_POSTGRES_DSN"), "PostgreSQL database the instances share (emptied)")
+	flag.IntVar(&c.n, "n", 10000, "dataplanes to register")
+	flag.IntVar(&c.instances, "instances", 3, "meshca-cp instances on PostgreSQL")
+	flag.IntVar(&c.kill, "kills", 10, "leader kills to time")
+	flag.IntVar(&c.concurrency, "concurrency", 32, "concurrent registrations")
+	flag.DurationVar(&c.lease, "lease", 5*time.Second, "--leader-lease-duration")
+	flag.DurationVar(&c.renew, "renew", time.Second, "--leader-renew-interval")
+	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	flag.Parse()
+	if c.dsn == "" {
+		fmt.Fprintln(os.Stderr, "haload: -dsn (or MESHCA_TEST_POSTGRES_DSN) is required")
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if err := run(ctx, c); err != nil {
+		fmt.Fprintln(os.Stderr, "haload:", err)
+		os.Exit(1)
+	}
+}
+
+type instance struct {
+	name, dataDir string
+	api, dp       string
+	args          []string
+	env           []string
+	cmd           *exec.Cmd
+	log           *os.File
+	done          chan struct{}
+	client        *meshctl.Client
+}
+
+func run(ctx context.Context, c config) (err error) {
+	dir, err := os.MkdirTemp("", "haload-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "haload: logs kept in %s\n", dir)
+		}
+	}()
+	bin := filepath.Join(dir, "meshca-cp")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "meshca/cmd/meshca-cp").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build meshca-cp: %w\n%s", err, out)
+	}
+	fmt.Printf("haload: n=%d, %d instances, %d kills, lease %v / renew %v, %d CPUs\n", c.n, c.instances, c.kill, c.lease, c.renew, numCPU())
+
+	// 1. One instance on SQLite.
+	single, err := start(ctx, bin, dir, "sqlite", nil, nil)
+	if err != nil {
+		return err
+	}
+	took, err := certify(ctx, c, []*instance{single})
+	rss := vmHWM(single)
+	single.stop()
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	fmt.Printf("1 instance, SQLite:      all %d certified in %v; peak RSS %s\n", c.n, took.Round(time.Millisecond), rss)
+
+	// 2. N instances on PostgreSQL.
+	if err := emptyDatabase(ctx, c.dsn); err != nil {
+		return err
+	}
+	keyFile := filepath.Join(dir, "encryption.key")
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return err
+	}
+	env := []string{"MESHCA_STORE=postgres", "MESHCA_STORE_DSN=" + c.dsn}
+	args := []string{"--encryption-key-file", keyFile, "--leader-lease-duration", c.lease.String(), "--leader-renew-interval", c.renew.String()}
+	var cps []*instance
+	defer func() {
+		for _, cp := range cps {
+			cp.stop()
+		}
+	}()
+	for i := range c.instances {
+		cp, err := start(ctx, bin, dir, fmt.Sprintf("pg-%d", i), env, args)
+		if err != nil {
+			return err
+		}
+		cps = append(cps, cp)
+	}
+	took2, err := certify(ctx, c, cps)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	var rsses []string
+	for _, cp := range cps {
+		rsses = append(rsses, cp.name+" "+vmHWM(cp))
+	}
+	fmt.Printf("%d instances, PostgreSQL: all %d certified (served by every instance) in %v (%.2fx the SQLite time); peak RSS %s\n",
+		c.instances, c.n, took2.Round(time.Millisecond), took2.Seconds()/took.Seconds(), strings.Join(rsses, ", "))
+
+	// 3. Failover.
+	var times []time.Duration
+	for k := range c.kill {
+		d, err := failover(ctx, cps, k)
+		if err != nil {
+			return fmt.Errorf("kill %d: %w", k+1, err)
+		}
+		times = append(times, d)
+		fmt.Printf("kill %d: first certificate from the new leader %v after kill -9\n", k+1, d.Round(time.Millisecond))
+	}
+	if len(times) > 0 {
+		slices.Sort(times)
+		fmt.Printf("failover (kill -9 of the leader -> first certificate issued by the new leader), %d kills: p50 %v, p99 %v, min %v\n",
+			len(times), times[(len(times)-1)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond), times[0].Round(time.Millisecond))
+	}
+	return nil
+}
+
+func start(ctx context.Context, bin, dir, name string, env, args []string) (*instance, error) {
+	cp := &instance{name: name, dataDir: filepath.Join(dir, name), env: env}
+	cp.api, cp.dp = freeAddr(), freeAddr()
+	store := "sqlite"
+	if env != nil {
+		store = "postgres"
+	}
+	cp.args = append([]string{"run", "--store", store, "--data-dir", cp.dataDir, "--api-address", cp.api, "--dp-server-address", cp.dp, "--api-tls-address", ""}, args...)
+	var err error
+	if cp.client, err = meshctl.NewClient("http://"+cp.api, &http.Client{Timeout: 30 * time.Second}); err != nil {
+		return nil, err
+	}
+	return cp, cp.launch(ctx, bin)
+}
+
+func (cp *instance) launch(ctx context.Context, bin string) error {
+	log, err := os.OpenFile(filepath.Join(filepath.Dir(cp.dataDir), cp.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cp.log = log
+	cp.cmd = exec.Command(bin, cp.args...)
+	cp.cmd.Env = append(os.Environ(), cp.env...)
+	cp.cmd.Stdout, cp.cmd.Stderr = log, log
+	if err := cp.cmd.Start(); err != nil {
+		return err
+	}
+	cp.done = make(chan struct{})
+	go func() { _ = cp.cmd.Wait(); close(cp.done) }()
+	for ctx.Err() == nil {
+		if resp, err := http.Get("http://" + cp.api + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-cp.done:
+			return fmt.Errorf("%s exited at start (log %s)", cp.name, log.Name())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return ctx.Err()
+}
+
+func (cp *instance) stop() {
+	select {
+	case <-cp.done:
+	default:
+		_ = cp.cmd.Process.Signal(syscall.SIGTERM)
+		<-cp.done
+	}
+	cp.log.Close()
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func emptyDatabase(ctx context.Context, dsn string) error {
+	st, err := postgres.Open(ctx, dsn, nil) // migrates
+	if err != nil {
+		return err
+	}
+	_ = st.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, `TRUNCATE resources, changes, leader_lease, control_planes`)
+	return err
+}
+
+func dataplane(name string, i int) *api.Dataplane {
+	return &api.Dataplane{
+		Meta: api.Meta{Type: api.TypeDataplane, Mesh: "default", Name: name},
+		DataplaneSpec: api.DataplaneSpec{Networking: api.Networking{
+			Address: "127.0.0.1",
+			Inbound: []api.Inbound{{Port: 20000 + uint32(i%40000), ServicePort: 8080,
+				Tags: map[string]string{api.ServiceTag: fmt.Sprintf("svc-%03d", i%100)}}},
+		}},
+	}
+}
+
+const validMetric = `meshca_dataplanes_by_cert_state{state="valid"}`
+
+// certify creates the mesh, registers c.n data planes round-robin over the
+// instances and returns the time from the first registration until every
+// instance reports all of them certified.
+func certify(ctx context.Context, c config, cps []*instance) (time.Duration, error) {
+	mesh := &api.Mesh{Meta: api.Meta{Type: api.TypeMesh, Name: "default"}, MeshSpec: api.MeshSpec{MTLS: &api.MTLS{
+		EnabledBackend: "ca-1",
+		Backends:       []api.MTLSBackend{{Name: "ca-1", Type: "builtin", DpCert: &api.DpCert{Rotation: &api.Rotation{Expiration: "1h"}, KeyType: api.KeyTypeECDSAP256}}},
+	}}}
+	if _, err := cps[0].client.Apply(ctx, mesh, false); err != nil {
+		return 0, fmt.Errorf("apply mesh: %w", err)
+	}
+	t0 := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.concurrency)
+	var next atomic.Int64
+	for i := range c.n {
+		g.Go(func() error {
+			cp := cps[int(next.Add(1))%len(cps)]
+			if _, err := cp.client.Apply(gctx, dataplane(fmt.Sprintf("dp-%05d", i), i), false); err != nil {
+				return fmt.Errorf("register dp-%05d on %s: %w", i, cp.name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	for _, cp := range cps {
+		for {
+			s, err := promtext.Scrape(ctx, http.DefaultClient, "http://"+cp.api)
+			if err == nil && s.Get(validMetric) >= float64(c.n) {
+				break
+			}
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("%s: waiting for %d valid certificates: %w", cp.name, c.n, ctx.Err())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return time.Since(t0), nil
+}
+
+// failover kills the leader, registers a data plane on a survivor and times
+// the kill until that data plane is certified; then restarts the killed one.
+func failover(ctx context.Context, cps []*instance, k int) (time.Duration, error) {
+	leader := -1
+	for i, cp := range cps {
+		s, err := promtext.Scrape(ctx, http.DefaultClient, "http://"+cp.api)
+		if err == nil && s.Get("meshca_leader") == 1 {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		return 0, errors.New("no leader")
+	}
+	survivor := cps[(leader+1)%len(cps)]
+	killed := cps[leader]
+	t0 := time.Now()
+	_ = killed.cmd.Process.Kill()
+	<-killed.done
+	name := "failover-" + strconv.Itoa(k)
+	if _, err := survivor.client.Apply(ctx, dataplane(name, 39000+k), false); err != nil {
+		return 0, fmt.Errorf("register %s: %w", name, err)
+	}
+	for {
+		if ok, _ := certified(ctx, survivor, name); ok {
+			break
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%s not certified after killing %s (leader): %w", name, killed.name, ctx.Err())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := time.Since(t0)
+	killed.log.Close()
+	restart := time.Now()
+	if err := killed.launch(ctx, killed.cmd.Path); err != nil {
+		return d, err
+	}
+	fmt.Printf("  (%s restarted, ready after %v)\n", killed.name, time.Since(restart).Round(time.Millisecond))
+	return d, nil
+}
+
+func certified(ctx context.Context, cp *instance, name string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cp.api+"/meshes/default/dataplanes/"+name+"/_overview", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode == http.StatusOK && strings.Contains(b.String(), `"serial"`), nil
+}
+
+// vmHWM returns the instance's peak RSS, read from /proc.
+func vmHWM(cp *instance) string {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", cp.cmd.Process.Pid))
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
+		}
+	}
+	return "?"
+}
+
+func numCPU() int {
+	out, _ := exec.Command("nproc").Output()
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
