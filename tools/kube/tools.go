@@ -1,0 +1,11 @@
+//go:build tools
+
+// Package tools records the commands this module builds, so that go mod tidy
+// keeps their dependencies: kube-apiserver and kubectl from k8s.io/kubernetes
+// (etcd's entry point is ./etcd).
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
