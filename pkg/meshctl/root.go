@@ -69,6 +69,7 @@ func builtinCommands() []func(*App) *cobra.Command {
 		newConfigCmd,
 		newRevokeCmd,
 		newInspectCmd,
+		newInstallCmd,
 		newVersionCmd,
 	}
 }
