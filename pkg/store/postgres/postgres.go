@@ -36,6 +36,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -76,6 +77,13 @@ type Store struct {
 	m *metrics
 	// beforeReconnect, when set (tests), runs before each listener reconnect.
 	beforeReconnect func()
+
+	// The group-commit queue (groupcommit.go).
+	qmu        sync.Mutex
+	queue      []*request
+	closed     bool
+	wake       chan struct{}
+	writerDone chan struct{}
 
 	stopListen context.CancelFunc
 	listenDone chan struct{}
@@ -160,6 +168,8 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 		hub:        storeutil.NewHub(),
 		listenDone: make(chan struct{}),
 		pruneDone:  make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
 		barriers:   make(map[string]func()),
 		m:          newMetrics(),
 	}
@@ -184,6 +194,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 	s.stopListen = cancel
 	go s.listen(listenCtx, listener, position{seq: start, idx: math.MaxInt32})
 	go s.prune(listenCtx)
+	go s.writer()
 	return s, nil
 }
 
@@ -304,25 +315,10 @@ func classify(err error) error {
 	return err
 }
 
-func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
-	if err := storeutil.ValidateOps(ops); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if len(ops) == 0 {
-		return nil
-	}
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("commit: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.Background()) }()
-
-	now := storeutil.Now()
+// applyOps applies one call's ops in tx and returns their events. An error
+// from the database may leave tx in the aborted state (the caller rolls
+// back to its savepoint).
+func applyOps(ctx context.Context, tx pgx.Tx, now time.Time, ops []store.Op) ([]store.Event, error) {
 	var events []store.Event
 	for _, op := range ops {
 		if op.Kind == store.OpRequireNone {
@@ -335,9 +331,9 @@ func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 			case errors.Is(err, pgx.ErrNoRows):
 				continue
 			case err != nil:
-				return fmt.Errorf("commit: read %s records of mesh %q: %w", op.Record.Type, op.Record.Mesh, err)
+				return nil, fmt.Errorf("commit: read %s records of mesh %q: %w", op.Record.Type, op.Record.Mesh, err)
 			}
-			return fmt.Errorf("commit: %w", storeutil.NotNone(op, name))
+			return nil, fmt.Errorf("commit: %w", storeutil.NotNone(op, name))
 		}
 		key := op.Record.Key
 		// A required record is only locked against change (FOR SHARE):
@@ -348,11 +344,11 @@ func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 		}
 		cur, err := get(ctx, tx, getQuery+lock, key)
 		if err != nil {
-			return fmt.Errorf("commit: read %s: %w", key, err)
+			return nil, fmt.Errorf("commit: read %s: %w", key, err)
 		}
 		next, ev, err := storeutil.Apply(cur, op, now)
 		if err != nil {
-			return fmt.Errorf("commit: %w", err)
+			return nil, fmt.Errorf("commit: %w", err)
 		}
 		if op.Kind == store.OpRequire {
 			continue
@@ -361,21 +357,15 @@ func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: concurrent create
 				if op.Kind == store.OpCreate {
-					return fmt.Errorf("commit: create %s: %w", key, store.ErrAlreadyExists)
+					return nil, fmt.Errorf("commit: create %s: %w", key, store.ErrAlreadyExists)
 				}
-				return fmt.Errorf("commit: upsert %s: created concurrently: %w", key, store.ErrConflict)
+				return nil, fmt.Errorf("commit: upsert %s: created concurrently: %w", key, store.ErrConflict)
 			}
-			return fmt.Errorf("commit: write %s: %w", key, err)
+			return nil, fmt.Errorf("commit: write %s: %w", key, err)
 		}
 		events = append(events, ev)
 	}
-	if err := publish(ctx, tx, now, events); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return events, nil
 }
 
 func write(ctx context.Context, tx pgx.Tx, key store.Key, exists bool, next *store.Record) error {
@@ -450,6 +440,11 @@ func (s *Store) sendBarrier(ctx context.Context, token string) error {
 // Close implements store.Store. It is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.qmu.Lock()
+		s.closed = true
+		s.qmu.Unlock()
+		s.signal()
+		<-s.writerDone
 		s.stopListen()
 		<-s.listenDone
 		<-s.pruneDone
