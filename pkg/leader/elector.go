@@ -234,7 +234,13 @@ func (e *Elector) step(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, e.opts.RenewInterval)
 	defer cancel()
 	start := e.opts.Now()
-	if e.heartbeat(cctx); e.Current() != nil {
+	// The lease first: the heartbeat must not eat into its time.
+	defer func() {
+		hctx, hcancel := context.WithTimeout(ctx, e.opts.RenewInterval)
+		defer hcancel()
+		e.heartbeat(hctx)
+	}()
+	if e.Current() != nil {
 		ok, err := e.renew(cctx)
 		switch {
 		case err != nil:
