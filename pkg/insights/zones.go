@@ -1,12 +1,14 @@
 package insights
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
+	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
 	"meshca/pkg/zonesync"
 )
@@ -63,6 +65,17 @@ type ZoneOverview struct {
 	ModificationTime time.Time   `json:"modificationTime"`
 	Zone             ZoneSpec    `json:"zone"`
 	ZoneInsight      ZoneInsight `json:"zoneInsight"`
+	// Dataplanes is meshca's: the zone's data planes as it reported them.
+	Dataplanes ZoneDataplanes `json:"dataplanes"`
+}
+
+// ZoneDataplanes counts a zone's data planes and those whose last
+// issuance failed, with one of their errors (a backend conf the zone
+// cannot use, e.g. a file: credential missing on its host).
+type ZoneDataplanes struct {
+	Total     int    `json:"total"`
+	Failing   int    `json:"failing"`
+	LastError string `json:"lastError,omitempty"`
 }
 
 // ZoneSpec is Kuma's Zone spec.
@@ -112,8 +125,11 @@ func (s *Service) zoneHandlers(logger *slog.Logger, h map[string]http.Handler) {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			var items []any
 			if s.zones != nil {
+				counts := s.zoneDataplanes(r.Context())
 				for _, z := range s.zones.Zones() {
-					items = append(items, shape(zoneOverview(z)))
+					o := zoneOverview(z)
+					o.Dataplanes = counts[z.Name]
+					items = append(items, shape(o))
 				}
 			}
 			if items == nil {
@@ -128,7 +144,9 @@ func (s *Service) zoneHandlers(logger *slog.Logger, h map[string]http.Handler) {
 			if s.zones != nil {
 				for _, z := range s.zones.Zones() {
 					if z.Name == name {
-						apiserver.WriteJSON(w, http.StatusOK, shape(zoneOverview(z)))
+						o := zoneOverview(z)
+						o.Dataplanes = s.zoneDataplanes(r.Context())[z.Name]
+						apiserver.WriteJSON(w, http.StatusOK, shape(o))
 						return
 					}
 				}
@@ -155,4 +173,33 @@ func (s *Service) zoneHandlers(logger *slog.Logger, h map[string]http.Handler) {
 	h["GET /zones/{name}/_overview"] = one(overview)
 	h["GET /zones+insights/{name}"] = one(overview)
 	h["GET /zone-insights/{name}"] = one(insight)
+}
+
+// zoneDataplanes counts, by zone, the data planes zones reported and those
+// whose last issuance failed.
+func (s *Service) zoneDataplanes(ctx context.Context) map[string]ZoneDataplanes {
+	out := map[string]ZoneDataplanes{}
+	dps, err := s.store.List(ctx, api.TypeDataplane, "")
+	if err != nil {
+		return out
+	}
+	for _, r := range dps {
+		m := r.GetMeta()
+		zone := m.Labels[zonesync.LabelZone]
+		if zone == "" {
+			continue
+		}
+		c := out[zone]
+		c.Total++
+		if s.remote != nil {
+			if in, ok := s.remote(m.Mesh, m.Name); ok && in.MTLS != nil && in.MTLS.LastError != "" {
+				c.Failing++
+				if c.LastError == "" {
+					c.LastError = in.MTLS.LastError
+				}
+			}
+		}
+		out[zone] = c
+	}
+	return out
 }

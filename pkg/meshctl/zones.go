@@ -31,7 +31,7 @@ func newInspectZonesCmd(app *App) *cobra.Command {
 			}
 			now := app.Now()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 3, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATUS\tSINCE\tLAST SYNC\tRESOURCES SENT\tRESOURCES RECEIVED\tVERSION")
+			fmt.Fprintln(tw, "NAME\tSTATUS\tSINCE\tLAST SYNC\tRESOURCES SENT\tRESOURCES RECEIVED\tVERSION\tDATAPLANES\tFAILING\tLAST ERROR")
 			for _, z := range page.Items {
 				status, since, last, sent, received, version := "Offline", "-", "-", "0", "0", "-"
 				if subs := z.ZoneInsight.Subscriptions; len(subs) > 0 {
@@ -48,7 +48,8 @@ func newInspectZonesCmd(app *App) *cobra.Command {
 					sent, received = orDash(s.Status.Total.ResponsesSent), fmt.Sprint(s.ResourcesReceived)
 					version = orDash(s.Version.KumaCp.Version)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", z.Name, status, since, last, sent, received, version)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", z.Name, status, since, last, sent, received, version,
+					z.Dataplanes.Total, z.Dataplanes.Failing, orDash(z.Dataplanes.LastError))
 			}
 			return tw.Flush()
 		},

@@ -360,6 +360,10 @@ func TestMultiZoneACMPCA(t *testing.T) {
 		out, err := z1.meshctl("inspect", "dataplanes", "-m", "default")
 		return err == nil && strings.Contains(out, "accessKeySecret") && strings.Contains(out, "/nonexistent/meshca/key.txt")
 	})
+	waitFor(t, 30*time.Second, "global's inspect zones showing zone-1's failing data plane and why", func() bool {
+		out, err := g.meshctl("inspect", "zones")
+		return err == nil && strings.Contains(out, "accessKeySecret") && strings.Contains(out, "/nonexistent/meshca/key.txt")
+	})
 }
 
 func mustRead(t *testing.T, path string) string {
