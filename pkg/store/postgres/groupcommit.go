@@ -26,6 +26,8 @@ const (
 	// reach the database once their call is taken: cancelling one must not
 	// abort the others'.
 	groupTimeout = 30 * time.Second
+	// lockTimeout bounds one call's wait for a row lock.
+	lockTimeout = "5s"
 )
 
 // ErrClosed is returned by Commit after Close.
@@ -157,6 +159,13 @@ func (s *Store) commitGroup(group []*request) {
 		return
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
+	// One call waiting for a row another process holds (a paused instance
+	// inside a transaction) must not hold up the whole group for long: it
+	// fails alone after lockTimeout.
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
+		return
+	}
 
 	now := storeutil.Now()
 	var events []store.Event
