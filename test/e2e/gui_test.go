@@ -405,3 +405,30 @@ func evalVoid(expr string) chromedp.Action[chromedp.Void] {
 		return chromedp.Void{}, err
 	}
 }
+
+// TestGUIZones: on a global control plane the Zones page lists each zone,
+// online or not (in words, not by colour alone), with its data planes as
+// the zone reports them, refreshed without a reload: a zone stopped shows
+// as offline.
+func TestGUIZones(t *testing.T) {
+	b := newBrowser(t)
+	f := startGlobal(t)
+	f.global.apply(t, builtinMeshWith("1h"))
+	z1 := f.startZone(t, "zone-1", f.zoneToken(t, "zone-1"))
+	waitFor(t, 20*time.Second, "the mesh in zone-1", func() bool {
+		_, err := z1.meshctl("get", "mesh", "default")
+		return err == nil
+	})
+	z1.apply(t, dataplane("default", "backend-1", "backend", 9001))
+
+	b.do("open the Zones page", chromedp.Navigate("http://"+f.global.api+"/gui/#/zones"))
+	b.waitText(20*time.Second, "zone-1 online", `tr[data-zone="zone-1"] [data-field="status"]`, func(s string) bool { return strings.Contains(s, "Online") })
+	b.waitText(20*time.Second, "zone-1's data plane counted", `tr[data-zone="zone-1"] [data-field="dataplanes"]`, func(s string) bool { return s == "1" })
+	b.checkPage("zones")
+	evalAs[bool](b, `window.meshcaNoReload = true`)
+	z1.proc.stop()
+	b.waitText(20*time.Second, "zone-1 offline", `tr[data-zone="zone-1"] [data-field="status"]`, func(s string) bool { return strings.Contains(s, "Offline") })
+	if !evalAs[bool](b, `window.meshcaNoReload === true`) {
+		t.Fatal("the page was reloaded")
+	}
+}

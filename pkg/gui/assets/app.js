@@ -86,6 +86,7 @@ function route() {
   const [path, query] = raw.split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(query || "");
+  if (parts[0] === "zones") return { page: "zones", params };
   if (parts[0] !== "meshes") return { page: "meshes", params };
   if (parts.length === 1) return { page: "meshes", params };
   const mesh = parts[1];
@@ -96,6 +97,7 @@ function route() {
 
 function href(page, mesh, params, name) {
   const m = encodeURIComponent(mesh);
+  if (page === "zones") return "#/zones";
   let p = page === "meshes" ? "#/meshes" : `#/meshes/${m}/${page === "dataplane" ? "dataplanes/" + encodeURIComponent(name) : page}`;
   const q = params ? new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== undefined && v !== null)).toString() : "";
   return q ? `${p}?${q}` : p;
@@ -168,7 +170,7 @@ function start() {
   clearTimeout(state.timer);
   const r = route();
   if (r.mesh && r.mesh !== "-") state.lastMesh = r.mesh;
-  const views = { meshes: MeshesPage, dataplanes: TablePage, dataplane: DetailPage, timeline: TimelinePage, budget: BudgetPage };
+  const views = { meshes: MeshesPage, zones: ZonesPage, dataplanes: TablePage, dataplane: DetailPage, timeline: TimelinePage, budget: BudgetPage };
   const main = document.getElementById("main");
   main.replaceChildren(h("p", { text: "Loading…" }));
   state.view = new views[r.page](r, main);
@@ -202,7 +204,7 @@ function start() {
 // refreshMeshList fills the mesh picker once per page (the Meshes page
 // keeps it current itself) and resolves the "-" placeholder mesh.
 async function refreshMeshList(r) {
-  if (r.page === "meshes" || (r.listed && r.mesh !== "-")) return;
+  if (r.page === "meshes" || r.page === "zones" || (r.listed && r.mesh !== "-")) return;
   const body = await getJSON("/gui/api/meshes");
   r.listed = true;
   setMeshes(body.meshes.map((m) => m.name));
@@ -243,9 +245,50 @@ function markNav(r) {
   const mesh = r.mesh && r.mesh !== "-" ? r.mesh : state.lastMesh || "-";
   for (const a of document.querySelectorAll("#nav a")) {
     const page = a.dataset.page;
-    a.setAttribute("href", page === "meshes" ? "#/meshes" : href(page, mesh));
+    a.setAttribute("href", page === "meshes" || page === "zones" ? `#/${page}` : href(page, mesh));
     const current = page === r.page || (page === "dataplanes" && r.page === "dataplane");
     if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+}
+
+// ---- Zones page -------------------------------------------------------------
+
+// ZonesPage lists a global control plane's zones (Kuma's /zones/_overview):
+// connected or not and since when, last sync, traffic, and their data
+// planes' certificate state as the zones report it.
+class ZonesPage {
+  constructor(r, main) { this.r = r; this.main = main; document.title = "Zones · meshca"; }
+
+  async refresh() {
+    const body = await getJSON("/zones/_overview?size=1000");
+    const now = new Date().toISOString();
+    const out = [h("h1", { text: "Zones" })];
+    if (!body.items.length) {
+      out.push(h("p", { text: "No zone. Zones exist on a global control plane (meshca-cp run --mode global): each zone control plane that connected once is listed here." }));
+    } else {
+      const t = h("table", { class: "zones" }, h("thead", {}, h("tr", {},
+        ...["Zone", "Status", "Since", "Last sync", "Data planes", "Failing", "Last error", "Version"].map((c) => h("th", { scope: "col", text: c })))));
+      const tb = h("tbody");
+      for (const z of body.items) {
+        const subs = z.zoneInsight.subscriptions || [];
+        const sub = subs[subs.length - 1] || { status: {}, version: { kumaCp: {} } };
+        const online = !!(sub.connectTime && !sub.disconnectTime);
+        const since = online ? sub.connectTime : sub.disconnectTime;
+        const dp = z.dataplanes || { total: 0, failing: 0 };
+        tb.append(h("tr", { "data-zone": z.name },
+          h("th", { scope: "row", text: z.name }),
+          h("td", {}, h("span", { class: `badge ${online ? "st-valid" : "st-failing"}`, "data-field": "status", text: online ? "Online" : "Offline" })),
+          h("td", {}, when(since, now)),
+          h("td", {}, when(sub.status.lastUpdateTime, now)),
+          h("td", { "data-field": "dataplanes", text: num(dp.total) }),
+          h("td", { "data-field": "failing", class: dp.failing ? "err" : "", text: num(dp.failing) }),
+          h("td", { class: "err-text", text: dp.lastError || "—" }),
+          h("td", { text: (sub.version.kumaCp || {}).version || "—" })));
+      }
+      t.append(tb);
+      out.push(h("div", { class: "table-wrap" }, t));
+    }
+    keepFocus(this.main, () => this.main.replaceChildren(...out));
   }
 }
 
