@@ -21,6 +21,7 @@ import (
 	"meshca/pkg/audit"
 	"meshca/pkg/authn"
 	"meshca/pkg/ca"
+	"meshca/pkg/ca/acmpca"
 	"meshca/pkg/datasource"
 	"meshca/pkg/gui"
 	"meshca/pkg/identity"
@@ -174,7 +175,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, ReadOnly: readOnlyGuard(cfg, st), CAsElsewhere: cfg.mode() == ModeGlobal,
-		OwnedTypes: []string{identity.TypeDataplaneIdentity, zonesync.TypeDataplaneInsight}})
+		OwnedTypes: []string{identity.TypeDataplaneIdentity, zonesync.TypeDataplaneInsight, acmpca.TypeBilling}})
 	elector, err := newElector(ctx, cfg, st, logger)
 	if err != nil {
 		return err

@@ -110,6 +110,7 @@ type stateKey struct{ mesh, name string }
 
 type backend struct {
 	sources *datasource.Resolver
+	store   store.Store // billing counts (nil: kept in memory only)
 	log     *slog.Logger
 	hooks   hooks
 	m       *metrics
@@ -178,6 +179,7 @@ func newBackend(deps ca.Deps, h hooks) (*backend, error) {
 	}
 	return &backend{
 		sources: deps.Sources,
+		store:   deps.Store,
 		log:     deps.Logger.With("backendType", Type),
 		hooks:   h,
 		m:       newMetrics(),
@@ -691,6 +693,9 @@ func (b *backend) issue(ctx context.Context, mesh string, mb api.MTLSBackend, re
 	if st.firstSeen(certARN, b.hooks.now()) {
 		b.m.issued.Inc()
 		st.budget.use.issued()
+		if err := b.countBillable(ctx, mesh, mb.Name); err != nil {
+			b.log.Warn("could not record a billable certificate in the store; the counts shown may be low", "mesh", mesh, "backend", mb.Name, "error", err)
+		}
 	}
 
 	got, err := b.poll(rctx, client, rc.conf.Arn, certARN, limit)

@@ -1,6 +1,7 @@
 package acmpca
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -23,7 +24,7 @@ type Usage struct {
 	Throttles int64 `json:"throttles"`
 	// IssuedToday and IssuedThisMonth count billable certificates (a new
 	// certificate ARN; idempotent replays excluded), by UTC calendar day
-	// and month.
+	// and month, as kept in the store (TypeBilling) for every instance.
 	IssuedToday     int64 `json:"issuedToday"`
 	IssuedThisMonth int64 `json:"issuedThisMonth"`
 	// Since is when counting started (the first request after start).
@@ -51,9 +52,19 @@ func (b *backend) Usage(mesh, name string) (Usage, bool) {
 	st := b.states[stateKey{mesh, name}]
 	b.mu.Unlock()
 	if st == nil {
+		// Nothing asked of ACM PCA since this process started: the month's
+		// counts are still in the store.
+		if c, ok := b.storedBilling(context.Background(), mesh, name); ok {
+			return Usage{IssuedToday: c.IssuedDay, IssuedThisMonth: c.IssuedMonth}, true
+		}
 		return Usage{}, false
 	}
 	u := st.budget.use.snapshot()
+	// The month's counts are the store's (every instance, across restarts)
+	// whenever it has them.
+	if c, ok := b.storedBilling(context.Background(), mesh, name); ok {
+		u.IssuedToday, u.IssuedThisMonth = max(u.IssuedToday, c.IssuedDay), max(u.IssuedThisMonth, c.IssuedMonth)
+	}
 	st.budget.issue.mu.Lock()
 	u.MaxRequestsPerSecond = st.budget.issue.ceiling
 	u.CurrentLimit = float64(st.budget.issue.lim.Limit())
