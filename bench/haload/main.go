@@ -8,7 +8,9 @@
 // one is certified; (2) empties the database, starts -instances instances
 // on it sharing an encryption key, registers -n Dataplanes spread over
 // their APIs and times them until every instance serves all certificates;
-// (3) -kills times: kill -9 of the leader, then one new Dataplane registered
+// (3) with -sds, opens one SDS stream per data plane spread over the
+// instances and times a rotation of all as the clients see it; (4) -kills
+// times: kill -9 of the leader, then one new Dataplane registered
 // on a survivor, timed from the kill until it holds a certificate (that is,
 // a new leader elected and issuing), the killed instance restarted before
 // the next kill. It reports times and each instance's peak RSS (VmHWM).
@@ -49,6 +51,7 @@ type config struct {
 	dsn                string
 	n, instances, kill int
 	concurrency        int
+	sds                bool
 	lease, renew       time.Duration
 	timeout            time.Duration
 }
@@ -62,6 +65,7 @@ func main() {
 	flag.IntVar(&c.concurrency, "concurrency", 32, "concurrent registrations")
 	flag.DurationVar(&c.lease, "lease", 5*time.Second, "--leader-lease-duration")
 	flag.DurationVar(&c.renew, "renew", time.Second, "--leader-renew-interval")
+	flag.BoolVar(&c.sds, "sds", true, "hold one SDS stream per data plane (spread over the instances) and time a rotation of all")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "bound on the whole run")
 	flag.Parse()
 	if c.dsn == "" {
@@ -154,7 +158,15 @@ func run(ctx context.Context, c config) (err error) {
 	fmt.Printf("%d instances, PostgreSQL: all %d certified (served by every instance) in %v (%.2fx the SQLite time); peak RSS %s\n",
 		c.instances, c.n, took2.Round(time.Millisecond), took2.Seconds()/took.Seconds(), strings.Join(rsses, ", "))
 
-	// 3. Failover.
+	// 3. SDS: every data plane streaming from one of the instances, a
+	// rotation of all, measured as the clients see it.
+	if c.sds {
+		if err := sdsRotation(ctx, c, cps); err != nil {
+			return fmt.Errorf("sds: %w", err)
+		}
+	}
+
+	// 4. Failover.
 	var times []time.Duration
 	for k := range c.kill {
 		d, err := failover(ctx, cps, k)
@@ -383,4 +395,99 @@ func numCPU() int {
 	out, _ := exec.Command("nproc").Output()
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
+}
+
+// sdsRotation fetches a token per data plane, opens its SDS stream on
+// instance i%N, re-applies the mesh with another lifetime (every certificate
+// re-issued by the leader) and reports when the clients received theirs.
+func sdsRotation(ctx context.Context, c config, cps []*instance) error {
+	clients := make([]*sdsClient, c.n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.concurrency)
+	for i := range clients {
+		clients[i] = &sdsClient{name: fmt.Sprintf("dp-%05d", i)}
+		g.Go(func() error {
+			var tok []byte
+			body := map[string]string{"mesh": "default", "name": clients[i].name}
+			if _, err := cps[i%len(cps)].client.Do(gctx, http.MethodPost, "/tokens/dataplane", nil, body, &tok); err != nil {
+				return fmt.Errorf("token for %s: %w", clients[i].name, err)
+			}
+			clients[i].token = strings.TrimSpace(string(tok))
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var loads []*sdsLoad
+	defer func() {
+		stop()
+		for _, l := range loads {
+			l.close()
+		}
+	}()
+	for i, cp := range cps {
+		caPEM, err := os.ReadFile(filepath.Join(cp.dataDir, "dp-server-ca.pem"))
+		if err != nil {
+			return err
+		}
+		var mine []*sdsClient
+		for j := i; j < len(clients); j += len(cps) {
+			mine = append(mine, clients[j])
+		}
+		l, err := startSDS(sctx, cp.dp, caPEM, mine)
+		if l != nil {
+			loads = append(loads, l)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	count := func(f func(*sdsLoad) int64) int64 {
+		var n int64
+		for _, l := range loads {
+			n += f(l)
+		}
+		return n
+	}
+	for count(func(l *sdsLoad) int64 { return l.gotFirst.Load() + l.failed.Load() }) < int64(c.n) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if f := count(func(l *sdsLoad) int64 { return l.failed.Load() }); f > 0 {
+		return fmt.Errorf("%d SDS streams failed", f)
+	}
+	mesh := &api.Mesh{Meta: api.Meta{Type: api.TypeMesh, Name: "default"}, MeshSpec: api.MeshSpec{MTLS: &api.MTLS{
+		EnabledBackend: "ca-1",
+		Backends:       []api.MTLSBackend{{Name: "ca-1", Type: "builtin", DpCert: &api.DpCert{Rotation: &api.Rotation{Expiration: "59m"}, KeyType: api.KeyTypeECDSAP256}}},
+	}}}
+	trigger := time.Now()
+	if _, err := cps[0].client.Apply(ctx, mesh, false); err != nil {
+		return fmt.Errorf("re-apply mesh: %w", err)
+	}
+	for count(func(l *sdsLoad) int64 { return l.rotated.Load() + l.failed.Load() }) < int64(c.n) {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%d of %d clients got their new certificate: %w", count(func(l *sdsLoad) int64 { return l.rotated.Load() }), c.n, ctx.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	all := time.Since(trigger)
+	lat := make([]time.Duration, 0, len(clients))
+	for _, cl := range clients {
+		lat = append(lat, cl.rotatedAt.Sub(trigger))
+	}
+	slices.Sort(lat)
+	q := func(f float64) time.Duration { return lat[int(f*float64(len(lat)-1))].Round(time.Millisecond) }
+	fmt.Printf("rotation of all %d, %d SDS streams spread over %d instances: received by all %v after the trigger; per client p50 %v, p99 %v\n",
+		c.n, c.n, len(cps), all.Round(time.Millisecond), q(0.5), q(0.99))
+	var rsses []string
+	for _, cp := range cps {
+		rsses = append(rsses, cp.name+" "+vmHWM(cp))
+	}
+	fmt.Printf("peak RSS with the streams and the rotation: %s\n", strings.Join(rsses, ", "))
+	return nil
 }
