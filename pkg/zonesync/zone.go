@@ -335,12 +335,13 @@ func (z *Zone) send(ctx context.Context, s grpc.ClientStream) error {
 	// and then.
 	tick := time.NewTicker(z.cfg.Resync)
 	defer tick.Stop()
+	v, err := z.newView(ctx)
+	if err != nil {
+		return err
+	}
 	nonce := 0
 	for {
-		cur, err := z.local(ctx)
-		if err != nil {
-			return err
-		}
+		cur := v.cur
 		for _, typ := range zoneToGlobalTypes {
 			resp := &discoveryv3.DeltaDiscoveryResponse{TypeUrl: TypeURLPrefix + typ}
 			for _, name := range slices.Sorted(maps.Keys(cur[typ])) {
@@ -386,13 +387,20 @@ func (z *Zone) send(ctx context.Context, s grpc.ClientStream) error {
 			}
 			goto wait
 		case <-tick.C:
-		case <-events:
-			// Coalesce a burst (a mass rotation) into one response.
+			// Insights change without a store event (a backend's last error).
+			if err := v.refreshInsights(nil); err != nil {
+				return err
+			}
+		case ev := <-events:
+			// Coalesce a burst (a mass rotation) into one response, and
+			// rework only the data planes it touched.
+			batch := []store.Event{ev}
 			timer := time.NewTimer(200 * time.Millisecond)
 		coalesce:
 			for {
 				select {
-				case <-events:
+				case ev := <-events:
+					batch = append(batch, ev)
 				case <-timer.C:
 					break coalesce
 				case <-ctx.Done():
@@ -400,39 +408,101 @@ func (z *Zone) send(ctx context.Context, s grpc.ClientStream) error {
 					return ctx.Err()
 				}
 			}
+			if err := v.apply(batch); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// local is what the zone reports now, by type and name.
-func (z *Zone) local(ctx context.Context) (map[string]map[string]*discoveryv3.Resource, error) {
-	dps, err := z.store.List(ctx, api.TypeDataplane, "")
+// view is what a zone reports to global, kept current from store events so
+// that a change costs work for the data planes it touched, not for all.
+type view struct {
+	z   *Zone
+	dps map[string]store.Record // by resource name
+	// cur is what the zone reports now, by type and resource name.
+	cur map[string]map[string]*discoveryv3.Resource
+}
+
+func (z *Zone) newView(ctx context.Context) (*view, error) {
+	recs, err := z.store.List(ctx, api.TypeDataplane, "")
 	if err != nil {
 		return nil, fmt.Errorf("list dataplanes: %w", err)
 	}
-	out := map[string]map[string]*discoveryv3.Resource{}
+	v := &view{z: z, dps: map[string]store.Record{}, cur: map[string]map[string]*discoveryv3.Resource{}}
 	for _, typ := range zoneToGlobalTypes {
-		out[typ] = map[string]*discoveryv3.Resource{}
+		v.cur[typ] = map[string]*discoveryv3.Resource{}
 	}
-	for _, dp := range dps {
-		if dp.Labels[LabelOrigin] == OriginGlobal {
-			continue
-		}
-		res, err := encode(api.TypeDataplane, toWire(dp))
-		if err != nil {
+	for _, dp := range recs {
+		if err := v.setDataplane(dp); err != nil {
 			return nil, err
 		}
-		out[api.TypeDataplane][res.Name] = res
-		if z.cfg.Insight == nil {
-			continue
-		}
-		if body, ok := z.cfg.Insight(dp); ok && json.Valid(body) {
-			res, err := encode(TypeDataplaneInsight, wireRecord{Mesh: dp.Mesh, Name: dp.Name, Spec: body})
-			if err != nil {
-				return nil, err
-			}
-			out[TypeDataplaneInsight][res.Name] = res
+	}
+	return v, v.refreshInsights(nil)
+}
+
+// setDataplane records a zone Dataplane and its wire form.
+func (v *view) setDataplane(dp store.Record) error {
+	if dp.Labels[LabelOrigin] == OriginGlobal {
+		return nil
+	}
+	res, err := encode(api.TypeDataplane, toWire(dp))
+	if err != nil {
+		return err
+	}
+	v.dps[res.Name] = dp
+	v.cur[api.TypeDataplane][res.Name] = res
+	return nil
+}
+
+// refreshInsights recomputes the insights of names (all when nil).
+func (v *view) refreshInsights(names map[string]bool) error {
+	if v.z.cfg.Insight == nil {
+		return nil
+	}
+	if names == nil {
+		names = make(map[string]bool, len(v.dps))
+		for name := range v.dps {
+			names[name] = true
 		}
 	}
-	return out, nil
+	for name := range names {
+		dp, ok := v.dps[name]
+		if !ok {
+			continue
+		}
+		body, ok := v.z.cfg.Insight(dp)
+		if !ok || !json.Valid(body) {
+			delete(v.cur[TypeDataplaneInsight], name)
+			continue
+		}
+		res, err := encode(TypeDataplaneInsight, wireRecord{Mesh: dp.Mesh, Name: dp.Name, Spec: body})
+		if err != nil {
+			return err
+		}
+		v.cur[TypeDataplaneInsight][name] = res
+	}
+	return nil
+}
+
+// apply takes a batch of store events into the view.
+func (v *view) apply(batch []store.Event) error {
+	touched := map[string]bool{}
+	for _, ev := range batch {
+		name := resourceName(ev.Record.Mesh, ev.Record.Name)
+		touched[name] = true
+		if ev.Record.Type != api.TypeDataplane {
+			continue // a certificate changed: its insight is recomputed below
+		}
+		if ev.Kind == store.EventDeleted {
+			delete(v.dps, name)
+			delete(v.cur[api.TypeDataplane], name)
+			delete(v.cur[TypeDataplaneInsight], name)
+			continue
+		}
+		if err := v.setDataplane(ev.Record); err != nil {
+			return err
+		}
+	}
+	return v.refreshInsights(touched)
 }
