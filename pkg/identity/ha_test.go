@@ -163,6 +163,10 @@ func TestFollowerServesLeaderIssues(t *testing.T) {
 		t.Errorf("follower serves a certificate without the new service: %v", certs[0].URIs)
 	}
 
+	if h := b.ids.History("default", "web-1"); len(h) != 2 || h[1].Serial != identity.DisplaySerial(second) {
+		t.Errorf("follower's history of web-1 = %+v, want the two certificates the leader issued", h)
+	}
+
 	a.stop()
 	waitUntil(t, "b leads", func() bool { return b.el.Current() != nil })
 	b.apply(t, "type: Dataplane\nmesh: default\nname: web-2\nnetworking: {address: 127.0.0.1, inbound: [{port: 9003, tags: {kuma.io/service: web}}]}\n")

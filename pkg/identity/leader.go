@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"meshca/pkg/api"
 	"meshca/pkg/leader"
 	"meshca/pkg/store"
 )
@@ -194,7 +195,9 @@ func (m *Manager) applyLocked(k dpKey, st *dpState, r store.Record, force bool) 
 	}
 	m.restoreLocked(st, rec)
 	if st.cur.issued() {
-		st.lastRotated = m.opts.Now()
+		// As the leader recorded it, so every instance shows the same.
+		st.lastRotated = rec.IssuedAt
+		recordHistoryLocked(st, api.MTLSBackend{Name: rec.Backend}, st.cur, nil, rec.IssuedAt)
 		m.logger.Debug("certificate issued by the leader", "mesh", k.mesh, "dataplane", k.name, "serial", st.cur.serial)
 	}
 	notify(st)
