@@ -465,6 +465,7 @@ func sdsRotation(ctx context.Context, c config, cps []*instance) error {
 		EnabledBackend: "ca-1",
 		Backends:       []api.MTLSBackend{{Name: "ca-1", Type: "builtin", DpCert: &api.DpCert{Rotation: &api.Rotation{Expiration: "59m"}, KeyType: api.KeyTypeECDSAP256}}},
 	}}}
+	before := pushBuckets(ctx, cps)
 	trigger := time.Now()
 	if _, err := cps[0].client.Apply(ctx, mesh, false); err != nil {
 		return fmt.Errorf("re-apply mesh: %w", err)
@@ -484,10 +485,62 @@ func sdsRotation(ctx context.Context, c config, cps []*instance) error {
 	q := func(f float64) time.Duration { return lat[int(f*float64(len(lat)-1))].Round(time.Millisecond) }
 	fmt.Printf("rotation of all %d, %d SDS streams spread over %d instances: received by all %v after the trigger; per client p50 %v, p99 %v\n",
 		c.n, c.n, len(cps), all.Round(time.Millisecond), q(0.5), q(0.99))
+	after := pushBuckets(ctx, cps)
+	fmt.Printf("  server view (certificate changed on the instance -> response sent), all instances: p50 <= %s, p99 <= %s\n",
+		bucketQuantile(before, after, 0.5), bucketQuantile(before, after, 0.99))
 	var rsses []string
 	for _, cp := range cps {
 		rsses = append(rsses, cp.name+" "+vmHWM(cp))
 	}
 	fmt.Printf("peak RSS with the streams and the rotation: %s\n", strings.Join(rsses, ", "))
 	return nil
+}
+
+const pushBucket = `meshca_sds_push_latency_seconds_bucket{le="`
+
+// pushBuckets sums the SDS push latency histogram's cumulative buckets over
+// the instances, by upper bound.
+func pushBuckets(ctx context.Context, cps []*instance) map[float64]float64 {
+	out := map[float64]float64{}
+	for _, cp := range cps {
+		s, err := promtext.Scrape(ctx, http.DefaultClient, "http://"+cp.api)
+		if err != nil {
+			continue
+		}
+		for k, v := range s {
+			if le, ok := strings.CutPrefix(k, pushBucket); ok {
+				bound, err := strconv.ParseFloat(strings.TrimSuffix(le, `"}`), 64)
+				if err == nil || strings.HasPrefix(le, "+Inf") {
+					if err != nil {
+						bound = 1e18
+					}
+					out[bound] += v
+				}
+			}
+		}
+	}
+	return out
+}
+
+// bucketQuantile returns the upper bound of the bucket holding quantile q of
+// the pushes between two scrapes.
+func bucketQuantile(before, after map[float64]float64, q float64) string {
+	bounds := make([]float64, 0, len(after))
+	for b := range after {
+		bounds = append(bounds, b)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return "?"
+	}
+	total := after[bounds[len(bounds)-1]] - before[bounds[len(bounds)-1]]
+	for _, b := range bounds {
+		if after[b]-before[b] >= q*total {
+			if b >= 1e18 {
+				return "+Inf"
+			}
+			return (time.Duration(b * float64(time.Second))).String()
+		}
+	}
+	return "?"
 }
