@@ -70,9 +70,13 @@ func encryptStore(ctx context.Context, cfg Config, st store.Store, logger *slog.
 	sealed := secretbox.WrapStore(st, secretbox.NewBox(key, previous...), sealedTypes()...)
 	if err := sealed.Check(ctx); err != nil {
 		if errors.Is(err, secretbox.ErrWrongKey) {
+			shared := ""
+			if storeName(cfg) == "postgres" {
+				shared = " Control planes sharing a PostgreSQL store must all be given the same --encryption-key-file."
+			}
 			return nil, fmt.Errorf("the encryption key %s (key ID %s) does not open this store's secrets: %w. "+
-				"Start with the key they were written with (--encryption-key-file); to rotate, give the new key and the old one with --previous-encryption-key-file. Nothing was changed",
-				path, key.ID(), err)
+				"Start with the key they were written with (--encryption-key-file); to rotate, give the new key and the old one with --previous-encryption-key-file. Nothing was changed.%s",
+				path, key.ID(), err, shared)
 		}
 		return nil, fmt.Errorf("check the store's encrypted records: %w", err)
 	}

@@ -133,6 +133,14 @@ func TestHAFailover(t *testing.T) {
 		t.Fatalf("mutual TLS saw %q and %q", client, server)
 	}
 
+	// An instance given another encryption key refuses to start, and says
+	// what instances on one store need.
+	stray := start(t, "meshca-cp", cps[0].env, "run", "--data-dir", t.TempDir(), "--api-address", freePort(t),
+		"--dp-server-address", freePort(t), "--api-tls-address", "")
+	if done, err := stray.exited(30 * time.Second); !done || err == nil || !strings.Contains(stray.out.String(), "must all be given the same --encryption-key-file") {
+		t.Fatalf("an instance with its own encryption key: exited %v (%v)\n%s", done, err, stray.out.String())
+	}
+
 	var list struct{ Items []haInstance }
 	if err := json.Unmarshal([]byte(cps[2].mustMeshctl(t, "inspect", "control-planes", "-o", "json")), &list); err != nil {
 		t.Fatal(err)
