@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # build-kube.sh DIR: builds kube-apiserver, etcd and kubectl from the pinned
-# tool module tools/kube into DIR, and copies cert-manager's CRDs (from its
-# module, at the version pinned below) into DIR/crds/cert-manager, for the
-# Kubernetes tests (KUBEBUILDER_ASSETS=DIR). Binaries already in DIR that were built from the
+# tool module tools/kube, and cert-manager-controllers (cert-manager's own
+# issuer, CA signer and approver controllers) from tools/certmanager, into
+# DIR, and copies cert-manager's CRDs (from its module, at the version pinned
+# below) into DIR/crds/cert-manager, for the Kubernetes tests
+# (KUBEBUILDER_ASSETS=DIR). Binaries already in DIR that were built from the
 # same tools/kube/go.sum are kept, so a CI cache makes a second run free.
 # Heavy (about 5 minutes on 2 cores the first time): runs under nice.
 set -euo pipefail
@@ -13,14 +15,14 @@ fi
 dir=$1
 root=$(cd "$(dirname "$0")/.." && pwd)
 mod=$root/tools/kube
+cmmod=$root/tools/certmanager
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-# cert-manager v1.20.x: v1.21 depends on a Venafi/vcert version the module
-# proxy does not serve. Only its CRDs are used; the download is verified
-# against the checksum database like any module.
-cert_manager_version=v1.20.3
-cm_dir=$(cd "$mod" && go mod download -json "github.com/cert-manager/cert-manager@$cert_manager_version" |
+# cert-manager's version is the one tools/certmanager requires (v1.20.x:
+# v1.21 depends on a Venafi/vcert version the module proxy does not serve).
+cert_manager_version=$(cd "$cmmod" && go list -m -f '{{.Version}}' github.com/cert-manager/cert-manager)
+cm_dir=$(cd "$cmmod" && go mod download -json "github.com/cert-manager/cert-manager@$cert_manager_version" |
   sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 if [ -z "$cm_dir" ] || ! ls "$cm_dir"/deploy/crds/cert-manager.io_*.yaml >/dev/null 2>&1; then
   echo "build-kube: cert-manager $cert_manager_version CRDs not found in its module" >&2
@@ -32,9 +34,10 @@ cp "$cm_dir"/deploy/crds/*.yaml "$dir/crds/cert-manager/"
 chmod -R u+w "$dir/crds"
 
 # The stamp names the exact pins; a changed go.mod/go.sum rebuilds everything.
-stamp=$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -d' ' -f1)
+stamp=$(cd "$root" && cat tools/kube/go.mod tools/kube/go.sum tools/kube/etcd/main.go \
+  tools/certmanager/go.mod tools/certmanager/go.sum tools/certmanager/cmd/cert-manager-controllers/main.go | sha256sum | cut -d' ' -f1)
 if [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$stamp" ] &&
-   [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ] && [ -x "$dir/kubectl" ]; then
+   [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ] && [ -x "$dir/kubectl" ] && [ -x "$dir/cert-manager-controllers" ]; then
   echo "build-kube: $dir is up to date"
   exit 0
 fi
@@ -47,10 +50,11 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$kver -X k8s.io/clien
 
 cd "$mod"
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
-echo "build-kube: building kube-apiserver, etcd and kubectl $kver into $dir"
+echo "build-kube: building kube-apiserver, etcd and kubectl $kver and cert-manager-controllers $cert_manager_version into $dir"
 nice -n 15 go build -trimpath -ldflags "$ldflags" -o "$dir/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 nice -n 15 go build -trimpath -ldflags "-s -w" -o "$dir/etcd" ./etcd
 nice -n 15 go build -trimpath -ldflags "$ldflags" -o "$dir/kubectl" k8s.io/kubernetes/cmd/kubectl
+(cd "$cmmod" && nice -n 15 go build -trimpath -ldflags "-s -w" -o "$dir/cert-manager-controllers" ./cmd/cert-manager-controllers)
 "$dir/kube-apiserver" --version
 "$dir/etcd" --version | head -1
 echo "$stamp" > "$dir/.stamp"

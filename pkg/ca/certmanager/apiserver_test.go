@@ -27,8 +27,10 @@ import (
 // pass the CertificateRequest schema, names come from the server's
 // generateName, and the watch, status subresource and deletion are the real
 // ones. The backend acts as a service account that holds only the verbs it
-// needs. The signing side is certmanagertest.Signer (approving and signing as
-// cert-manager's CA issuer does), not cert-manager's controllers.
+// needs. The signing side is certmanagertest.Signer, which can also deny
+// (cert-manager's built-in approver never does; a denial takes a policy
+// approver such as approver-policy); TestRealCertManager has cert-manager's
+// own controllers sign.
 func TestRealAPIServer(t *testing.T) {
 	srv := kubetest.Start(t)
 	crds, err := filepath.Glob(filepath.Join(srv.Assets, "crds", "cert-manager", "cert-manager.io_*.yaml"))
@@ -56,9 +58,7 @@ func TestRealAPIServer(t *testing.T) {
 		if err := kubetest.Apply(t.Context(), srv.Config, []byte(fmt.Sprintf(rbacManifest, ns))); err != nil {
 			t.Fatal(err)
 		}
-		cfg := rest.CopyConfig(srv.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":meshca-cp"}
-		client, err := dynamic.NewForConfig(cfg)
+		client, err := dynamic.NewForConfig(impersonate(srv, ns))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,9 +177,7 @@ func TestRealAPIServer(t *testing.T) {
 	t.Run("no RBAC in the namespace", func(t *testing.T) {
 		// A namespace where the control plane's service account was granted
 		// nothing: the API's refusal reaches the caller, naming the namespace.
-		cfg := rest.CopyConfig(srv.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:cm-issued:meshca-cp"}
-		client, err := dynamic.NewForConfig(cfg)
+		client, err := dynamic.NewForConfig(impersonate(srv, "cm-issued"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,6 +193,14 @@ func TestRealAPIServer(t *testing.T) {
 			t.Fatalf("error = %v, want the API's forbidden", err)
 		}
 	})
+}
+
+// impersonate returns srv's configuration acting as the meshca-cp service
+// account of namespace ns, which rbacManifest grants the backend's verbs.
+func impersonate(srv *kubetest.Server, ns string) *rest.Config {
+	cfg := rest.CopyConfig(srv.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":meshca-cp"}
+	return cfg
 }
 
 // rbacManifest is the namespace (%[1]s) and the Role the certmanager backend
