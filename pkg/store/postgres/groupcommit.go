@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"meshca/pkg/store"
@@ -33,31 +32,6 @@ const (
 // ErrClosed is returned by Commit after Close.
 var ErrClosed = errors.New("store closed")
 
-// request states: queued, taken by the writer, or given up by its caller.
-const (
-	reqQueued int32 = iota
-	reqClaimed
-	reqAbandoned
-)
-
-type request struct {
-	ctx    context.Context
-	ops    []store.Op
-	done   chan error
-	state  atomic.Int32
-	err    error
-	events []store.Event
-}
-
-func (r *request) claim() bool { return r.state.CompareAndSwap(reqQueued, reqClaimed) }
-
-func (s *Store) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
 func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 	if err := storeutil.ValidateOps(ops); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -65,73 +39,22 @@ func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	r := &request{ctx: ctx, ops: ops, done: make(chan error, 1)}
-	s.qmu.Lock()
-	if s.closed {
-		s.qmu.Unlock()
-		return fmt.Errorf("commit: %w", ErrClosed)
-	}
-	s.queue = append(s.queue, r)
-	s.qmu.Unlock()
-	s.signal()
-	select {
-	case err := <-r.done:
-		return err
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
-			return fmt.Errorf("commit: %w", ctx.Err())
-		}
-		return <-r.done // taken already: its outcome is coming
-	}
-}
-
-// writer commits the queued calls, up to maxGroup per transaction, without
-// waiting for more to arrive (groups form from the calls that queue up
-// while the previous group commits), until Close.
-func (s *Store) writer() {
-	defer close(s.writerDone)
-	var group []*request
-	for {
-		s.qmu.Lock()
-		if s.closed {
-			pending := s.queue
-			s.queue = nil
-			s.qmu.Unlock()
-			for _, r := range pending {
-				if r.claim() {
-					r.done <- fmt.Errorf("commit: %w", ErrClosed)
-				}
-			}
-			return
-		}
-		n := min(len(s.queue), maxGroup)
-		group = append(group[:0], s.queue[:n]...)
-		rest := copy(s.queue, s.queue[n:])
-		clear(s.queue[rest:])
-		s.queue = s.queue[:rest]
-		s.qmu.Unlock()
-		if n == 0 {
-			<-s.wake
-			continue
-		}
-		s.commitGroup(group)
-		clear(group)
-	}
+	return s.q.Submit(ctx, ops)
 }
 
 // commitGroup applies each call in its own savepoint of one transaction,
 // numbers and notifies the events of those that succeeded, commits, and
 // hands every call its outcome.
-func (s *Store) commitGroup(group []*request) {
+func (s *Store) commitGroup(group []*storeutil.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
-	var claimed []*request
+	var claimed []*storeutil.Request
 	for _, r := range group {
-		if !r.claim() {
+		if !r.Claim() {
 			continue // its caller gave up while it was queued
 		}
-		if err := r.ctx.Err(); err != nil {
-			r.done <- fmt.Errorf("commit: %w", err)
+		if err := r.Ctx.Err(); err != nil {
+			r.Finish(fmt.Errorf("commit: %w", err))
 			continue
 		}
 		claimed = append(claimed, r)
@@ -141,10 +64,10 @@ func (s *Store) commitGroup(group []*request) {
 	}
 	fail := func(err error) {
 		for _, r := range claimed {
-			if r.err == nil {
-				r.err = err
+			if r.Err == nil {
+				r.Err = err
 			}
-			r.done <- classify(r.err)
+			r.Finish(classify(r.Err))
 		}
 	}
 	conn, err := s.pool.Acquire(ctx)
@@ -172,8 +95,8 @@ func (s *Store) commitGroup(group []*request) {
 	if len(claimed) == 1 {
 		// Alone: no savepoint; a failure rolls the transaction back.
 		r := claimed[0]
-		if events, err = applyOps(ctx, tx, now, r.ops); err != nil {
-			r.done <- classify(err)
+		if events, err = applyOps(ctx, tx, now, r.Ops); err != nil {
+			r.Finish(classify(err))
 			return
 		}
 	} else {
@@ -182,9 +105,9 @@ func (s *Store) commitGroup(group []*request) {
 				fail(fmt.Errorf("commit: savepoint: %w", err))
 				return
 			}
-			r.events, r.err = applyOps(ctx, tx, now, r.ops)
+			r.Events, r.Err = applyOps(ctx, tx, now, r.Ops)
 			end := `RELEASE SAVEPOINT call`
-			if r.err != nil {
+			if r.Err != nil {
 				// Undo this call's writes; the group goes on without it.
 				end = `ROLLBACK TO SAVEPOINT call; RELEASE SAVEPOINT call`
 			}
@@ -192,8 +115,8 @@ func (s *Store) commitGroup(group []*request) {
 				fail(fmt.Errorf("commit: group aborted: %w", err))
 				return
 			}
-			if r.err == nil {
-				events = append(events, r.events...)
+			if r.Err == nil {
+				events = append(events, r.Events...)
 			}
 		}
 	}
@@ -206,6 +129,6 @@ func (s *Store) commitGroup(group []*request) {
 		return
 	}
 	for _, r := range claimed {
-		r.done <- classify(r.err)
+		r.Finish(classify(r.Err))
 	}
 }

@@ -79,11 +79,7 @@ type Store struct {
 	beforeReconnect func()
 
 	// The group-commit queue (groupcommit.go).
-	qmu        sync.Mutex
-	queue      []*request
-	closed     bool
-	wake       chan struct{}
-	writerDone chan struct{}
+	q *storeutil.GroupQueue
 
 	stopListen context.CancelFunc
 	listenDone chan struct{}
@@ -168,8 +164,6 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 		hub:        storeutil.NewHub(),
 		listenDone: make(chan struct{}),
 		pruneDone:  make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		writerDone: make(chan struct{}),
 		barriers:   make(map[string]func()),
 		m:          newMetrics(),
 	}
@@ -194,7 +188,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 	s.stopListen = cancel
 	go s.listen(listenCtx, listener, position{seq: start, idx: math.MaxInt32})
 	go s.prune(listenCtx)
-	go s.writer()
+	s.q = storeutil.NewGroupQueue(maxGroup, ErrClosed, s.commitGroup)
 	return s, nil
 }
 
@@ -440,11 +434,7 @@ func (s *Store) sendBarrier(ctx context.Context, token string) error {
 // Close implements store.Store. It is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.qmu.Lock()
-		s.closed = true
-		s.qmu.Unlock()
-		s.signal()
-		<-s.writerDone
+		s.q.Close()
 		s.stopListen()
 		<-s.listenDone
 		<-s.pruneDone

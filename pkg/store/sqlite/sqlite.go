@@ -41,7 +41,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,37 +78,11 @@ type Store struct {
 	// The Commit queue, drained by the writer goroutine. Only the writer
 	// writes to the database and publishes events, so watchers see events in
 	// commit order and in-process writers never contend inside SQLite.
-	qmu        sync.Mutex
-	queue      []*request
-	enqueued   int           // calls ever queued; guarded by qmu
-	closed     bool          // guarded by qmu; no request is queued once set
-	wake       chan struct{} // capacity 1: "queue is non-empty or closed"
-	writerDone chan struct{} // closed when the writer goroutine has exited
+	q *storeutil.GroupQueue
 
 	closeOnce sync.Once
 	closeErr  error
 }
-
-// request is one Commit call waiting for the writer.
-type request struct {
-	ctx context.Context
-	ops []store.Op
-	// state moves once from reqQueued to reqClaimed (the writer will apply
-	// the ops, or fail the call, and send the result on done) or to
-	// reqAbandoned (the caller's ctx ended first: the ops are never applied
-	// and nothing is sent).
-	state atomic.Int32
-	done  chan error // capacity 1
-
-	err    error         // writer only: the call's own outcome
-	events []store.Event // writer only: the call's events if it succeeded
-}
-
-const (
-	reqQueued int32 = iota
-	reqClaimed
-	reqAbandoned
-)
 
 var _ store.Store = (*Store)(nil)
 
@@ -162,11 +135,9 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 	db.SetConnMaxIdleTime(0)
 
 	s := &Store{
-		db:         db,
-		logger:     logger.With("store", "sqlite", "path", abs),
-		hub:        storeutil.NewHub(),
-		wake:       make(chan struct{}, 1),
-		writerDone: make(chan struct{}),
+		db:     db,
+		logger: logger.With("store", "sqlite", "path", abs),
+		hub:    storeutil.NewHub(),
 	}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
@@ -189,7 +160,7 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 			return nil, fmt.Errorf("sqlite store: %s: prepare: %w", abs, err)
 		}
 	}
-	go s.writer()
+	s.q = storeutil.NewGroupQueue(maxBatch, ErrClosed, s.commitBatch)
 	return s, nil
 }
 
@@ -312,9 +283,7 @@ func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, err
 // queueState tells how many calls were ever queued, how many wait now and
 // whether Close has begun (tests use it to order calls without sleeping).
 func (s *Store) queueState() (enqueued, waiting int, closed bool) {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	return s.enqueued, len(s.queue), s.closed
+	return s.q.State()
 }
 
 // Commit implements store.Store. The call is queued to the writer goroutine,
@@ -329,30 +298,7 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	req := &request{ctx: ctx, ops: ops, done: make(chan error, 1)}
-	s.qmu.Lock()
-	if s.closed {
-		s.qmu.Unlock()
-		return fmt.Errorf("commit: %w", ErrClosed)
-	}
-	s.queue = append(s.queue, req)
-	s.enqueued++
-	s.qmu.Unlock()
-	s.signal()
-
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		if req.state.CompareAndSwap(reqQueued, reqAbandoned) {
-			return ctx.Err()
-		}
-		// The writer claimed the call first: report its outcome.
-		return <-req.done
-	}
+	return s.q.Submit(ctx, ops)
 }
 
 // classify marks errors that say the disk is full (SQLITE_FULL, or ENOSPC
@@ -365,54 +311,6 @@ func classify(err error) error {
 	return err
 }
 
-func (s *Store) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// claim hands the call to the writer, unless its caller has abandoned it.
-func (r *request) claim() bool {
-	return r.state.CompareAndSwap(reqQueued, reqClaimed)
-}
-
-// writer is the only goroutine that writes to the database. It takes up to
-// maxBatch queued calls at a time, without waiting for more to arrive, until
-// Close; then it fails the calls still queued.
-func (s *Store) writer() {
-	defer close(s.writerDone)
-	var batch []*request
-	for {
-		s.qmu.Lock()
-		if s.closed {
-			pending := s.queue
-			s.queue = nil
-			s.qmu.Unlock()
-			err := fmt.Errorf("commit: %w", ErrClosed)
-			for _, r := range pending {
-				if r.claim() {
-					r.done <- err
-				}
-			}
-			return
-		}
-		n := min(len(s.queue), maxBatch)
-		batch = append(batch[:0], s.queue[:n]...)
-		rest := copy(s.queue, s.queue[n:])
-		clear(s.queue[rest:])
-		s.queue = s.queue[:rest]
-		s.qmu.Unlock()
-
-		if n == 0 {
-			<-s.wake
-			continue
-		}
-		s.commitBatch(batch)
-		clear(batch)
-	}
-}
-
 // txStmts are the Store's prepared statements bound to one transaction.
 type txStmts struct {
 	get, any, upsert, delete, savepoint, release, undo *sql.Stmt
@@ -421,15 +319,15 @@ type txStmts struct {
 // commitBatch applies the calls of batch, in order, each in its own
 // savepoint of one transaction, commits it, publishes the events of the
 // calls that succeeded and hands every claimed call its result.
-func (s *Store) commitBatch(batch []*request) {
+func (s *Store) commitBatch(batch []*storeutil.Request) {
 	// Callers' contexts must not reach SQLite: an interrupted statement can
 	// roll back the whole shared transaction. A call's ctx is checked before
 	// its ops are applied; after that, the call runs to completion.
 	ctx := context.Background()
-	fail := func(reqs []*request, err error) {
+	fail := func(reqs []*storeutil.Request, err error) {
 		for _, r := range reqs {
-			if r.claim() {
-				r.done <- err
+			if r.Claim() {
+				r.Finish(err)
 			}
 		}
 	}
@@ -448,14 +346,14 @@ func (s *Store) commitBatch(batch []*request) {
 		undo:      tx.StmtContext(ctx, s.undoStmt),
 	}
 
-	claimed := make([]*request, 0, len(batch))
+	claimed := make([]*storeutil.Request, 0, len(batch))
 	for i, r := range batch {
-		if !r.claim() {
+		if !r.Claim() {
 			continue // its caller gave up while it was queued
 		}
 		claimed = append(claimed, r)
-		if err := r.ctx.Err(); err != nil {
-			r.err = err
+		if err := r.Ctx.Err(); err != nil {
+			r.Err = err
 			continue
 		}
 		if err := applyCall(ctx, st, r); err != nil {
@@ -467,10 +365,10 @@ func (s *Store) commitBatch(batch []*request) {
 			err = fmt.Errorf("commit: batch aborted: %w", classify(err))
 			s.logger.Error("group commit aborted", "calls", len(batch), "error", err)
 			for _, c := range claimed {
-				if c.err != nil {
-					c.done <- c.err
+				if c.Err != nil {
+					c.Finish(c.Err)
 				} else {
-					c.done <- err
+					c.Finish(err)
 				}
 			}
 			fail(batch[i+1:], err)
@@ -481,39 +379,39 @@ func (s *Store) commitBatch(batch []*request) {
 	if err := tx.Commit(); err != nil {
 		err = fmt.Errorf("commit: %w", classify(err))
 		for _, r := range claimed {
-			r.done <- err
+			r.Finish(err)
 		}
 		return
 	}
 	var events []store.Event
 	for _, r := range claimed {
-		events = append(events, r.events...)
+		events = append(events, r.Events...)
 	}
 	s.hub.Publish(events) // before any caller returns, as with a lone commit
 	for _, r := range claimed {
-		r.done <- r.err
+		r.Finish(r.Err)
 	}
 }
 
 // applyCall applies r's ops atomically inside a savepoint. If they fail, the
-// failure is recorded in r.err and the savepoint is rolled back; otherwise
-// r.events holds their events. A returned error means the transaction itself
+// failure is recorded in r.Err and the savepoint is rolled back; otherwise
+// r.Events holds their events. A returned error means the transaction itself
 // is no longer usable.
-func applyCall(ctx context.Context, st *txStmts, r *request) error {
+func applyCall(ctx context.Context, st *txStmts, r *storeutil.Request) error {
 	if _, err := st.savepoint.ExecContext(ctx); err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
-	events, err := applyOps(ctx, st, r.ops)
+	events, err := applyOps(ctx, st, r.Ops)
 	if err != nil {
-		r.err = fmt.Errorf("commit: %w", err)
+		r.Err = fmt.Errorf("commit: %w", err)
 		if _, err := st.undo.ExecContext(ctx); err != nil {
-			return fmt.Errorf("rollback to savepoint after %w: %w", r.err, err)
+			return fmt.Errorf("rollback to savepoint after %w: %w", r.Err, err)
 		}
 	}
 	if _, err := st.release.ExecContext(ctx); err != nil {
 		return fmt.Errorf("release savepoint: %w", err)
 	}
-	r.events = events
+	r.Events = events
 	return nil
 }
 
@@ -579,11 +477,7 @@ func (s *Store) Watch(ctx context.Context, types ...string) <-chan store.Event {
 // Commit calls still queued, or made later, fail with ErrClosed.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.qmu.Lock()
-		s.closed = true
-		s.qmu.Unlock()
-		s.signal()
-		<-s.writerDone
+		s.q.Close()
 		s.hub.Close()
 		var errs []error
 		for _, st := range []*sql.Stmt{s.getStmt, s.anyStmt, s.upsertStmt, s.deleteStmt, s.savepointStmt, s.releaseStmt, s.undoStmt} {
