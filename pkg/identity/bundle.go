@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"meshca/pkg/api"
@@ -102,13 +103,12 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 	for k, v := range ms.bundles {
 		have[k] = v
 	}
+	epoch := ms.bundlesEpoch
 	m.mu.Unlock()
 
-	var parts [][]byte
 	fetched := map[string][]byte{}
 	for _, b := range want {
-		if tb, ok := have[b.Name]; ok {
-			parts = append(parts, tb)
+		if _, ok := have[b.Name]; ok {
 			continue
 		}
 		be, err := m.cas.Get(b.Type)
@@ -127,18 +127,35 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 			continue
 		}
 		fetched[b.Name] = tb
-		parts = append(parts, tb)
 	}
-	bundle := dedupePEM(parts...)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.meshes[mesh] != ms {
 		return // replaced meanwhile; its own refresh follows
 	}
-	for k, v := range fetched {
-		ms.bundles[k] = v
+	// What was fetched is kept unless the bundles were reset meanwhile (a
+	// Secret changed: what was fetched may be the old CA's).
+	if ms.bundlesEpoch == epoch {
+		for k, v := range fetched {
+			ms.bundles[k] = v
+		}
 	}
+	// The bundle is computed from the state now, not from the one read at
+	// the start: issuances that settled meanwhile (and their own refreshes,
+	// which may have finished first) must not be undone by this one.
+	var parts [][]byte
+	for _, b := range ms.mesh.MTLS.Backends {
+		if (ms.mtls && b.Name == ms.enabled.Name) || ms.inUse[b.Name] > 0 {
+			if tb, ok := ms.bundles[b.Name]; ok {
+				parts = append(parts, tb)
+			} else if !slices.ContainsFunc(want, func(w api.MTLSBackend) bool { return w.Name == b.Name }) {
+				// Needed since this refresh started: fetch it in another.
+				go m.refreshBundle(ctx, mesh)
+			}
+		}
+	}
+	bundle := dedupePEM(parts...)
 	m.rootsChangedLocked(mesh, ms)
 	if len(bundle) == 0 || bytes.Equal(bundle, ms.bundle) {
 		return

@@ -87,6 +87,7 @@ func (m *Manager) handle(ctx context.Context, ev store.Event) {
 		ms := m.meshes[ev.Record.Mesh]
 		if ms != nil {
 			ms.bundles = map[string][]byte{}
+			ms.bundlesEpoch++
 		}
 		m.mu.Unlock()
 		if ms != nil {
@@ -103,6 +104,7 @@ func (m *Manager) setMeshLocked(ctx context.Context, mesh *api.Mesh, version int
 	}
 	ms.mesh, ms.version = mesh, version
 	ms.bundles = map[string][]byte{}
+	ms.bundlesEpoch++
 	b, _, ok := mesh.EnabledMTLSBackend()
 	ms.enabled, ms.mtls, ms.backend = b, ok, nil
 	if ok {

@@ -96,10 +96,13 @@ type meshState struct {
 	mtls    bool
 	backend ca.Backend
 	bundles map[string][]byte // backend name -> its trust bundle
-	bundle  []byte            // what peers must trust now
-	inUse   map[string]int    // backend name -> data planes holding its certificate
-	version int64
-	lastErr string
+	// bundlesEpoch counts resets of bundles, so a refresh that fetched
+	// before a reset does not put back what it fetched.
+	bundlesEpoch uint64
+	bundle       []byte         // what peers must trust now
+	inUse        map[string]int // backend name -> data planes holding its certificate
+	version      int64
+	lastErr      string
 	// enabledRoots is the enabled backend's bundle last seen; rootGen counts
 	// its changes, so an issuance that straddles one (signed by a root
 	// replaced meanwhile) is known to be stale when it settles.
