@@ -122,7 +122,7 @@ func (m *Manager) Apply(ctx context.Context, r api.Resource, opts ApplyOptions) 
 	}
 	for attempt := 1; ; attempt++ {
 		created, err = m.applyOnce(ctx, r, opts)
-		if attempt == applyAttempts || !(errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict)) {
+		if attempt == applyAttempts || !(errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound)) {
 			return created, err
 		}
 		m.logger.Debug("apply lost a race; reading again", "type", meta.Type, "name", meta.Name, "attempt", attempt)
@@ -284,6 +284,16 @@ func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun 
 			provisioned = append(provisioned, b.Name)
 		}
 	}
+	// The Secrets the backends read must still exist when the Mesh is
+	// stored: a Secret deleted between their validation and this commit
+	// fails the commit, which is then retried and refused by validation.
+	for i, b := range mtlsBackends(mesh) {
+		if u, ok := backends[i].(ca.SecretUser); ok {
+			for _, name := range u.UsedSecrets(b) {
+				ops = append(ops, store.Op{Kind: store.OpRequire, Record: store.Record{Key: store.Key{Type: api.TypeSecret, Mesh: mesh.Name, Name: name}}})
+			}
+		}
+	}
 	if prev == nil || prev.MTLS == nil {
 		return ops, provisioned, nil
 	}
@@ -304,6 +314,13 @@ func (m *Manager) prepareMesh(ctx context.Context, mesh, prev *api.Mesh, dryRun 
 		ops = append(ops, more...)
 	}
 	return ops, provisioned, nil
+}
+
+func mtlsBackends(mesh *api.Mesh) []api.MTLSBackend {
+	if mesh.MTLS == nil {
+		return nil
+	}
+	return mesh.MTLS.Backends
 }
 
 func (m *Manager) cleanupOps(ctx context.Context, mesh string, b api.MTLSBackend) ([]store.Op, error) {
@@ -338,8 +355,14 @@ func (m *Manager) Delete(ctx context.Context, typ, mesh, name string) error {
 		}
 		ops = append(ops, more...)
 	case api.TypeSecret:
-		if err := m.checkSecretUnused(ctx, mesh, name); err != nil {
+		meshVersion, err := m.checkSecretUnused(ctx, mesh, name)
+		if err != nil {
 			return err
+		}
+		if meshVersion > 0 {
+			// The Mesh must be as it was checked: one changed meanwhile may
+			// have started using this Secret.
+			ops = append(ops, store.Op{Kind: store.OpRequire, Record: store.Record{Key: store.Key{Type: api.TypeMesh, Name: mesh}, Version: meshVersion}})
 		}
 	}
 	if err := m.store.Commit(ctx, ops...); err != nil {
@@ -349,6 +372,14 @@ func (m *Manager) Delete(ctx context.Context, typ, mesh, name string) error {
 				return lerr
 			}
 			return fmt.Errorf("mesh %q changed while it was being deleted; try again: %w", name, err)
+		}
+		if typ == api.TypeSecret && errors.Is(err, store.ErrConflict) {
+			// The Mesh changed since it was checked: say whether it uses the
+			// Secret now.
+			if _, uerr := m.checkSecretUnused(ctx, mesh, name); uerr != nil {
+				return uerr
+			}
+			return fmt.Errorf("mesh %q changed while secret %q was being deleted; try again: %w", mesh, name, err)
 		}
 		return err
 	}
@@ -390,17 +421,23 @@ func (m *Manager) meshDeleteOps(ctx context.Context, mesh string) ([]store.Op, e
 	return ops, nil
 }
 
-func (m *Manager) checkSecretUnused(ctx context.Context, mesh, name string) error {
-	r, err := m.Get(ctx, api.TypeMesh, "", mesh)
+// checkSecretUnused refuses deleting a Secret a backend of its Mesh uses;
+// it returns the version of the Mesh it checked (0 when there is none).
+func (m *Manager) checkSecretUnused(ctx context.Context, mesh, name string) (int64, error) {
+	rec, err := m.store.Get(ctx, store.Key{Type: api.TypeMesh, Name: mesh})
 	if errors.Is(err, store.ErrNotFound) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return err
+		return 0, err
+	}
+	r, err := FromRecord(rec)
+	if err != nil {
+		return 0, err
 	}
 	mm := r.(*api.Mesh)
 	if mm.MTLS == nil {
-		return nil
+		return rec.Version, nil
 	}
 	for _, b := range mm.MTLS.Backends {
 		be, err := m.cas.Get(b.Type)
@@ -410,12 +447,12 @@ func (m *Manager) checkSecretUnused(ctx context.Context, mesh, name string) erro
 		if u, ok := be.(ca.SecretUser); ok {
 			for _, s := range u.UsedSecrets(b) {
 				if s == name {
-					return &InUseError{Msg: fmt.Sprintf("secret %q is used by backend %q of mesh %q: change the mesh first", name, b.Name, mesh)}
+					return 0, &InUseError{Msg: fmt.Sprintf("secret %q is used by backend %q of mesh %q: change the mesh first", name, b.Name, mesh)}
 				}
 			}
 		}
 	}
-	return nil
+	return rec.Version, nil
 }
 
 // ToRecord converts a resource into a store record (Version unset).
