@@ -55,7 +55,7 @@ func main() {
 
 	kds := benchproc.FreeAddr()
 	global := start(bin, filepath.Join(dir, "global"), "--mode", "global", "--kds-address", kds)
-	defer global.stop()
+	defer func() { global.stop() }() // global is replaced by a restart below
 	global.put("/meshes/default", mesh(""))
 	zones := make([]*cp, *nZones)
 	for i := range zones {
