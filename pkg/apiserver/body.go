@@ -26,16 +26,14 @@ const DefaultBodyBudgetBytes = 16 << 20
 // request that does not fit is refused at once (503 with Retry-After):
 // waiting would hold its connection and the client's retry is cheaper.
 type bodyBudget struct {
-	mu         sync.Mutex
-	used, max  int64
-	rejections int64
+	mu        sync.Mutex
+	used, max int64
 }
 
 func (b *bodyBudget) acquire(n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.used+n > b.max {
-		b.rejections++
 		return false
 	}
 	b.used += n

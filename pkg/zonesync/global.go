@@ -150,18 +150,22 @@ func (g *Global) connected(ctx context.Context, zone, version string, delta int)
 	}
 }
 
-func (g *Global) counted(zone string, sent, received int, msg proto.Message) {
+// counted records one response exchanged with zone: sent to it (sent) or
+// received from it, with n resources.
+func (g *Global) counted(zone string, sent bool, n int, msg proto.Message) {
 	size := int64(proto.Size(msg))
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if z := g.zones[zone]; z != nil {
-		z.status.Sent += int64(sent)
-		z.status.Received += int64(received)
-		if sent > 0 || received == 0 {
-			z.status.SentBytes += size
-		} else {
-			z.status.ReceivedBytes += size
-		}
-		z.status.LastSync = g.now()
+	z := g.zones[zone]
+	if z == nil {
+		return
 	}
+	if sent {
+		z.status.Sent += int64(n)
+		z.status.SentBytes += size
+	} else {
+		z.status.Received += int64(n)
+		z.status.ReceivedBytes += size
+	}
+	z.status.LastSync = g.now()
 }

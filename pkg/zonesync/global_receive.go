@@ -55,7 +55,7 @@ func (g *Global) zoneToGlobal(ss grpc.ServerStream) error {
 			}
 			g.logger.Warn("refused resources from a zone", "zone", zone, "type", typ, "error", err)
 		}
-		g.counted(zone, 0, len(resp.Resources)+len(resp.RemovedResources), resp)
+		g.counted(zone, false, len(resp.Resources)+len(resp.RemovedResources), resp)
 		if err := ss.SendMsg(ack); err != nil {
 			return streamErr(ctx, err)
 		}

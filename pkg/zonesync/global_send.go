@@ -138,7 +138,7 @@ func (g *Global) globalToZone(ss grpc.ServerStream) error {
 			if err := ss.SendMsg(resp); err != nil {
 				return streamErr(ctx, err)
 			}
-			g.counted(zone, len(resp.Resources)+len(resp.RemovedResources), 0, resp)
+			g.counted(zone, true, len(resp.Resources)+len(resp.RemovedResources), resp)
 		}
 	}
 }
