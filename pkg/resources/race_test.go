@@ -2,6 +2,9 @@ package resources_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"sync"
@@ -11,6 +14,7 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/ca"
 	"meshca/pkg/ca/builtin"
+	"meshca/pkg/ca/catest"
 	"meshca/pkg/datasource"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
@@ -89,10 +93,24 @@ func TestConcurrentMeshCreationKeepsOneRoot(t *testing.T) {
 	if err != nil || !want[0].Equal(roots[0]) {
 		t.Fatalf("the bundle's root is not the stored root (err %v)", err)
 	}
+	// A certificate the backend issues now verifies against that bundle.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr := catest.NewCSR(t, key, "", "spiffe://default/backend")
+	iss, err := be.Issue(ctx, "default", mb, ca.IssueRequest{CSR: csr, Validity: time.Hour})
+	if err != nil {
+		t.Fatalf("issue after the race: %v", err)
+	}
+	leaf, err := ca.ParseCertificates(iss.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
 	pool.AddCert(roots[0])
-	if _, err := roots[0].Verify(x509.VerifyOptions{Roots: pool}); err != nil {
-		t.Fatalf("root does not verify against itself: %v", err)
+	if _, err := leaf[0].Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("a certificate issued after the race does not verify against the mesh's bundle: %v", err)
 	}
 }
 
