@@ -188,7 +188,13 @@ func decodeBody(body []byte, d api.Descriptor, mesh, name string) (api.Resource,
 		}
 	}
 	if complete(js, d, mesh, name) {
-		return api.DecodeUniversal(js) // which refuses duplicate keys
+		// The type is known: decode as it (DecodeStrict refuses duplicate
+		// keys), without reading the type from the body a second time.
+		r := d.New()
+		if err := api.DecodeStrict(js, r, ""); err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
 	// Before the body becomes a map, which would keep one of two keys.
 	dup := &api.ValidationError{}
