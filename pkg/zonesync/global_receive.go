@@ -126,26 +126,22 @@ func (g *Global) applyFromZone(ctx context.Context, zone, typ string, resp *disc
 		}
 		changes = append(changes, change{name, []store.Op{{Kind: store.OpDelete, Record: store.Record{Key: key}}}})
 	}
-	var all []store.Op
-	for _, c := range changes {
-		all = append(all, c.ops...)
+	ops := make([][]store.Op, len(changes))
+	for i, c := range changes {
+		ops[i] = c.ops
 	}
-	if len(all) > 0 {
-		if err := g.store.Commit(ctx, all...); err != nil {
-			for _, c := range changes {
-				err := g.store.Commit(ctx, c.ops...)
-				switch {
-				case err == nil:
-				case c.ops[len(c.ops)-1].Kind == store.OpDelete && errors.Is(err, store.ErrNotFound):
-					// already gone
-				case errors.Is(err, store.ErrNotFound):
-					refused = append(refused, fmt.Sprintf("%s: its mesh does not exist on the global control plane", c.name))
-					refusedNames = append(refusedNames, c.name)
-				default:
-					refused = append(refused, fmt.Sprintf("%s: %v", c.name, err))
-					refusedNames = append(refusedNames, c.name)
-				}
-			}
+	for i, err := range commitAllOrEach(ctx, g.store, ops) {
+		c := changes[i]
+		switch {
+		case err == nil:
+		case c.ops[len(c.ops)-1].Kind == store.OpDelete && errors.Is(err, store.ErrNotFound):
+			// already gone
+		case errors.Is(err, store.ErrNotFound):
+			refused = append(refused, fmt.Sprintf("%s: its mesh does not exist on the global control plane", c.name))
+			refusedNames = append(refusedNames, c.name)
+		default:
+			refused = append(refused, fmt.Sprintf("%s: %v", c.name, err))
+			refusedNames = append(refusedNames, c.name)
 		}
 	}
 	if len(refused) > 0 {

@@ -1,6 +1,7 @@
 package zonesync
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -170,3 +171,22 @@ func decode(typ string, res *discoveryv3.Resource) (wireRecord, error) {
 }
 
 func typeOf(typeURL string) string { return strings.TrimPrefix(typeURL, TypeURLPrefix) }
+
+// commitAllOrEach commits every change in one transaction; when that fails,
+// it commits each on its own so that one bad change (a Mesh missing, a
+// record changed meanwhile) does not hold back the others. It returns each
+// change's error, all nil when the one transaction succeeded.
+func commitAllOrEach(ctx context.Context, st store.Store, changes [][]store.Op) []error {
+	errs := make([]error, len(changes))
+	var all []store.Op
+	for _, c := range changes {
+		all = append(all, c...)
+	}
+	if len(all) == 0 || st.Commit(ctx, all...) == nil {
+		return errs
+	}
+	for i, c := range changes {
+		errs[i] = st.Commit(ctx, c...)
+	}
+	return errs
+}

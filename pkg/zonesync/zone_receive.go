@@ -102,17 +102,9 @@ func (z *Zone) apply(ctx context.Context, typ string, resp *discoveryv3.DeltaDis
 		}
 		ops = append(ops, []store.Op{{Kind: store.OpDelete, Record: store.Record{Key: key, Version: rec.Version}}})
 	}
-	var all []store.Op
-	for _, o := range ops {
-		all = append(all, o...)
-	}
-	if len(all) > 0 {
-		if err := z.store.Commit(ctx, all...); err != nil {
-			for _, o := range ops {
-				if err := z.store.Commit(ctx, o...); err != nil && !errors.Is(err, store.ErrNotFound) {
-					refused = append(refused, fmt.Sprintf("%s: %v", o[0].Record.Key, err))
-				}
-			}
+	for i, err := range commitAllOrEach(ctx, z.store, ops) {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			refused = append(refused, fmt.Sprintf("%s: %v", ops[i][0].Record.Key, err))
 		}
 	}
 	if len(refused) > 0 {
