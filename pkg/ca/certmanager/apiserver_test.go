@@ -147,7 +147,7 @@ func TestRealAPIServer(t *testing.T) {
 		const ns = "cm-denied"
 		b, _ := setup(t, ns, certmanagertest.Deny, "no policy approved this request")
 		_, err := b.Issue(t.Context(), testMesh, mtlsBackend(t, issuerConf, "20s"), issueRequest(t, "backend-1", "backend"))
-		want := regexp.MustCompile(`^certificate request meshca-default-backend-1-[a-z0-9]{5} denied by approver: no policy approved this request \(reason policy.cert-manager.io\)$`)
+		want := regexp.MustCompile(`^certificate request meshca-default-backend-1-[a-z0-9]{5} denied by policy.cert-manager.io: no policy approved this request$`)
 		if err == nil || !want.MatchString(err.Error()) {
 			t.Fatalf("error = %v, want %s", err, want)
 		}
@@ -163,7 +163,7 @@ func TestRealAPIServer(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("error = %v, want a deadline error", err)
 		}
-		if !strings.Contains(err.Error(), "not issued within 1s") || !strings.Contains(err.Error(), "not approved") {
+		if !strings.Contains(err.Error(), "not issued within 1s") || !strings.Contains(err.Error(), "no approver approved or denied it") {
 			t.Errorf("error = %v", err)
 		}
 		if l := left(t, ns); len(l) != 0 {
@@ -204,7 +204,8 @@ func impersonate(srv *kubetest.Server, ns string) *rest.Config {
 }
 
 // rbacManifest is the namespace (%[1]s) and the Role the certmanager backend
-// needs there: exactly the verbs it uses on CertificateRequests.
+// needs there: exactly the verbs it uses on CertificateRequests, and `get` on
+// Issuers and ClusterIssuers to explain a request left pending.
 const rbacManifest = `apiVersion: v1
 kind: Namespace
 metadata:
@@ -219,6 +220,9 @@ rules:
 - apiGroups: [cert-manager.io]
   resources: [certificaterequests]
   verbs: [create, get, list, watch, delete]
+- apiGroups: [cert-manager.io]
+  resources: [issuers]
+  verbs: [get]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -229,6 +233,28 @@ roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: Role
   name: meshca-certmanager
+subjects:
+- kind: ServiceAccount
+  name: meshca-cp
+  namespace: %[1]s
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: meshca-certmanager-%[1]s
+rules:
+- apiGroups: [cert-manager.io]
+  resources: [clusterissuers]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: meshca-certmanager-%[1]s
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: meshca-certmanager-%[1]s
 subjects:
 - kind: ServiceAccount
   name: meshca-cp

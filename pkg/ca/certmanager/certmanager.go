@@ -6,7 +6,15 @@
 // control plane's namespace (setting "k8s-namespace", default
 // meshca-system) holding the data plane's CSR, waits (watch, falling back to
 // polling) up to dpCert.requestTimeout for it to be issued, denied or failed,
-// and deletes it afterwards whatever the outcome.
+// and deletes it afterwards whatever the outcome. A request an approver
+// denies fails at once, naming the approver (the condition's reason, by
+// cert-manager's convention) and its message. A request still pending at the
+// timeout fails with its last state and, when the control plane may `get`
+// the Issuer or ClusterIssuer, the issuer's own Ready condition (a missing
+// Secret, an invalid CA, an issuer that does not exist).
+//
+// RBAC: create, get, list, watch and delete on certificaterequests in that
+// namespace; optionally get on issuers there and on clusterissuers.
 //
 // The trust bundle is conf.caCert when set. Otherwise it is the `status.ca`
 // cert-manager reports with the issued certificates: Ensure (and
@@ -429,6 +437,11 @@ func (b *Backend) request(ctx context.Context, mesh string, mb api.MTLSBackend, 
 
 	start := b.now()
 	st, err := b.await(ctx, crs, name, timeout)
+	if pe := (*pendingError)(nil); errors.As(err, &pe) {
+		// Why it is still pending is often the issuer's own condition
+		// (its Secret missing, its CA invalid): say so with the timeout.
+		pe.issuer = b.issuerState(ctx, s.issuer)
+	}
 	if err != nil {
 		log.InfoContext(ctx, "certificate request not issued", "error", err)
 		return ca.Issued{}, err
@@ -470,7 +483,7 @@ func (b *Backend) await(ctx context.Context, crs dynamic.ResourceInterface, name
 
 	timedOut := func() (requestState, error) {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return requestState{}, fmt.Errorf("certificate request %s not issued within %s (last state: %s): %w", name, timeout, last, context.DeadlineExceeded)
+			return requestState{}, &pendingError{name: name, timeout: timeout, last: last}
 		}
 		return requestState{}, fmt.Errorf("certificate request %s: %w", name, ctx.Err())
 	}

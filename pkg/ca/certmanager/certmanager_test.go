@@ -264,7 +264,7 @@ func TestIssueRefused(t *testing.T) {
 		want     string
 	}{
 		{"denied", certmanagertest.Deny, "no policy approved this request",
-			"certificate request meshca-default-backend-1-00001 denied by approver: no policy approved this request (reason policy.cert-manager.io)"},
+			"certificate request meshca-default-backend-1-00001 denied by policy.cert-manager.io: no policy approved this request"},
 		{"failed", certmanagertest.Fail, "issuer secret not found",
 			"certificate request meshca-default-backend-1-00001 failed: issuer secret not found (reason Failed)"},
 		{"invalid", certmanagertest.Invalid, "bad CSR",
@@ -299,7 +299,7 @@ func TestIssueTimeout(t *testing.T) {
 		t.Fatalf("error = %v, want a deadline error", err)
 	}
 	if !strings.Contains(err.Error(), "certificate request meshca-default-backend-1-00001 not issued within 200ms") ||
-		!strings.Contains(err.Error(), "not approved") {
+		!strings.Contains(err.Error(), "no approver approved or denied it") {
 		t.Errorf("error = %v", err)
 	}
 	if elapsed < timeout || elapsed > timeout+2*time.Second {

@@ -263,7 +263,18 @@ func evaluate(obj *unstructured.Unstructured) requestState {
 		return condition{}, false
 	}
 	if c, ok := get("Denied"); ok && c.Status == "True" {
-		return requestState{done: true, err: fmt.Errorf("certificate request %s denied by approver: %s", name, reasonMessage(c))}
+		// By cert-manager's convention an approver puts its own name in the
+		// reason ("cert-manager.io", "policy.cert-manager.io") and why in
+		// the message.
+		by := c.Reason
+		if by == "" {
+			by = "an approver"
+		}
+		why := c.Message
+		if why == "" {
+			why = "no message"
+		}
+		return requestState{done: true, err: fmt.Errorf("certificate request %s denied by %s: %s", name, by, why)}
 	}
 	if c, ok := get("InvalidRequest"); ok && c.Status == "True" {
 		return requestState{done: true, err: fmt.Errorf("certificate request %s is invalid: %s", name, reasonMessage(c))}
@@ -303,7 +314,10 @@ func evaluate(obj *unstructured.Unstructured) requestState {
 	case hasApproved:
 		return requestState{pending: approved.String() + "; no Ready condition yet"}
 	default:
-		return requestState{pending: "not approved and no Ready condition yet (is cert-manager running and does the issuer exist?)"}
+		// cert-manager's signers leave a request that nothing approved
+		// without conditions (only a WaitingForApproval event).
+		return requestState{pending: "no approver approved or denied it and no Ready condition yet " +
+			"(is cert-manager running, with its built-in approver or a policy approver that selects this issuer?)"}
 	}
 }
 
