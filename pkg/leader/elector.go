@@ -24,7 +24,8 @@ const (
 	DefaultRenewInterval = time.Second
 )
 
-// leaseName is the lease's row in leader_lease.
+// leaseName is the lease's row in leader_lease, or the name of the
+// Kubernetes Lease.
 const leaseName = "meshca-cp-leader"
 
 // Options configure an Elector.
@@ -75,7 +76,7 @@ func (o *Options) defaults() error {
 // Elector tells whether this instance leads, and for which term.
 type Elector struct {
 	opts    Options
-	db      *pgxpool.Pool // nil for Static
+	b       backend // nil for Static
 	st      store.Store
 	m       *metrics
 	started time.Time
@@ -118,7 +119,12 @@ func New(ctx context.Context, dsn string, st store.Store, opts Options) (*Electo
 	if err != nil {
 		return nil, fmt.Errorf("leader: %w", err)
 	}
-	return &Elector{opts: opts, db: db, st: st, m: newMetrics(), changed: make(chan struct{}), started: opts.Now()}, nil
+	return newElector(&pgLease{db: db, id: opts.ID, leaseDuration: opts.LeaseDuration}, st, opts), nil
+}
+
+// newElector returns an elector campaigning through b (opts defaulted).
+func newElector(b backend, st store.Store, opts Options) *Elector {
+	return &Elector{opts: opts, b: b, st: st, m: newMetrics(), changed: make(chan struct{}), started: opts.Now()}
 }
 
 // SetAddress changes the address the instance list shows (once the API's
@@ -209,7 +215,7 @@ func (e *Elector) setTerm(t *Term, why string) {
 // Run campaigns for the lease and heartbeats until ctx ends; a leader then
 // releases its lease, so another takes over without waiting for it to expire.
 func (e *Elector) Run(ctx context.Context) error {
-	if e.db == nil {
+	if e.b == nil {
 		<-ctx.Done()
 		return nil
 	}
@@ -241,7 +247,7 @@ func (e *Elector) step(ctx context.Context) {
 		e.heartbeat(hctx)
 	}()
 	if e.Current() != nil {
-		ok, err := e.renew(cctx)
+		ok, err := e.b.renew(cctx)
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {
@@ -254,7 +260,7 @@ func (e *Elector) step(ctx context.Context) {
 		}
 		return
 	}
-	ok, err := e.acquire(cctx)
+	ok, err := e.b.acquire(cctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			e.opts.Logger.Warn("campaigning for the leader lease failed", "error", err)
@@ -321,31 +327,6 @@ func (e *Elector) until(start time.Time) time.Duration {
 	return start.Add(e.opts.LeaseDuration - e.opts.RenewInterval).Sub(e.opts.Now())
 }
 
-func micros(d time.Duration) int64 { return d.Microseconds() }
-
-func (e *Elector) acquire(ctx context.Context) (bool, error) {
-	tag, err := e.db.Exec(ctx, `INSERT INTO leader_lease (name, holder, acquired_at, renewed_at, expires_at)
-		VALUES ($1, $2, now(), now(), now() + $3 * interval '1 microsecond')
-		ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,
-			acquired_at = CASE WHEN leader_lease.holder = EXCLUDED.holder THEN leader_lease.acquired_at ELSE now() END,
-			renewed_at = now(), expires_at = EXCLUDED.expires_at
-		WHERE leader_lease.expires_at < now() OR leader_lease.holder = EXCLUDED.holder`,
-		leaseName, e.opts.ID, micros(e.opts.LeaseDuration))
-	if err != nil {
-		return false, err
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
-func (e *Elector) renew(ctx context.Context) (bool, error) {
-	tag, err := e.db.Exec(ctx, `UPDATE leader_lease SET renewed_at = now(), expires_at = now() + $3 * interval '1 microsecond'
-		WHERE name = $1 AND holder = $2 AND expires_at > now()`, leaseName, e.opts.ID, micros(e.opts.LeaseDuration))
-	if err != nil {
-		return false, err
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
 // termSpec is the term record's spec, for whoever reads it.
 type termSpec struct {
 	Holder string `json:"holder"`
@@ -381,18 +362,18 @@ func (e *Elector) stop() {
 	defer cancel()
 	if e.Current() != nil {
 		e.setTerm(nil, reasonStopping)
-		if _, err := e.db.Exec(ctx, `UPDATE leader_lease SET expires_at = now() WHERE name = $1 AND holder = $2`, leaseName, e.opts.ID); err != nil {
+		if err := e.b.release(ctx); err != nil {
 			e.opts.Logger.Warn("releasing the leader lease failed; another instance takes over when it expires", "error", err)
 		}
 	}
-	if _, err := e.db.Exec(ctx, `DELETE FROM control_planes WHERE id = $1`, e.opts.ID); err != nil {
+	if err := e.b.leave(ctx); err != nil {
 		e.opts.Logger.Debug("removing this instance from the list failed", "error", err)
 	}
 }
 
 // Close releases the elector's connections (after Run returned).
 func (e *Elector) Close() {
-	if e.db != nil {
-		e.db.Close()
+	if e.b != nil {
+		e.b.close()
 	}
 }

@@ -21,6 +21,7 @@ func dsn(t *testing.T) string {
 // asserts how long anything took.
 type cluster struct {
 	st      []*postgres.Store
+	shared  store.Store // the store of every elector, when they share one
 	el      []*Elector
 	cancels []context.CancelFunc
 	done    []chan struct{}
@@ -48,7 +49,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		}
 		t.Cleanup(el.Close)
 		if i == 0 {
-			if _, err := el.db.Exec(t.Context(), `DELETE FROM leader_lease; DELETE FROM control_planes`); err != nil {
+			if _, err := el.b.(*pgLease).db.Exec(t.Context(), `DELETE FROM leader_lease; DELETE FROM control_planes`); err != nil {
 				t.Fatal(err)
 			}
 		}

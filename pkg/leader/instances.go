@@ -2,7 +2,6 @@ package leader
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -25,55 +24,22 @@ type Instance struct {
 // listed.
 const instanceRetention = time.Hour
 
-// heartbeat records this instance in control_planes (and forgets instances
-// silent for instanceRetention).
+// heartbeat records this instance in the list.
 func (e *Elector) heartbeat(ctx context.Context) {
-	_, err := e.db.Exec(ctx, `INSERT INTO control_planes (id, address, version, started_at, heartbeat_at)
-		VALUES ($1, $2, $3, $4, now())
-		ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version, heartbeat_at = now()`,
-		e.opts.ID, e.addr(), e.opts.Version, e.started)
-	if err == nil {
-		_, err = e.db.Exec(ctx, `DELETE FROM control_planes WHERE heartbeat_at < now() - $1 * interval '1 microsecond'`, micros(instanceRetention))
-	}
+	err := e.b.heartbeat(ctx, instanceInfo{Address: e.addr(), Version: e.opts.Version, StartedAt: e.started})
 	if err != nil && ctx.Err() == nil {
 		e.opts.Logger.Warn("instance heartbeat failed", "error", err)
 	}
 }
 
-// Instances lists the instances sharing the database (only this one for
+// Instances lists the instances sharing the store (only this one for
 // Static), sorted by id.
 func (e *Elector) Instances(ctx context.Context) ([]Instance, error) {
-	if e.db == nil {
+	if e.b == nil {
 		now := e.opts.Now()
 		since := e.started
 		return []Instance{{ID: e.opts.ID, Address: e.addr(), Version: e.opts.Version, Leader: true,
 			LeaderSince: &since, StartedAt: e.started, LastHeartbeat: now, Online: true}}, nil
 	}
-	rows, err := e.db.Query(ctx, `SELECT c.id, c.address, c.version, c.started_at, c.heartbeat_at,
-			c.heartbeat_at > now() - $2 * interval '1 microsecond',
-			l.holder IS NOT NULL AND l.expires_at > now(), l.acquired_at
-		FROM control_planes c LEFT JOIN leader_lease l ON l.name = $1 AND l.holder = c.id
-		ORDER BY c.id`, leaseName, micros(e.opts.LeaseDuration))
-	if err != nil {
-		return nil, fmt.Errorf("list control planes: %w", err)
-	}
-	defer rows.Close()
-	var out []Instance
-	for rows.Next() {
-		var in Instance
-		var since *time.Time
-		if err := rows.Scan(&in.ID, &in.Address, &in.Version, &in.StartedAt, &in.LastHeartbeat, &in.Online, &in.Leader, &since); err != nil {
-			return nil, fmt.Errorf("list control planes: %w", err)
-		}
-		in.StartedAt, in.LastHeartbeat = in.StartedAt.UTC(), in.LastHeartbeat.UTC()
-		if in.Leader && since != nil {
-			t := since.UTC()
-			in.LeaderSince = &t
-		}
-		out = append(out, in)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list control planes: %w", err)
-	}
-	return out, nil
+	return e.b.instances(ctx)
 }
