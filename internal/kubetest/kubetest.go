@@ -38,6 +38,11 @@ type Server struct {
 	// Assets is the directory of the binaries (and of any files
 	// scripts/build-kube.sh put beside them).
 	Assets string
+	// EtcdPID and APIServerPID are the processes' ids (to read their
+	// memory from /proc, say).
+	EtcdPID, APIServerPID int
+
+	procs []*proc
 }
 
 // Kubectl returns the path of the kubectl built beside the API server, or
@@ -74,11 +79,37 @@ func Assets(t testing.TB) string {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	assets := Assets(t)
-	dir := t.TempDir()
+	s, err := Launch(assets, t.TempDir())
+	if s != nil {
+		t.Cleanup(func() {
+			s.Stop()
+			if t.Failed() {
+				for _, p := range s.procs {
+					t.Logf("%s log (tail):\n%s", p.name, tail(p.logPath, 4000))
+				}
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
 
-	etcdClient, etcdPeer, apiPort := freePort(t), freePort(t), freePort(t)
+// Launch runs etcd and kube-apiserver from the binaries in assets, with
+// their data, certificates and logs under dir, and waits until the API
+// server is ready. The caller stops them with Stop; on error whatever was
+// started is returned for stopping too (the Server is nil only if nothing
+// was). Tests use Start; Launch serves tools that are not tests (bench/).
+func Launch(assets, dir string) (*Server, error) {
+	s := &Server{Assets: assets}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	etcdClient, etcdPeer, apiPort := ports[0], ports[1], ports[2]
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdClient)
-	_ = start(t, dir, "etcd", filepath.Join(assets, "etcd"),
+	etcd, err := start(dir, "etcd", filepath.Join(assets, "etcd"),
 		"--name=kubetest",
 		"--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+etcdURL,
@@ -89,20 +120,25 @@ func Start(t testing.TB) *Server {
 		"--unsafe-no-fsync",
 		"--log-level=warn",
 	)
+	if err != nil {
+		return nil, err
+	}
+	s.procs = append(s.procs, etcd)
+	s.EtcdPID = etcd.cmd.Process.Pid
 
 	p, err := newPKI(time.Now())
 	if err != nil {
-		t.Fatalf("kubetest PKI: %v", err)
+		return s, fmt.Errorf("kubetest PKI: %w", err)
 	}
 	certDir := filepath.Join(dir, "pki")
 	if err := os.Mkdir(certDir, 0o700); err != nil {
-		t.Fatal(err)
+		return s, err
 	}
 	files, err := p.write(certDir)
 	if err != nil {
-		t.Fatal(err)
+		return s, err
 	}
-	apiExited := start(t, dir, "kube-apiserver", filepath.Join(assets, "kube-apiserver"),
+	api, err := start(dir, "kube-apiserver", filepath.Join(assets, "kube-apiserver"),
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -124,6 +160,11 @@ func Start(t testing.TB) *Server {
 		// reconciler refuses; nothing in the tests uses them.
 		"--endpoint-reconciler-type=none",
 	)
+	if err != nil {
+		return s, err
+	}
+	s.procs = append(s.procs, api)
+	s.APIServerPID = api.cmd.Process.Pid
 
 	cfg := &rest.Config{
 		Host: "https://127.0.0.1:" + strconv.Itoa(apiPort),
@@ -135,61 +176,76 @@ func Start(t testing.TB) *Server {
 		QPS:   200,
 		Burst: 400,
 	}
-	if err := waitReady(cfg, apiExited, filepath.Join(dir, "kube-apiserver.log")); err != nil {
-		t.Fatal(err)
+	if err := waitReady(cfg, api.exited, api.logPath); err != nil {
+		return s, err
 	}
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := writeKubeconfig(kubeconfig, cfg); err != nil {
-		t.Fatal(err)
+		return s, err
 	}
-	return &Server{Config: cfg, Kubeconfig: kubeconfig, Assets: assets}
+	s.Config, s.Kubeconfig = cfg, kubeconfig
+	return s, nil
 }
 
-// freePort asks the kernel for a loopback port that is free now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pick a port: %v", err)
+// Stop stops the API server, then etcd (SIGTERM, then SIGKILL after 10 s).
+func (s *Server) Stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		s.procs[i].stop()
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
-// start runs bin with its output in dir/name.log and stops it (SIGTERM,
-// then SIGKILL) when the test ends. The channel is closed when it exits.
-func start(t testing.TB, dir, name, bin string, args ...string) <-chan struct{} {
-	t.Helper()
+// freePorts asks the kernel for n distinct loopback ports that are free now.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// proc is one started binary.
+type proc struct {
+	name, logPath string
+	cmd           *exec.Cmd
+	// exited is closed when it exits.
+	exited chan struct{}
+}
+
+// start runs bin with its output in dir/name.log.
+func start(dir, name, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		t.Fatalf("start %s: %v", name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	exited := make(chan struct{})
+	p := &proc{name: name, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
-		close(exited)
+		close(p.exited)
 	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("%s log (tail):\n%s", name, tail(logPath, 4000))
-		}
-	})
-	return exited
+	return p, nil
+}
+
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
 }
 
 // waitReady polls /readyz until it answers 200, the server exits, or
