@@ -198,30 +198,5 @@ func mapCauses(typ string, causes []api.FieldError) []api.FieldError {
 }
 
 // KubeField maps a Universal field path of a resource of type typ to where
-// the Kubernetes form holds it.
-func KubeField(typ, field string) string {
-	switch {
-	case field == "":
-		return ""
-	case field == "name":
-		return "metadata.name"
-	case field == "mesh":
-		return `metadata.labels["` + api.KubeMeshLabel + `"]`
-	case field == "type":
-		return "kind"
-	}
-	switch typ {
-	case api.TypeSecret, api.TypeGlobalSecret:
-		if field == "data" {
-			return "data.value"
-		}
-		return field
-	case api.TypeMesh, api.TypeDataplane:
-		if strings.HasPrefix(field, "labels") {
-			return "metadata." + field
-		}
-		return api.JoinPath("spec", field)
-	default:
-		return field
-	}
-}
+// the Kubernetes form holds it (see api.KubeField).
+func KubeField(typ, field string) string { return api.KubeField(typ, field) }

@@ -387,6 +387,30 @@ func (m *Manager) Delete(ctx context.Context, typ, mesh, name string) error {
 	return nil
 }
 
+// CheckDelete refuses, as Delete does and with the same errors, deleting a
+// resource another one uses (a Secret a backend of its Mesh reads, a Mesh
+// that still has Dataplanes), and commits nothing. It is for stores whose
+// records are deleted by someone else after asking: the Kubernetes API
+// deletes the object itself once the admission webhook allowed it. A
+// resource that does not exist is no error here (the caller is deleting an
+// object the store has not seen yet).
+func (m *Manager) CheckDelete(ctx context.Context, typ, mesh, name string) error {
+	if m.readOnly != nil {
+		if err := m.readOnly(ctx, store.Key{Type: typ, Mesh: mesh, Name: name}); err != nil {
+			return err
+		}
+	}
+	switch typ {
+	case api.TypeMesh:
+		_, err := m.meshDeleteOps(ctx, name)
+		return err
+	case api.TypeSecret:
+		_, err := m.checkSecretUnused(ctx, mesh, name)
+		return err
+	}
+	return nil
+}
+
 // InUseError refuses a deletion that would break another resource.
 type InUseError struct{ Msg string }
 

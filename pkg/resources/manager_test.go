@@ -141,3 +141,33 @@ func (s *lateStore) List(ctx context.Context, typ, mesh string) ([]store.Record,
 	}
 	return recs, err
 }
+
+// TestCheckDelete: what Delete refuses, CheckDelete refuses with the same
+// error, and neither it nor what it allows changes anything.
+func TestCheckDelete(t *testing.T) {
+	ctx := context.Background()
+	m, st := newManager(t)
+	if _, err := m.Apply(ctx, decode(t, "type: Mesh\nname: default\n"), resources.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Apply(ctx, decode(t, strings.Replace(dpYAML, "%s", "web", 1)), resources.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	checkErr := m.CheckDelete(ctx, api.TypeMesh, "", "default")
+	var iue *resources.InUseError
+	if !errors.As(checkErr, &iue) {
+		t.Fatalf("CheckDelete of a Mesh with a Dataplane: %v", checkErr)
+	}
+	if deleteErr := m.Delete(ctx, api.TypeMesh, "", "default"); deleteErr == nil || deleteErr.Error() != checkErr.Error() {
+		t.Errorf("Delete said %v, CheckDelete %v", deleteErr, checkErr)
+	}
+	if err := m.CheckDelete(ctx, api.TypeDataplane, "default", "web-1"); err != nil {
+		t.Errorf("CheckDelete of a Dataplane: %v", err)
+	}
+	if _, err := st.Get(ctx, store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-1"}); err != nil {
+		t.Errorf("CheckDelete deleted: %v", err)
+	}
+	if err := m.CheckDelete(ctx, api.TypeSecret, "default", "no-such"); err != nil {
+		t.Errorf("CheckDelete of a Secret nothing uses: %v", err)
+	}
+}

@@ -1,0 +1,157 @@
+package admission_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"meshca/pkg/api"
+	"meshca/pkg/kube/admission"
+	"meshca/pkg/resources"
+)
+
+// review posts one AdmissionReview to h and returns its response.
+func review(t *testing.T, h http.Handler, req admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	t.Helper()
+	req.UID = "uid-1"
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  &req,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, admission.Path, bytes.NewReader(body)))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.APIVersion != "admission.k8s.io/v1" || out.Kind != "AdmissionReview" || out.Response == nil || out.Response.UID != "uid-1" {
+		t.Fatalf("answer %s", rec.Body)
+	}
+	return out.Response
+}
+
+func meshRequest(op admissionv1.Operation, obj string) admissionv1.AdmissionRequest {
+	return admissionv1.AdmissionRequest{
+		Kind:      metav1.GroupVersionKind{Group: "kuma.io", Version: "v1alpha1", Kind: "Mesh"},
+		Operation: op, Name: "default",
+		Object:   runtime.RawExtension{Raw: []byte(obj)},
+		UserInfo: authnUser("alice"),
+	}
+}
+
+func TestHandlerDeniesWithFieldPaths(t *testing.T) {
+	h := admission.NewHandler(newManager(t), admission.Options{SystemNamespace: "meshca-system"})
+	// What the API server sends for a CR: metadata the codec does not
+	// know (uid, generation, managedFields) is no error.
+	resp := review(t, h, meshRequest(admissionv1.Create, `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh",
+		"metadata":{"name":"default","uid":"x","generation":1,"finalizers":["f"],"managedFields":[]},
+		"spec":{"mtls":{"enabledBackend":"b","backends":[{"name":"b","type":"builtin","dpCert":{"rotation":{"expiration":"soon"}}}],"bogus":1}}}`))
+	if resp.Allowed || resp.Result == nil {
+		t.Fatalf("allowed: %+v", resp)
+	}
+	if resp.Result.Code != http.StatusUnprocessableEntity || resp.Result.Reason != metav1.StatusReasonInvalid {
+		t.Errorf("status %d %s", resp.Result.Code, resp.Result.Reason)
+	}
+	if len(resp.Result.Details.Causes) != 1 || resp.Result.Details.Causes[0].Field != "spec.mtls.bogus" {
+		t.Errorf("causes %+v", resp.Result.Details.Causes)
+	}
+
+	// Decoded, then validated: the Universal paths of Validate become the
+	// Kubernetes form's.
+	resp = review(t, h, meshRequest(admissionv1.Create, `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh","metadata":{"name":"default"},
+		"spec":{"mtls":{"enabledBackend":"b","backends":[{"name":"b","type":"builtin","dpCert":{"rotation":{"expiration":"soon"}}}]}}}`))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, "spec.mtls.backends[0].dpCert.rotation.expiration") {
+		t.Errorf("answer %+v", resp.Result)
+	}
+
+	ok := `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh","metadata":{"name":"default"},"spec":{"mtls":{"enabledBackend":"b","backends":[{"name":"b","type":"builtin"}]}}}`
+	if resp := review(t, h, meshRequest(admissionv1.Create, ok)); !resp.Allowed {
+		t.Errorf("valid Mesh denied: %+v", resp.Result)
+	}
+}
+
+func TestHandlerAllows(t *testing.T) {
+	mgr := newManager(t)
+	h := admission.NewHandler(mgr, admission.Options{SystemNamespace: "meshca-system", ExemptUser: "system:serviceaccount:meshca-system:meshca-control-plane"})
+	bad := `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh","metadata":{"name":"default"},"spec":{"bogus":1}}`
+
+	exempt := meshRequest(admissionv1.Create, bad)
+	exempt.UserInfo = authnUser("system:serviceaccount:meshca-system:meshca-control-plane")
+	if resp := review(t, h, exempt); !resp.Allowed {
+		t.Errorf("the control plane's own write denied: %+v", resp.Result)
+	}
+	// An object on its way out loses its finalizers by an update.
+	deleting := `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh","metadata":{"name":"default","deletionTimestamp":"2026-01-01T00:00:00Z"},"spec":{"bogus":1}}`
+	if resp := review(t, h, meshRequest(admissionv1.Update, deleting)); !resp.Allowed {
+		t.Errorf("finalizer removal denied: %+v", resp.Result)
+	}
+	// Secrets of other types or namespaces are not meshca's.
+	for _, req := range []admissionv1.AdmissionRequest{
+		{Namespace: "meshca-system", Object: runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Secret","type":"Opaque","metadata":{"name":"s"},"data":{"x":""}}`)}},
+		{Namespace: "default", Object: runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Secret","type":"system.kuma.io/secret","metadata":{"name":"s"},"data":{"x":""}}`)}},
+	} {
+		req.Kind = metav1.GroupVersionKind{Version: "v1", Kind: "Secret"}
+		req.Operation, req.Name = admissionv1.Create, "s"
+		if resp := review(t, h, req); !resp.Allowed {
+			t.Errorf("%s denied: %+v", req.Object.Raw, resp.Result)
+		}
+	}
+	// A Secret of the system namespace is checked, with the mesh of its label.
+	sec := admissionv1.AdmissionRequest{Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: "meshca-system", Name: "s",
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Secret","type":"system.kuma.io/secret","immutable":true,"metadata":{"name":"s","labels":{"kuma.io/mesh":"m1"}},"data":{"value":"aGk="}}`)}}
+	if resp := review(t, h, sec); resp.Allowed || !strings.Contains(resp.Result.Message, `mesh "m1" does not exist`) {
+		t.Errorf("Secret of a missing mesh: %+v", resp)
+	}
+	if _, err := mgr.Apply(t.Context(), mustDecode(t, "type: Mesh\nname: m1\n"), resources.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := review(t, h, sec); !resp.Allowed {
+		t.Errorf("Secret denied: %+v", resp.Result)
+	}
+}
+
+func TestHandlerRefusesBadRequests(t *testing.T) {
+	h := admission.NewHandler(newManager(t), admission.Options{})
+	for _, tc := range []struct {
+		method, body string
+		want         int
+	}{
+		{http.MethodGet, "", http.StatusMethodNotAllowed},
+		{http.MethodPost, "{", http.StatusBadRequest},
+		{http.MethodPost, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, http.StatusBadRequest},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, admission.Path, strings.NewReader(tc.body)))
+		if rec.Code != tc.want {
+			t.Errorf("%s %q: %d, want %d", tc.method, tc.body, rec.Code, tc.want)
+		}
+	}
+}
+
+func authnUser(name string) authenticationv1.UserInfo {
+	return authenticationv1.UserInfo{Username: name}
+}
+
+func mustDecode(t *testing.T, y string) api.Resource {
+	t.Helper()
+	r, _, err := api.DecodeOne([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
