@@ -12,6 +12,12 @@
 // kuma-dp's names are accepted too: --ca-cert-file for --cp-ca-cert and
 // --dataplane-token-file for --token-file.
 //
+// Without --token-file or --token, the pod's ServiceAccount token
+// (/var/run/secrets/kubernetes.io/serviceaccount/token) is used, re-read on
+// every reconnection since kubelet rotates it: a control plane running with
+// --environment kubernetes authenticates data planes by it. --name is then
+// the Dataplane's `<name>.<namespace>`.
+//
 // A control plane that has nothing to serve the dataplane yet (it is not
 // registered, or its mesh has no mTLS backend enabled) says so; meshca-dp
 // prints the reason once each time it changes and keeps retrying, since
@@ -49,6 +55,10 @@ var version = "0.1.0-dev"
 // verify against --cp-ca-cert.
 const untrustedHint = "check --cp-ca-cert; the control plane's CA is <data-dir>/dp-server-ca.pem on its host " +
 	"(meshca-data/dp-server-ca.pem by default), or the CA of its --dp-server-tls-cert"
+
+// serviceAccountTokenPath is where kubelet mounts a pod's ServiceAccount
+// token, used when no token is given (a variable for tests).
+var serviceAccountTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 // permanentErrorLimit is how many attempts in a row may fail on the control
 // plane's certificate before --exit-on-permanent-error gives up.
@@ -140,7 +150,7 @@ environment variables.`,
 		return pflag.NormalizedName(name)
 	})
 	fl.StringVar(&f.cpCACert, "cp-ca-cert", "", "PEM file of the CA that signed the control plane's server certificate (required; alias --ca-cert-file)")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the dataplane token, re-read on every reconnection (alias --dataplane-token-file)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the dataplane token or a Kubernetes ServiceAccount token, re-read on every reconnection (alias --dataplane-token-file; default: the pod's ServiceAccount token "+serviceAccountTokenPath+" if there is one)")
 	fl.StringVar(&f.token, "token", "", "dataplane token inline (discouraged: visible in the process list; use --token-file)")
 	fl.StringVar(&f.mesh, "mesh", "default", "mesh of the dataplane")
 	fl.StringVar(&f.name, "name", "", "name of the dataplane (required)")
@@ -207,7 +217,19 @@ func runAgent(ctx context.Context, f runFlags, stderr io.Writer) error {
 		tok := strings.TrimSpace(f.token)
 		token = func() (string, error) { return tok, nil }
 	default:
-		return errors.New("a dataplane token is required: --token-file (or --token)")
+		// In a pod: the projected ServiceAccount token kubelet mounts (and
+		// rotates, hence read again on every connection), which a control
+		// plane running with --environment kubernetes reviews.
+		if _, err := os.Stat(serviceAccountTokenPath); err != nil {
+			return fmt.Errorf("a token is required: --token-file (alias --dataplane-token-file) or --token; "+
+				"in a Kubernetes pod the ServiceAccount token %s is used, but it cannot be read (%v): is automountServiceAccountToken off?",
+				serviceAccountTokenPath, errors.Unwrap(err))
+		}
+		logger.Info("no token given: authenticating with the pod's ServiceAccount token", "path", serviceAccountTokenPath)
+		token = dpagent.TokenFromFile(serviceAccountTokenPath)
+		if _, err := token(); err != nil {
+			return fmt.Errorf("ServiceAccount token: %w", err)
+		}
 	}
 
 	logger.Info("starting data-plane agent", "cp_address", strings.Join(f.cpAddress, ","), "mesh", f.mesh, "name", f.name, "out", f.out)

@@ -80,6 +80,24 @@ func TestRefusedTokenExitsNonZero(t *testing.T) {
 		t.Fatal("stderr contains the token")
 	}
 
+	// No token flag: the pod's ServiceAccount token is read from its
+	// standard path (here the same refused token), or, without one, the
+	// agent says what it needs.
+	serviceAccountTokenPath = tokFile
+	stderr.Reset()
+	code = run([]string{"run", "--cp-address", lis.Addr().String(), "--cp-ca-cert", caFile,
+		"--mesh", "default", "--name", "web-1", "--out", out}, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "ServiceAccount token") || !strings.Contains(stderr.String(), "refused the dataplane token") {
+		t.Fatalf("with the token at the ServiceAccount path: exit code %d, want 2 after using it; stderr:\n%s", code, stderr.String())
+	}
+	serviceAccountTokenPath = filepath.Join(dir, "no-such-token")
+	stderr.Reset()
+	code = run([]string{"run", "--cp-address", lis.Addr().String(), "--cp-ca-cert", caFile,
+		"--mesh", "default", "--name", "web-1", "--out", out}, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "a token is required: --token-file") || !strings.Contains(stderr.String(), "no-such-token") {
+		t.Fatalf("without any token: exit code %d, want 1 with the fix; stderr:\n%s", code, stderr.String())
+	}
+
 	// The control plane's certificate signed by another CA than
 	// --cp-ca-cert: said once, with the fix; --exit-on-permanent-error
 	// gives up.

@@ -30,7 +30,8 @@
 // codes.FailedPrecondition: its mesh has no mTLS) is retried, since the
 // operator may fix it, with backoff up to MaxNotServedBackoff (15 s); the
 // reason is logged once each time it changes, not on every attempt. The token is re-read for
-// every connection attempt, so a replaced token file is picked up.
+// every connection attempt, so a replaced token file is picked up; a token
+// refused is final unless it has been replaced since it was sent.
 package dpagent
 
 import (
@@ -229,6 +230,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		c := status.Code(err)
 		if c == codes.Unauthenticated || c == codes.PermissionDenied {
+			// A token replaced since it was sent (kubelet rotates a pod's
+			// ServiceAccount token; an operator replaced the file) deserves
+			// an attempt: the refusal may be of the old one's expiry.
+			if tok, terr := cfg.Token(); terr == nil && tok != a.token {
+				a.log.Info("the control plane refused the token, which has been replaced since; reconnecting with the new one", "code", c.String())
+				continue
+			}
 			return fmt.Errorf("%w (%s): %s", ErrRefused, c, status.Convert(err).Message())
 		}
 		if received {
@@ -309,6 +317,7 @@ type agent struct {
 	cfg     Config
 	client  secretv3.SecretDiscoveryServiceClient
 	address string // of the instance streamed from
+	token   string // sent on the last stream
 	log     *slog.Logger
 
 	// Last secrets received (SotW responses may carry a subset).
@@ -321,6 +330,7 @@ func (a *agent) stream(ctx context.Context) (received bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	a.token = tok
 	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok))
 	defer cancel()
 	st, err := a.client.StreamSecrets(sctx)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,6 +284,29 @@ func TestRefusedTokenIsPermanent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A refused token that has been replaced since it was sent (kubelet rotated
+// the pod's ServiceAccount token) is not final: the agent reconnects with
+// the new one.
+func TestReplacedTokenIsRetried(t *testing.T) {
+	cp := newControlPlane(t)
+	want := sdstest.NewSecrets(t, "default", "web-1", 1, time.Now())
+	cp.src.Set("default", "web-1", want)
+	good := cp.token("web-1")
+	var calls atomic.Int32
+	tok := func() (string, error) {
+		if calls.Add(1) == 1 {
+			return "expired-token", nil
+		}
+		return good, nil
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	ra := startAgent(t, cp, dpagent.Config{OutDir: out, Token: tok})
+	if u := ra.next(t); u.Serial.Int64() != 1 {
+		t.Fatalf("served serial %v, want 1", u.Serial)
+	}
+	checkFiles(t, out, want)
 }
 
 // An agent given the wrong CA for the control plane says so once, with the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"meshca/pkg/tokens"
@@ -51,3 +52,28 @@ func (a TokenAuthenticator) Generation(mesh string) (uint64, bool) {
 
 // Changed implements ChangeNotifier.
 func (a TokenAuthenticator) Changed() <-chan struct{} { return a.Tokens.Changed() }
+
+// NodeAuthenticator is implemented by authenticators whose credentials do
+// not name a dataplane by themselves: a Kubernetes ServiceAccount token
+// names a namespace and an account, not a Dataplane. The server then reads
+// the node id of the stream's first request before authenticating it (the
+// worker waits for that request) and asks whether the credential may act
+// for that node; the stream's later requests must carry the same node id,
+// as always. VerifyNode's until is when a positive verdict lapses by itself
+// (zero: re-verify before every push); if the authenticator is also a
+// GenerationAuthenticator its Generation is honoured as for tokens. Errors
+// follow Authenticator: wrapping ErrRejected refuses the stream with
+// codes.Unauthenticated, anything else is transient (codes.Unavailable).
+//
+// Verify (of Authenticator) is not called on a server whose authenticator
+// is a NodeAuthenticator.
+type NodeAuthenticator interface {
+	VerifyNode(ctx context.Context, token, node string) (mesh, name string, until time.Time, err error)
+}
+
+// SplitNodeID splits a node id `<mesh>.<name>` at its first dot, as Kuma
+// reads its proxy ids (a mesh name holding a dot cannot be told apart).
+func SplitNodeID(node string) (mesh, name string, ok bool) {
+	mesh, name, ok = strings.Cut(node, ".")
+	return mesh, name, ok && mesh != "" && name != ""
+}

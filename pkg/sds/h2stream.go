@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -192,8 +194,11 @@ func (st *h2Stream) wakeLocked() {
 // work authenticates the stream if it is not yet, then handles requests
 // and signals until there are none; it runs off any long-lived stack.
 func (st *h2Stream) work() {
-	if st.p == nil && !st.open() {
-		return
+	if st.p == nil {
+		node, ok := st.firstNode()
+		if !ok || !st.open(node) {
+			return
+		}
 	}
 	for {
 		st.qmu.Lock()
@@ -236,11 +241,60 @@ func (st *h2Stream) work() {
 	}
 }
 
+// firstNode returns the node id of the stream's first request when the
+// server's authenticator is a NodeAuthenticator (which needs it to tell
+// which dataplane the credential must be good for), "" otherwise. false:
+// no request yet (the worker stops; the request starts it again) or the
+// stream ended.
+func (st *h2Stream) firstNode() (string, bool) {
+	if st.h.d.s.nauth == nil {
+		return "", true
+	}
+	st.qmu.Lock()
+	if st.ended {
+		st.qmu.Unlock()
+		return "", false
+	}
+	if len(st.queue) == 0 {
+		if st.recvEnded {
+			st.qmu.Unlock()
+			st.end(nil, true)
+			return "", false
+		}
+		st.running = false
+		st.qmu.Unlock()
+		return "", false
+	}
+	msg := st.queue[0] // handled as usual once the stream is open
+	st.qmu.Unlock()
+	var node *corev3.Node
+	if st.kind == sotwKind {
+		req := new(discoveryv3.DiscoveryRequest)
+		if err := proto.Unmarshal(msg, req); err != nil {
+			st.end(status.Errorf(codes.Internal, "decode DiscoveryRequest: %v", err), true)
+			return "", false
+		}
+		node = req.GetNode()
+	} else {
+		req := new(discoveryv3.DeltaDiscoveryRequest)
+		if err := proto.Unmarshal(msg, req); err != nil {
+			st.end(status.Errorf(codes.Internal, "decode DeltaDiscoveryRequest: %v", err), true)
+			return "", false
+		}
+		node = req.GetNode()
+	}
+	if node.GetId() == "" {
+		st.end(status.Error(codes.InvalidArgument, "the first request must carry the node (id <mesh>.<name>)"), true)
+		return "", false
+	}
+	return node.GetId(), true
+}
+
 // open authenticates the stream and subscribes it to its data plane's
 // secrets; false if the stream ended.
-func (st *h2Stream) open() bool {
+func (st *h2Stream) open(node string) bool {
 	s := st.h.d.s
-	c, err := s.open(st)
+	c, err := s.open(st, node)
 	if err != nil {
 		st.end(err, true)
 		return false

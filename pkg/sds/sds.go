@@ -20,7 +20,9 @@
 //   - Authentication. Every stream must carry the dataplane token in gRPC
 //     metadata (`authorization: Bearer <token>`, as Kuma's proxies send it).
 //     It is verified before the stream is served; a missing or rejected token
-//     ends the stream with codes.Unauthenticated.
+//     ends the stream with codes.Unauthenticated. With a NodeAuthenticator
+//     (Kubernetes ServiceAccount tokens, pkg/kube/tokenreview) the token is
+//     verified once the first request arrived, for the node id it carries.
 //   - Authorization. The node id must be `<mesh>.<name>` of the token's
 //     dataplane (Kuma's convention); any other node id ends the stream with
 //     codes.PermissionDenied. The node is checked on every request carrying one.

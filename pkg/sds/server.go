@@ -46,6 +46,7 @@ type Server struct {
 	src      Source
 	auth     Authenticator
 	gauth    GenerationAuthenticator // auth, if it is one
+	nauth    NodeAuthenticator       // auth, if it is one: streams are authenticated on their first request
 	log      *slog.Logger
 	now      func() time.Time
 	reverify time.Duration
@@ -99,6 +100,7 @@ func NewServer(src Source, auth Authenticator, logger *slog.Logger, reg promethe
 		}, []string{"reason"}),
 	}
 	s.gauth, _ = auth.(GenerationAuthenticator)
+	s.nauth, _ = auth.(NodeAuthenticator)
 	for _, o := range opts {
 		o(s)
 	}
@@ -183,6 +185,7 @@ type conn struct {
 	s                *Server
 	mesh, name, node string
 	token            string
+	claimed          string          // the node id of the first request (NodeAuthenticator only)
 	ctx              context.Context // the stream's; cancelled when it ends
 	st               *h2Stream
 
@@ -194,13 +197,14 @@ type conn struct {
 	until time.Time // the last verdict lapses then (zero: unknown)
 }
 
-// open authenticates a new stream and registers it.
-func (s *Server) open(st *h2Stream) (*conn, error) {
+// open authenticates a new stream and registers it; node is the node id
+// of its first request when the authenticator is a NodeAuthenticator.
+func (s *Server) open(st *h2Stream, node string) (*conn, error) {
 	token, err := bearerToken(st.authz)
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{s: s, token: token, ctx: st.ctx, st: st}
+	c := &conn{s: s, token: token, ctx: st.ctx, st: st, claimed: node}
 	mesh, name, err := c.check(st.ctx)
 	if err != nil {
 		s.log.Info("SDS stream refused", "reason", err)
@@ -249,6 +253,21 @@ func (c *conn) close() {
 // check verifies the token, recording the verdict's generation and expiry.
 func (c *conn) check(ctx context.Context) (mesh, name string, err error) {
 	g := c.s.gauth
+	if n := c.s.nauth; n != nil {
+		var gen uint64
+		var genOK bool
+		if g != nil {
+			gen, genOK = g.Generation(c.mesh)
+		}
+		mesh, name, until, err := n.VerifyNode(ctx, c.token, c.claimed)
+		if err != nil {
+			return "", "", err
+		}
+		c.mu.Lock()
+		c.gen, c.genOK, c.until = gen, genOK, until
+		c.mu.Unlock()
+		return mesh, name, nil
+	}
 	if g == nil {
 		mesh, name, err = c.s.auth.Verify(ctx, c.token)
 		return mesh, name, err
