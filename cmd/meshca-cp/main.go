@@ -98,6 +98,13 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.DPServerAddress, "dp-server-address", envOr("MESHCA_DP_SERVER_ADDRESS", controlplane.DefaultDPServerAddress), "SDS (gRPC, TLS) listen address for data planes")
 	f.StringVar(&cfg.DPServerTLSCert, "dp-server-tls-cert", "", "PEM certificate for the dp server (default: created once under --data-dir)")
 	f.StringVar(&cfg.DPServerTLSKey, "dp-server-tls-key", "", "PEM key for --dp-server-tls-cert")
+	f.StringVar(&cfg.Webhook.Address, "webhook-address", envOr("MESHCA_WEBHOOK_ADDRESS", controlplane.DefaultWebhookAddress),
+		"with --environment kubernetes: the admission webhook's HTTPS listen address (empty disables it)")
+	f.StringVar(&cfg.Webhook.URL, "webhook-url", os.Getenv("MESHCA_WEBHOOK_URL"),
+		"with --environment kubernetes: the https:// URL the API server reaches the webhook at, for a control plane outside the cluster (default: the Service)")
+	f.StringVar(&cfg.Webhook.Service, "webhook-service", "meshca-control-plane", "with --environment kubernetes: the Service of the webhook in the system namespace (port 443)")
+	f.StringVar(&cfg.Webhook.TLSCert, "webhook-tls-cert", "", "PEM certificate for the webhook (default: issued by a CA shared through the store; the control plane then registers it as caBundle)")
+	f.StringVar(&cfg.Webhook.TLSKey, "webhook-tls-key", "", "PEM key for --webhook-tls-cert")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the certmanager backend (default: in-cluster)")
 	f.StringVar(&cfg.K8sNamespace, "k8s-namespace", "meshca-system", "namespace for cert-manager CertificateRequests")
 	f.IntVar(&cfg.Workers, "issuance-workers", 64, "concurrent certificate issuances")

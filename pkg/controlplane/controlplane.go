@@ -74,6 +74,9 @@ type Config struct {
 	// empty, a CA and certificate are created once under DataDir.
 	DPServerTLSCert, DPServerTLSKey string
 
+	// Webhook is the admission webhook of --environment kubernetes.
+	Webhook WebhookConfig
+
 	// Kubeconfig and K8sNamespace are used by the certmanager backend.
 	Kubeconfig   string
 	K8sNamespace string

@@ -90,11 +90,11 @@ func TestWebhookOnAPIServer(t *testing.T) {
 	}
 
 	mgr := newManager(t)
-	url, caPEM := webhook(t, admission.NewHandler(mgr, admission.Options{SystemNamespace: systemNamespace}))
 	dyn, err := dynamic.NewForConfig(srv.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
+	url, caPEM := webhook(t, admission.NewHandler(mgr, admission.Options{SystemNamespace: systemNamespace, MeshExists: admission.LiveMeshExists(dyn)}))
 	if err := admission.Register(ctx, dyn, admission.Configuration(systemNamespace, admission.Target{URL: url}, caPEM)); err != nil {
 		t.Fatal(err)
 	}
@@ -272,6 +272,22 @@ spec:
 		out, err := run("", "delete", "mesh", "default")
 		if err == nil || !strings.Contains(out, `mesh "default" still has 1 dataplane(s)`) {
 			t.Errorf("kubectl delete mesh: %v\n%s", err, out)
+		}
+	})
+	t.Run("once its Mesh is gone a Secret goes, whatever the store still has", func(t *testing.T) {
+		if out, err := run("", "delete", "dataplane", "web-1", "-n", "default"); err != nil {
+			t.Fatalf("kubectl delete dataplane: %v\n%s", err, out)
+		}
+		if err := mgr.Store().Commit(ctx, store.Op{Kind: store.OpDelete, Record: store.Record{Key: store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-1"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run("", "delete", "mesh", "default"); err != nil {
+			t.Fatalf("kubectl delete mesh: %v\n%s", err, out)
+		}
+		// The manager's store (standing for a cache that has not seen the
+		// deletion yet) still has the Mesh using sec-1.
+		if out, err := run("", "delete", "secret", "sec-1", "-n", systemNamespace); err != nil {
+			t.Errorf("kubectl delete of a Secret of a deleted Mesh: %v\n%s", err, out)
 		}
 	})
 }

@@ -42,6 +42,11 @@ type Options struct {
 	// ServiceAccount), so that, say, the Secrets it deletes with their Mesh
 	// are not refused by a cache that still sees the Mesh.
 	ExemptUser string
+	// MeshExists, when set, is asked before a Secret's deletion is checked
+	// against its Mesh: a Mesh the API server no longer has uses nothing,
+	// whatever a cache that has not seen its deletion yet says (the
+	// control plane deletes a Mesh's Secrets right after the Mesh).
+	MeshExists func(ctx context.Context, name string) (bool, error)
 	Logger     *slog.Logger
 }
 
@@ -155,6 +160,15 @@ func (h *Handler) reviewSecret(ctx context.Context, req *admissionv1.AdmissionRe
 		if mesh == "" {
 			mesh = "default" // as pkg/api decodes a Secret without the label
 		}
+		if h.opts.MeshExists != nil {
+			exists, err := h.opts.MeshExists(ctx, mesh)
+			if err != nil {
+				return h.denyErr(req, api.TypeSecret, err)
+			}
+			if !exists {
+				return allowed()
+			}
+		}
 		return h.denyErr(req, api.TypeSecret, h.v.CheckDelete(ctx, api.TypeSecret, mesh, req.Name))
 	}
 	return allowed()
@@ -176,7 +190,13 @@ func (h *Handler) validateApply(ctx context.Context, req *admissionv1.AdmissionR
 		// The codec's paths are the Kubernetes form's already.
 		return h.denyErr(req, req.Kind.Kind, err)
 	}
-	typ := r.GetMeta().Type
+	meta := r.GetMeta()
+	if meta.Type == api.TypeDataplane && req.Namespace != "" {
+		// The store's name of a namespaced Dataplane, as Kuma's:
+		// <name>.<namespace>.
+		meta.Name += "." + req.Namespace
+	}
+	typ := meta.Type
 	if _, err := h.v.Apply(ctx, r, resources.ApplyOptions{DryRun: true}); err != nil {
 		return h.denyErr(req, typ, kubeFields(typ, err))
 	}

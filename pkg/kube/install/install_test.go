@@ -27,15 +27,15 @@ import (
 // Role must hold these and nothing more: adding a verb means adding it here,
 // with the code that uses it.
 var allowed = []string{
-	"get kuma.io/meshes", "list kuma.io/meshes", "watch kuma.io/meshes", "create kuma.io/meshes", "update kuma.io/meshes", "patch kuma.io/meshes", "delete kuma.io/meshes",
-	"get kuma.io/dataplanes", "list kuma.io/dataplanes", "watch kuma.io/dataplanes", "create kuma.io/dataplanes", "update kuma.io/dataplanes", "patch kuma.io/dataplanes", "delete kuma.io/dataplanes",
-	"get kuma.io/accessroles", "list kuma.io/accessroles", "watch kuma.io/accessroles", "create kuma.io/accessroles", "update kuma.io/accessroles", "patch kuma.io/accessroles", "delete kuma.io/accessroles",
-	"get kuma.io/accessrolebindings", "list kuma.io/accessrolebindings", "watch kuma.io/accessrolebindings", "create kuma.io/accessrolebindings", "update kuma.io/accessrolebindings", "patch kuma.io/accessrolebindings", "delete kuma.io/accessrolebindings",
+	"get kuma.io/meshes", "list kuma.io/meshes", "watch kuma.io/meshes", "create kuma.io/meshes", "update kuma.io/meshes", "delete kuma.io/meshes",
+	"get kuma.io/dataplanes", "list kuma.io/dataplanes", "watch kuma.io/dataplanes", "create kuma.io/dataplanes", "update kuma.io/dataplanes", "delete kuma.io/dataplanes",
+	"get kuma.io/accessroles", "list kuma.io/accessroles", "watch kuma.io/accessroles", "create kuma.io/accessroles", "update kuma.io/accessroles", "delete kuma.io/accessroles",
+	"get kuma.io/accessrolebindings", "list kuma.io/accessrolebindings", "watch kuma.io/accessrolebindings", "create kuma.io/accessrolebindings", "update kuma.io/accessrolebindings", "delete kuma.io/accessrolebindings",
 	"create authentication.k8s.io/tokenreviews",
 	"get admissionregistration.k8s.io/validatingwebhookconfigurations meshca-validating-webhook-configuration",
 	"patch admissionregistration.k8s.io/validatingwebhookconfigurations meshca-validating-webhook-configuration",
 	"get cert-manager.io/clusterissuers",
-	"get /secrets in NS", "list /secrets in NS", "watch /secrets in NS", "create /secrets in NS", "update /secrets in NS", "patch /secrets in NS", "delete /secrets in NS",
+	"get /secrets in NS", "list /secrets in NS", "watch /secrets in NS", "create /secrets in NS", "update /secrets in NS", "delete /secrets in NS",
 	"get coordination.k8s.io/leases in NS", "list coordination.k8s.io/leases in NS", "create coordination.k8s.io/leases in NS",
 	"update coordination.k8s.io/leases in NS", "patch coordination.k8s.io/leases in NS", "delete coordination.k8s.io/leases in NS",
 	"get cert-manager.io/certificaterequests in NS", "watch cert-manager.io/certificaterequests in NS",
@@ -217,6 +217,9 @@ func TestInstallOnAPIServer(t *testing.T) {
 	dyn, err := dynamic.NewForConfig(asSA)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if who, err := admission.WhoAmI(ctx, dyn); err != nil || who != sa {
+		t.Errorf("WhoAmI as the ServiceAccount: %q, %v", who, err)
 	}
 	caPEM := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 	vwc := admission.Configuration("meshca-system", admission.Target{ServiceNamespace: "meshca-system", ServiceName: install.Name, ServicePort: install.ServicePortHook}, caPEM)

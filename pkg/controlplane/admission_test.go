@@ -1,0 +1,130 @@
+package controlplane
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"meshca/internal/kubetest"
+	"meshca/pkg/ca"
+	"meshca/pkg/datasource"
+	"meshca/pkg/kube/admission"
+	"meshca/pkg/kube/crd"
+	"meshca/pkg/resources"
+	"meshca/pkg/store/memory"
+)
+
+// TestAdmissionWebhookStarts: two control planes on one store each serve
+// the webhook with a certificate of the one CA they share, register it as
+// the configuration's caBundle, and the API server, verifying it, sends
+// them kubectl's writes: an invalid Mesh is refused.
+func TestAdmissionWebhookStarts(t *testing.T) {
+	srv := kubetest.Start(t)
+	ctx := t.Context()
+	manifest, err := crd.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.Apply(ctx, srv.Config, manifest); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	st := memory.New()
+	reg, err := ca.NewRegistry(ca.Deps{Store: st, Sources: datasource.New(st), Logger: logger, Now: time.Now}, Backends())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := resources.NewManager(st, reg, resources.Options{Logger: logger})
+
+	var addrs []net.Addr
+	for range 2 {
+		port := freePort(t)
+		cfg := Config{DataDir: t.TempDir(), Webhook: WebhookConfig{
+			Address: "127.0.0.1:" + port,
+			URL:     "https://127.0.0.1:" + port,
+		}}
+		addr, stop, err := startAdmission(ctx, cfg, srv.Config, "meshca-system", st, mgr, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+		addrs = append(addrs, addr)
+	}
+
+	// The configuration names the last one started, with the shared CA,
+	// which both serve certificates of.
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vwc, err := dyn.Resource(schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingwebhookconfigurations"}).
+		Get(ctx, admission.ConfigurationName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, _, _ := unstructured.NestedSlice(vwc.Object, "webhooks")
+	if len(hooks) != 2 {
+		t.Fatalf("webhooks %v", hooks)
+	}
+	cc := hooks[0].(map[string]any)["clientConfig"].(map[string]any)
+	if cc["url"] != "https://"+addrs[1].String()+admission.Path {
+		t.Errorf("clientConfig.url = %v, want the second instance's", cc["url"])
+	}
+	bundle, err := base64.StdEncoding.DecodeString(cc["caBundle"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bundle) {
+		t.Fatalf("caBundle holds no certificate: %q", bundle)
+	}
+	for _, a := range addrs {
+		conn, err := tls.Dial("tcp", a.String(), &tls.Config{RootCAs: pool, ServerName: "meshca-control-plane.meshca-system.svc"})
+		if err != nil {
+			t.Errorf("%s does not verify with the caBundle as the Service's name: %v", a, err)
+			continue
+		}
+		conn.Close()
+	}
+
+	kubectl := srv.Kubectl(t)
+	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: bad}\nspec: {mtls: {enabledBackend: nope}}\n"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", srv.Kubeconfig, "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(bad)
+		out, err := cmd.CombinedOutput()
+		if err != nil && strings.Contains(string(out), "spec.mtls.enabledBackend") {
+			break
+		}
+		if err == nil {
+			_ = exec.CommandContext(ctx, kubectl, "--kubeconfig", srv.Kubeconfig, "delete", "mesh", "bad").Run()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an invalid Mesh was never refused: %v\n%s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
