@@ -114,10 +114,14 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 //   - resources.ErrReadOnly: 403;
 //   - *http.MaxBytesError: 413;
 //   - store.ErrStorageFull: 507;
+//   - store.ErrUnavailable: 503;
 //   - store.ErrNotFound: 404; store.ErrConflict, store.ErrAlreadyExists: 409;
 //   - anything else: 500 with a generic message; err is logged, not shown.
 func WriteError(w http.ResponseWriter, logger *slog.Logger, err error) {
 	e := classify(err)
+	if errors.Is(err, store.ErrUnavailable) {
+		w.Header().Set("Retry-After", "1")
+	}
 	if e.Status >= 500 {
 		if logger == nil {
 			logger = slog.Default()
@@ -129,6 +133,8 @@ func WriteError(w http.ResponseWriter, logger *slog.Logger, err error) {
 			// Load shedding: one line per refused request would add to the
 			// load it sheds.
 			logger.Debug("request refused: body budget full")
+		case errors.Is(err, store.ErrUnavailable):
+			logger.Warn("request refused: the database is unavailable", "error", err)
 		default:
 			logger.Error("request failed", "error", err)
 		}
@@ -187,6 +193,9 @@ func classify(err error) *Error {
 	case errors.Is(err, store.ErrStorageFull):
 		return &Error{Status: http.StatusInsufficientStorage, Title: "Insufficient storage",
 			Detail: "the store's disk is full: writes are refused until space is freed; reads and certificate delivery go on"}
+	case errors.Is(err, store.ErrUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Title: "Service unavailable",
+			Detail: "the control plane's database is unavailable: retry shortly; certificate delivery goes on"}
 	case errors.Is(err, store.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Title: TitleNotFound, Detail: err.Error()}
 	case errors.Is(err, store.ErrConflict):

@@ -198,6 +198,9 @@ func (m *Manager) applyLocked(k dpKey, st *dpState, r store.Record, force bool) 
 		// As the leader recorded it, so every instance shows the same.
 		st.lastRotated = rec.IssuedAt
 		recordHistoryLocked(st, api.MTLSBackend{Name: rec.Backend}, st.cur, nil, rec.IssuedAt)
+		// A failure this instance recorded while it led (its database
+		// away) is over: the leader issued since.
+		st.attempts, st.lastErr, st.lastErrAt = 0, "", time.Time{}
 		m.logger.Debug("certificate issued by the leader", "mesh", k.mesh, "dataplane", k.name, "serial", st.cur.serial)
 	}
 	notify(st)

@@ -23,6 +23,11 @@ var (
 	// database quota) is full. Reads keep working; writes work again once
 	// space is freed, with nothing to restart.
 	ErrStorageFull = errors.New("the store's disk is full")
+	// ErrUnavailable wraps a call that failed because the store's database
+	// server could not be reached (down, restarting, the connection lost).
+	// The call may be retried; a write whose connection broke while it
+	// committed may have been applied, which its version check tells.
+	ErrUnavailable = errors.New("the store's database is unavailable")
 )
 
 // Key names one record. Mesh is empty for global records (Mesh, GlobalSecret).

@@ -15,7 +15,7 @@ import (
 )
 
 // changeRetention is how long the changes table keeps an event. A listener
-// reconnects within seconds (its backoff is capped at 10 s); the table must
+// reconnects within seconds (its backoff is capped at 1 s); the table must
 // not grow with every certificate ever issued.
 const changeRetention = 5 * time.Minute
 

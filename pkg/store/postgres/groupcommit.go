@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"meshca/pkg/store"
 	"meshca/pkg/store/internal/storeutil"
 )
@@ -70,17 +73,12 @@ func (s *Store) commitGroup(group []*storeutil.Request) {
 			r.Finish(classify(r.Err))
 		}
 	}
-	conn, err := s.pool.Acquire(ctx)
+	conn, tx, err := s.begin(ctx)
 	if err != nil {
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
 	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		fail(fmt.Errorf("commit: begin: %w", err))
-		return
-	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
 	// One call waiting for a row another process holds (a paused instance
 	// inside a transaction) must not hold up the whole group for long: it
@@ -130,5 +128,27 @@ func (s *Store) commitGroup(group []*storeutil.Request) {
 	}
 	for _, r := range claimed {
 		r.Finish(classify(r.Err))
+	}
+}
+
+// begin starts a transaction on a pooled connection. A connection the
+// server closed while it sat in the pool (a restart ends every session)
+// fails its BEGIN, which changed nothing: another is tried, up to the
+// pool's size, so a restart does not fail the first commits after it.
+func (s *Store) begin(ctx context.Context) (*pgxpool.Conn, pgx.Tx, error) {
+	for attempt := 0; ; attempt++ {
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		tx, err := conn.Begin(ctx)
+		if err == nil {
+			return conn, tx, nil
+		}
+		dead := conn.Conn().IsClosed()
+		conn.Release()
+		if !dead || attempt >= poolSize {
+			return nil, nil, fmt.Errorf("begin: %w", err)
+		}
 	}
 }

@@ -16,6 +16,14 @@ import (
 	"meshca/pkg/store/internal/storeutil"
 )
 
+// maxListenerBackoff bounds the wait between reconnect attempts. Until the
+// listener is back this instance's watchers (its SDS pushes, a follower's
+// copy of the identities) see nothing the others commit: once the database
+// is back after a restart, a rotation must reach them well within a short
+// certificate's remaining life, not one long backoff later. An attempt
+// against a database that is down costs a refused connection.
+const maxListenerBackoff = time.Second
+
 func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
 	if err != nil {
@@ -62,7 +70,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos position) {
 				case <-ctx.Done():
 					return
 				}
-				backoff = min(2*backoff, 10*time.Second)
+				backoff = min(2*backoff, maxListenerBackoff)
 				continue
 			}
 			backoff = 100 * time.Millisecond

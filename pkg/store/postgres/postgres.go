@@ -32,10 +32,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -258,12 +262,12 @@ func get(ctx context.Context, q querier, query string, key store.Key) (*store.Re
 
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, key store.Key) (store.Record, error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return store.Record{}, fmt.Errorf("get %s: %w", key, err)
-	}
-	defer conn.Release()
-	r, err := get(ctx, conn, getQuery, key)
+	var r *store.Record
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		var err error
+		r, err = get(ctx, conn, getQuery, key)
+		return err
+	})
 	if err != nil {
 		return store.Record{}, fmt.Errorf("get %s: %w", key, err)
 	}
@@ -276,18 +280,17 @@ func (s *Store) Get(ctx context.Context, key store.Key) (store.Record, error) {
 // List implements store.Store. Columns use the "C" collation, so ORDER BY
 // matches Go string comparison.
 func (s *Store) List(ctx context.Context, typ, mesh string) ([]store.Record, error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", typ, err)
-	}
-	defer conn.Release()
-	rows, err := conn.Query(ctx, `SELECT `+columns+` FROM resources
-		WHERE type = $1 AND ($2 = '' OR mesh = $2) ORDER BY mesh, name`, typ, mesh)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", typ, err)
-	}
-	defer rows.Close()
-	out, err := storeutil.CollectRecords(rows)
+	var out []store.Record
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT `+columns+` FROM resources
+			WHERE type = $1 AND ($2 = '' OR mesh = $2) ORDER BY mesh, name`, typ, mesh)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		out, err = storeutil.CollectRecords(rows)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", typ, err)
 	}
@@ -300,13 +303,55 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 }
 
 // classify marks errors that say the database server's disk is full
-// (SQLSTATE 53100 disk_full) with store.ErrStorageFull.
+// (SQLSTATE 53100 disk_full) with store.ErrStorageFull, and those that say
+// it cannot be reached with store.ErrUnavailable.
 func classify(err error) error {
 	var pgErr *pgconn.PgError
-	if err != nil && errors.As(err, &pgErr) && pgErr.Code == "53100" {
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pgErr) && pgErr.Code == "53100":
 		return fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+	case unreachable(err):
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
 	return err
+}
+
+// unreachable reports whether err says the server could not be reached or
+// dropped the connection: a failed connect, a connection closed under the
+// call, SQLSTATE class 08 (connection exception) or 57P01..57P03 (the
+// server shutting down or starting up).
+func unreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+			return true
+		}
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// withConn runs fn on a pooled connection. A connection the server closed
+// while it sat in the pool (a restart ends every session) fails its first
+// use: fn, a read, is then run again on another, up to the pool's size.
+func (s *Store) withConn(ctx context.Context, fn func(*pgxpool.Conn) error) error {
+	for attempt := 0; ; attempt++ {
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return classify(err)
+		}
+		err = fn(conn)
+		dead := err != nil && conn.Conn().IsClosed()
+		conn.Release()
+		if !dead || attempt >= poolSize || ctx.Err() != nil {
+			return classify(err)
+		}
+	}
 }
 
 // applyOps applies one call's ops in tx and returns their events. An error
