@@ -330,11 +330,18 @@ func (e *Elector) until(start time.Time) time.Duration {
 // termSpec is the term record's spec, for whoever reads it.
 type termSpec struct {
 	Holder string `json:"holder"`
+	// Nonce tells this bump's write from any other (see bump).
+	Nonce string `json:"nonce,omitempty"`
 }
 
-// bump moves the term record to its next version, the new term.
+// bump moves the term record to a new version, the new term. A store's
+// versions need not grow by one (the Kubernetes store's are the API
+// server's resourceVersions), so the version is read back after the write;
+// the nonce makes sure it is this write's and not a later one of another
+// instance.
 func (e *Elector) bump(ctx context.Context) (int64, error) {
-	spec, err := json.Marshal(termSpec{Holder: e.opts.ID})
+	nonce := rand.Text()
+	spec, err := json.Marshal(termSpec{Holder: e.opts.ID, Nonce: nonce})
 	if err != nil {
 		return 0, err
 	}
@@ -344,14 +351,22 @@ func (e *Elector) bump(ctx context.Context) (int64, error) {
 		if err := store.Create(ctx, e.st, store.Record{Key: TermKey, Spec: spec}); err != nil {
 			return 0, fmt.Errorf("create term record: %w", err)
 		}
-		return 1, nil
 	case err != nil:
 		return 0, fmt.Errorf("read term record: %w", err)
+	default:
+		if err := store.Update(ctx, e.st, store.Record{Key: TermKey, Version: cur.Version, Spec: spec}); err != nil {
+			return 0, fmt.Errorf("update term record: %w", err)
+		}
 	}
-	if err := store.Update(ctx, e.st, store.Record{Key: TermKey, Version: cur.Version, Spec: spec}); err != nil {
-		return 0, fmt.Errorf("update term record: %w", err)
+	got, err := e.st.Get(ctx, TermKey)
+	if err != nil {
+		return 0, fmt.Errorf("read term record back: %w", err)
 	}
-	return cur.Version + 1, nil
+	var ts termSpec
+	if err := json.Unmarshal(got.Spec, &ts); err != nil || ts.Nonce != nonce {
+		return 0, fmt.Errorf("term record: written again by %q before this term started", ts.Holder)
+	}
+	return got.Version, nil
 }
 
 const reasonStopping = "stopping"
