@@ -27,11 +27,49 @@ import (
 // that deliver events asynchronously (postgres LISTEN/NOTIFY) need some slack.
 const eventTimeout = 10 * time.Second
 
+// Options adapt the suite to a backend.
+type Options struct {
+	// VersionsOnlyGrow is for backends whose versions grow on every change
+	// but not one by one from 1 (the Kubernetes store's resourceVersions).
+	// Where the suite expects version n, it then expects a version greater
+	// than the record's previous one and equal to what Get returns; an
+	// update that follows a create of the same key in one commit gives
+	// version 0, since the created version is not known before the commit.
+	// Every other check is the same.
+	VersionsOnlyGrow bool
+}
+
+// vlabel is how the suite writes version n in event descriptions: "vN",
+// or "v?" when versions only grow (checked apart).
+func (o Options) vlabel(n int) string {
+	if o.VersionsOnlyGrow {
+		return "v?"
+	}
+	return "v" + strconv.Itoa(n)
+}
+
+// first reports whether v is a record's first version.
+func (o Options) first(v int64) bool { return v == 1 || (o.VersionsOnlyGrow && v > 0) }
+
+// nth reports whether v is the n-th version of a record whose first was
+// v1 (exactly n when versions count, greater than v1 when they only grow).
+func (o Options) nth(v, v1 int64, n int) bool {
+	if o.VersionsOnlyGrow {
+		return v > v1
+	}
+	return v == int64(n)
+}
+
 // Run runs the conformance suite as subtests of t.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	RunWithOptions(t, Options{}, newStore)
+}
+
+// RunWithOptions runs the conformance suite adapted by o.
+func RunWithOptions(t *testing.T, o Options, newStore func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s store.Store)
+		fn   func(t *testing.T, s store.Store, o Options)
 	}{
 		{"CreateGetList", testCreateGetList},
 		{"AlreadyExists", testAlreadyExists},
@@ -55,7 +93,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, newStore(t))
+			tc.fn(t, newStore(t), o)
 		})
 	}
 }
@@ -92,7 +130,7 @@ func keys(rs []store.Record) []string {
 	return out
 }
 
-func testCreateGetList(t *testing.T, s store.Store) {
+func testCreateGetList(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	before := time.Now().Add(-time.Second)
 	for _, r := range []store.Record{
@@ -108,7 +146,7 @@ func testCreateGetList(t *testing.T, s store.Store) {
 	}
 
 	got := mustGet(t, s, store.Key{Type: "Dataplane", Mesh: "m1", Name: "z"})
-	if got.Version != 1 || string(got.Spec) != `{"n":2}` || got.Labels["name"] != "z" || len(got.Labels) != 1 {
+	if !o.first(got.Version) || string(got.Spec) != `{"n":2}` || got.Labels["name"] != "z" || len(got.Labels) != 1 {
 		t.Errorf("Get = %+v, want version 1, spec {\"n\":2}, labels {name:z}", got)
 	}
 	if got.CreationTime.Before(before) || !got.CreationTime.Equal(got.ModificationTime) {
@@ -132,7 +170,7 @@ func testCreateGetList(t *testing.T, s store.Store) {
 	if want := []string{"m2/a", "m2/b"}; !slices.Equal(keys(m2), want) {
 		t.Errorf("List m2 = %v, want %v", keys(m2), want)
 	}
-	if m2[1].Version != 1 || string(m2[1].Spec) != `{"n":1}` {
+	if !o.first(m2[1].Version) || string(m2[1].Spec) != `{"n":1}` {
 		t.Errorf("List record = %+v", m2[1])
 	}
 	none, err := s.List(ctx, "Nothing", "")
@@ -141,20 +179,24 @@ func testCreateGetList(t *testing.T, s store.Store) {
 	}
 }
 
-func testAlreadyExists(t *testing.T, s store.Store) {
+func testAlreadyExists(t *testing.T, s store.Store, o Options) {
 	r := rec("T", "m", "a", "1")
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: r})
+	created := mustGet(t, s, r.Key)
+	if !o.first(created.Version) {
+		t.Errorf("created version %d, want a first version", created.Version)
+	}
 	r.Spec = []byte("2")
 	err := store.Create(t.Context(), s, r)
 	if !errors.Is(err, store.ErrAlreadyExists) {
 		t.Fatalf("second Create = %v, want ErrAlreadyExists", err)
 	}
-	if got := mustGet(t, s, r.Key); string(got.Spec) != "1" || got.Version != 1 {
+	if got := mustGet(t, s, r.Key); string(got.Spec) != "1" || got.Version != created.Version {
 		t.Errorf("after failed create: %+v", got)
 	}
 }
 
-func testNotFound(t *testing.T, s store.Store) {
+func testNotFound(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	key := store.Key{Type: "T", Mesh: "m", Name: "missing"}
 	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
@@ -173,7 +215,7 @@ func testNotFound(t *testing.T, s store.Store) {
 	}
 }
 
-func testInvalidOp(t *testing.T, s store.Store) {
+func testInvalidOp(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	for _, op := range []store.Op{
 		{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Type: "T"}}},
@@ -189,12 +231,17 @@ func testInvalidOp(t *testing.T, s store.Store) {
 	}
 }
 
-func testStaleVersion(t *testing.T, s store.Store) {
+func testStaleVersion(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	r := rec("T", "m", "a", "v1")
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: r})
-	r.Version, r.Spec = 1, []byte("v2")
+	v1 := mustGet(t, s, r.Key).Version
+	r.Version, r.Spec = v1, []byte("v2")
 	mustCommit(t, s, store.Op{Kind: store.OpUpdate, Record: r})
+	v2 := mustGet(t, s, r.Key).Version
+	if !o.first(v1) || !o.nth(v2, v1, 2) {
+		t.Fatalf("versions after create and update: %d, %d", v1, v2)
+	}
 
 	stale := r
 	stale.Spec = []byte("stale")
@@ -206,8 +253,8 @@ func testStaleVersion(t *testing.T, s store.Store) {
 		t.Fatalf("stale Delete = %v, want ErrConflict", err)
 	}
 	got := mustGet(t, s, r.Key)
-	if got.Version != 2 || string(got.Spec) != "v2" {
-		t.Errorf("after conflicts: version %d spec %q, want 2 v2", got.Version, got.Spec)
+	if got.Version != v2 || string(got.Spec) != "v2" {
+		t.Errorf("after conflicts: version %d spec %q, want %d v2", got.Version, got.Spec, v2)
 	}
 	got.Spec = nil // current version: delete succeeds
 	mustCommit(t, s, store.Op{Kind: store.OpDelete, Record: got})
@@ -216,18 +263,24 @@ func testStaleVersion(t *testing.T, s store.Store) {
 	}
 }
 
-func testVersion0(t *testing.T, s store.Store) {
+func testVersion0(t *testing.T, s store.Store, o Options) {
 	r := rec("T", "m", "a", "v1")
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: r})
 	created := mustGet(t, s, r.Key)
 	time.Sleep(2 * time.Millisecond)
+	prev := created.Version
 	for i := range 3 {
 		r.Version = 0
 		r.Spec = []byte("u" + strconv.Itoa(i))
 		mustCommit(t, s, store.Op{Kind: store.OpUpdate, Record: r})
+		if v := mustGet(t, s, r.Key).Version; v <= prev {
+			t.Fatalf("update %d: version %d, not after %d", i, v, prev)
+		} else {
+			prev = v
+		}
 	}
 	got := mustGet(t, s, r.Key)
-	if got.Version != 4 || string(got.Spec) != "u2" {
+	if !o.nth(got.Version, created.Version, 4) || string(got.Spec) != "u2" {
 		t.Errorf("got version %d spec %q, want 4 u2", got.Version, got.Spec)
 	}
 	if !got.CreationTime.Equal(created.CreationTime) {
@@ -238,7 +291,7 @@ func testVersion0(t *testing.T, s store.Store) {
 	}
 }
 
-func testUpsert(t *testing.T, s store.Store) {
+func testUpsert(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	ch := s.Watch(ctx)
 	r := rec("T", "", "a", "1")
@@ -246,27 +299,31 @@ func testUpsert(t *testing.T, s store.Store) {
 	if err := store.Upsert(ctx, s, r); err != nil {
 		t.Fatal(err)
 	}
+	v1 := mustGet(t, s, r.Key).Version
 	r.Spec = []byte("2")
 	if err := store.Upsert(ctx, s, r); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustGet(t, s, r.Key); got.Version != 2 || string(got.Spec) != "2" {
+	if got := mustGet(t, s, r.Key); !o.first(v1) || !o.nth(got.Version, v1, 2) || string(got.Spec) != "2" {
 		t.Errorf("after two upserts: %+v", got)
 	}
-	expectEvents(t, ch, []want{{store.EventCreated, "a", 1}, {store.EventUpdated, "a", 2}})
+	expectEvents(t, o, ch, []want{{store.EventCreated, "a", 1}, {store.EventUpdated, "a", 2}})
 }
 
-func testSameKeyInCommit(t *testing.T, s store.Store) {
+func testSameKeyInCommit(t *testing.T, s store.Store, o Options) {
 	r := rec("T", "m", "a", "1")
 	r2 := r
 	r2.Spec, r2.Version = []byte("2"), 1
+	if o.VersionsOnlyGrow {
+		r2.Version = 0
+	}
 	mustCommit(t, s,
 		store.Op{Kind: store.OpCreate, Record: r},
 		store.Op{Kind: store.OpUpdate, Record: r2},
 		store.Op{Kind: store.OpCreate, Record: rec("T", "m", "b", "")},
 		store.Op{Kind: store.OpDelete, Record: rec("T", "m", "b", "")},
 	)
-	if got := mustGet(t, s, r.Key); got.Version != 2 || string(got.Spec) != "2" {
+	if got := mustGet(t, s, r.Key); (got.Version != 2 && !o.VersionsOnlyGrow) || string(got.Spec) != "2" {
 		t.Errorf("got %+v, want version 2 spec 2", got)
 	}
 	if _, err := s.Get(t.Context(), store.Key{Type: "T", Mesh: "m", Name: "b"}); !errors.Is(err, store.ErrNotFound) {
@@ -274,10 +331,11 @@ func testSameKeyInCommit(t *testing.T, s store.Store) {
 	}
 }
 
-func testAtomicCommit(t *testing.T, s store.Store) {
+func testAtomicCommit(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	a := rec("T", "m", "a", "orig")
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: a})
+	va := mustGet(t, s, a.Key).Version
 	ch := s.Watch(ctx)
 
 	upd := a
@@ -291,7 +349,7 @@ func testAtomicCommit(t *testing.T, s store.Store) {
 	if !errors.Is(err, store.ErrAlreadyExists) {
 		t.Fatalf("Commit = %v, want ErrAlreadyExists", err)
 	}
-	if got := mustGet(t, s, a.Key); got.Version != 1 || string(got.Spec) != "orig" {
+	if got := mustGet(t, s, a.Key); got.Version != va || string(got.Spec) != "orig" {
 		t.Errorf("a changed by failed commit: %+v", got)
 	}
 	all, err := s.List(ctx, "T", "")
@@ -303,7 +361,7 @@ func testAtomicCommit(t *testing.T, s store.Store) {
 	}
 	// The next event must be from the next successful commit, not the failed one.
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "m", "marker", "")})
-	expectEvents(t, ch, []want{{store.EventCreated, "marker", 1}})
+	expectEvents(t, o, ch, []want{{store.EventCreated, "marker", 1}})
 }
 
 type want struct {
@@ -312,9 +370,30 @@ type want struct {
 	version int64
 }
 
-func expectEvents(t *testing.T, ch <-chan store.Event, wants []want) []store.Event {
+// expectEvents reads len(wants) events and checks them against wants. With
+// o.VersionsOnlyGrow, a want's version n is the n-th version of the record
+// named: a version not seen yet must be greater than the record's previous
+// one, a version seen before (a deletion's last state) equal to it.
+func expectEvents(t *testing.T, o Options, ch <-chan store.Event, wants []want) []store.Event {
 	t.Helper()
 	var got []store.Event
+	seen := map[string]map[int64]int64{} // name -> n -> version
+	matches := func(name string, n, v int64) bool {
+		if !o.VersionsOnlyGrow {
+			return v == n
+		}
+		if seen[name] == nil {
+			seen[name] = map[int64]int64{}
+		}
+		if prev, ok := seen[name][n]; ok {
+			return v == prev
+		}
+		if prev, ok := seen[name][n-1]; (ok && v <= prev) || v <= 0 {
+			return false
+		}
+		seen[name][n] = v
+		return true
+	}
 	timeout := time.After(eventTimeout)
 	for i, w := range wants {
 		select {
@@ -323,7 +402,7 @@ func expectEvents(t *testing.T, ch <-chan store.Event, wants []want) []store.Eve
 				t.Fatalf("event %d: channel closed", i)
 			}
 			got = append(got, ev)
-			if ev.Kind != w.kind || ev.Record.Name != w.name || ev.Record.Version != w.version {
+			if ev.Kind != w.kind || ev.Record.Name != w.name || !matches(w.name, w.version, ev.Record.Version) {
 				t.Fatalf("event %d = {%v %s v%d}, want {%v %s v%d}",
 					i, ev.Kind, ev.Record.Name, ev.Record.Version, w.kind, w.name, w.version)
 			}
@@ -334,7 +413,7 @@ func expectEvents(t *testing.T, ch <-chan store.Event, wants []want) []store.Eve
 	return got
 }
 
-func testEventsOrder(t *testing.T, s store.Store) {
+func testEventsOrder(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "m", "before", "")})
 	ch := s.Watch(ctx)
@@ -355,8 +434,8 @@ func testEventsOrder(t *testing.T, s store.Store) {
 		{store.EventCreated, "y", 1},
 		{store.EventDeleted, "x", 2},
 	}
-	evs := expectEvents(t, ch, wants)
-	expectEvents(t, ch2, wants)
+	evs := expectEvents(t, o, ch, wants)
+	expectEvents(t, o, ch2, wants)
 	del := evs[3].Record
 	if string(del.Spec) != "x2" || del.Labels["name"] != "x" || del.Mesh != "m" || del.Type != "T" {
 		t.Errorf("delete event record = %+v, want last stored state", del)
@@ -366,7 +445,7 @@ func testEventsOrder(t *testing.T, s store.Store) {
 	}
 }
 
-func testWatchCancel(t *testing.T, s store.Store) {
+func testWatchCancel(t *testing.T, s store.Store, o Options) {
 	ctx, cancel := context.WithCancel(t.Context())
 	ch := s.Watch(ctx)
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "", "a", "")})
@@ -384,7 +463,7 @@ func testWatchCancel(t *testing.T, s store.Store) {
 	}
 }
 
-func testWatchClose(t *testing.T, s store.Store) {
+func testWatchClose(t *testing.T, s store.Store, o Options) {
 	ch := s.Watch(t.Context())
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -402,7 +481,7 @@ func testWatchClose(t *testing.T, s store.Store) {
 	}
 }
 
-func testSlowWatcher(t *testing.T, s store.Store) {
+func testSlowWatcher(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	ch := s.Watch(ctx) // never read until all commits are done
 	const n = 200
@@ -428,10 +507,10 @@ func testSlowWatcher(t *testing.T, s store.Store) {
 	for i := range wants {
 		wants[i] = want{store.EventCreated, "r" + strconv.Itoa(i), 1}
 	}
-	expectEvents(t, ch, wants)
+	expectEvents(t, o, ch, wants)
 }
 
-func testConcurrentUpdates(t *testing.T, s store.Store) {
+func testConcurrentUpdates(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	const workers, perWorker = 8, 10
 	key := store.Key{Type: "Counter", Mesh: "m", Name: "c"}
@@ -455,7 +534,7 @@ func testConcurrentUpdates(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	got := mustGet(t, s, key)
-	if want := int64(1 + workers*perWorker); got.Version != want {
+	if want := int64(1 + workers*perWorker); got.Version != want && !o.VersionsOnlyGrow {
 		t.Errorf("version = %d, want %d", got.Version, want)
 	}
 	if want := strconv.Itoa(workers * perWorker); string(got.Spec) != want {
@@ -469,7 +548,7 @@ func testConcurrentUpdates(t *testing.T, s store.Store) {
 // result, apply nothing of a failed call, let a call see the changes of calls
 // committed before it, and publish exactly the events of the successful
 // calls, in commit order.
-func testConcurrentCommits(t *testing.T, s store.Store) {
+func testConcurrentCommits(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	const workers, perWorker = 64, 50
 	counter := store.Key{Type: "Counter", Name: "c"}
@@ -491,6 +570,14 @@ func testConcurrentCommits(t *testing.T, s store.Store) {
 				case 4: // two ops: create r_i, update r_{i-1} from version 1 to 2
 					prev := rec("Load", mesh, "r"+strconv.Itoa(i-1), "updated")
 					prev.Version = 1
+					if o.VersionsOnlyGrow { // what the previous iteration created
+						cur, err := s.Get(ctx, prev.Key)
+						if err != nil {
+							fail("get %s: %v", prev.Key, err)
+							return
+						}
+						prev.Version = cur.Version
+					}
 					if err := s.Commit(ctx,
 						store.Op{Kind: store.OpCreate, Record: rec("Load", mesh, name, name)},
 						store.Op{Kind: store.OpUpdate, Record: prev},
@@ -551,14 +638,16 @@ func testConcurrentCommits(t *testing.T, s store.Store) {
 	if len(creators) != 1 {
 		t.Fatalf("shared record created by %v, want exactly one creator", creators)
 	}
-	if got := mustGet(t, s, store.Key{Type: "Load", Name: "shared"}); got.Version != 1 || string(got.Spec) != creators[0] {
+	if got := mustGet(t, s, store.Key{Type: "Load", Name: "shared"}); !o.first(got.Version) || string(got.Spec) != creators[0] {
 		t.Errorf("shared = version %d spec %q, want 1 %q", got.Version, got.Spec, creators[0])
 	}
 	increments := workers
-	if got := mustGet(t, s, counter); got.Version != int64(1+increments) || string(got.Spec) != strconv.Itoa(increments) {
+	finalCounter := mustGet(t, s, counter)
+	if got := finalCounter; (got.Version != int64(1+increments) && !o.VersionsOnlyGrow) || string(got.Spec) != strconv.Itoa(increments) {
 		t.Errorf("counter = version %d spec %s, want %d %d (lost update)", got.Version, got.Spec, 1+increments, increments)
 	}
 	wantEvents := make(map[string][]string, workers) // mesh -> "kind name vN" in order
+	listed := map[string]int64{}                     // mesh/name -> version (VersionsOnlyGrow)
 	for w := range workers {
 		mesh := "m" + strconv.Itoa(w)
 		list, err := s.List(ctx, "Load", mesh)
@@ -578,12 +667,17 @@ func testConcurrentCommits(t *testing.T, s store.Store) {
 			if i%10 == 3 {
 				wantVersion, wantSpec = 2, "updated"
 			}
-			if r, ok := byName[name]; !ok || r.Version != wantVersion || string(r.Spec) != wantSpec {
+			r, ok := byName[name]
+			listed[mesh+"/"+name] = r.Version
+			if o.VersionsOnlyGrow {
+				wantVersion = r.Version
+			}
+			if !ok || r.Version != wantVersion || string(r.Spec) != wantSpec {
 				t.Errorf("mesh %s: %s = %+v (present %v), want version %d spec %q", mesh, name, r, ok, wantVersion, wantSpec)
 			}
-			wantEvents[mesh] = append(wantEvents[mesh], fmt.Sprintf("%v %s v1", store.EventCreated, name))
+			wantEvents[mesh] = append(wantEvents[mesh], fmt.Sprintf("%v %s %s", store.EventCreated, name, o.vlabel(1)))
 			if i%10 == 4 {
-				wantEvents[mesh] = append(wantEvents[mesh], fmt.Sprintf("%v r%d v2", store.EventUpdated, i-1))
+				wantEvents[mesh] = append(wantEvents[mesh], fmt.Sprintf("%v r%d %s", store.EventUpdated, i-1, o.vlabel(2)))
 			}
 		}
 	}
@@ -594,6 +688,7 @@ func testConcurrentCommits(t *testing.T, s store.Store) {
 	gotEvents := make(map[string][]string, workers)
 	var counterVersions []int64
 	var shared []store.Event
+	lastEvent := map[string]int64{} // mesh/name -> version of its last event
 	timeout := time.After(eventTimeout)
 	for range total {
 		var ev store.Event
@@ -615,14 +710,30 @@ func testConcurrentCommits(t *testing.T, s store.Store) {
 		case ev.Record.Mesh == "":
 			shared = append(shared, ev)
 		default:
-			gotEvents[ev.Record.Mesh] = append(gotEvents[ev.Record.Mesh],
-				fmt.Sprintf("%v %s v%d", ev.Kind, ev.Record.Name, ev.Record.Version))
+			k := ev.Record.Mesh + "/" + ev.Record.Name
+			if prev, ok := lastEvent[k]; ok && ev.Record.Version <= prev {
+				t.Errorf("%s: event version %d after %d", k, ev.Record.Version, prev)
+			}
+			lastEvent[k] = ev.Record.Version
+			v := "v" + strconv.FormatInt(ev.Record.Version, 10)
+			if o.VersionsOnlyGrow {
+				v = "v?"
+			}
+			gotEvents[ev.Record.Mesh] = append(gotEvents[ev.Record.Mesh], fmt.Sprintf("%v %s %s", ev.Kind, ev.Record.Name, v))
 		}
 	}
 	for i, v := range counterVersions {
-		if v != int64(i+2) {
+		if (!o.VersionsOnlyGrow && v != int64(i+2)) || (i > 0 && v <= counterVersions[i-1]) {
 			t.Errorf("counter events out of commit order: versions %v", counterVersions)
 			break
+		}
+	}
+	if n := len(counterVersions); n > 0 && counterVersions[n-1] != finalCounter.Version {
+		t.Errorf("counter's last event has version %d, stored %d", counterVersions[n-1], finalCounter.Version)
+	}
+	for k, v := range listed {
+		if lastEvent[k] != v {
+			t.Errorf("%s: last event version %d, stored %d", k, lastEvent[k], v)
 		}
 	}
 	if len(shared) != 1 || shared[0].Kind != store.EventCreated || shared[0].Record.Name != "shared" ||
@@ -636,7 +747,7 @@ func testConcurrentCommits(t *testing.T, s store.Store) {
 	}
 	// No event of a failed call may follow.
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: rec("T", "m", "marker", "")})
-	expectEvents(t, ch, []want{{store.EventCreated, "marker", 1}})
+	expectEvents(t, o, ch, []want{{store.EventCreated, "marker", 1}})
 }
 
 func countAll(m map[string][]string) int {
@@ -667,7 +778,7 @@ func increment(ctx context.Context, s store.Store, key store.Key) error {
 	return fmt.Errorf("increment %s: too many conflicts", key)
 }
 
-func testDeepCopy(t *testing.T, s store.Store) {
+func testDeepCopy(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	ch := s.Watch(ctx)
 	r := rec("T", "m", "a", "original")
@@ -699,7 +810,7 @@ func testDeepCopy(t *testing.T, s store.Store) {
 	list[0].Labels["k"] = "mutated"
 	check("mutating List result")
 
-	evs := expectEvents(t, ch, []want{{store.EventCreated, "a", 1}})
+	evs := expectEvents(t, o, ch, []want{{store.EventCreated, "a", 1}})
 	evs[0].Record.Spec[0] = 'W'
 	evs[0].Record.Labels["k"] = "mutated"
 	check("mutating event")
@@ -707,7 +818,7 @@ func testDeepCopy(t *testing.T, s store.Store) {
 
 // testRequire: OpRequire makes a commit conditional on another record,
 // writes nothing and publishes nothing.
-func testRequire(t *testing.T, s store.Store) {
+func testRequire(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	mesh := rec("Mesh", "", "m1", `{}`)
 	dp := rec("Dataplane", "m1", "dp-1", `{}`)
@@ -723,9 +834,10 @@ func testRequire(t *testing.T, s store.Store) {
 	}
 
 	mustCommit(t, s, store.Op{Kind: store.OpCreate, Record: mesh})
+	vm := mustGet(t, s, mesh.Key).Version
 	events := s.Watch(ctx)
 	mustCommit(t, s, require, store.Op{Kind: store.OpCreate, Record: dp})
-	if got := mustGet(t, s, mesh.Key); got.Version != 1 {
+	if got := mustGet(t, s, mesh.Key); !o.first(vm) || got.Version != vm {
 		t.Fatalf("required record changed: version %d", got.Version)
 	}
 	select {
@@ -757,7 +869,7 @@ func testRequire(t *testing.T, s store.Store) {
 
 // testWatchTypes: a watcher that names types sees only events of records of
 // those types, in commit order; one that names none sees all.
-func testWatchTypes(t *testing.T, s store.Store) {
+func testWatchTypes(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	secrets := s.Watch(ctx, "Secret", "Mesh")
 	all := s.Watch(ctx)
@@ -795,7 +907,7 @@ func testWatchTypes(t *testing.T, s store.Store) {
 
 // testRequireNone: OpRequireNone fails the whole commit while a record of
 // the type exists in the mesh, seeing the commit's earlier ops.
-func testRequireNone(t *testing.T, s store.Store) {
+func testRequireNone(t *testing.T, s store.Store, o Options) {
 	ctx := t.Context()
 	mesh := rec("Mesh", "", "m1", `{}`)
 	noDataplanes := store.Op{Kind: store.OpRequireNone, Record: store.Record{Key: store.Key{Type: "Dataplane", Mesh: "m1"}}}

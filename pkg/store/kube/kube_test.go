@@ -1,0 +1,312 @@
+package kube_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+
+	"meshca/internal/kubetest"
+	"meshca/pkg/api"
+	"meshca/pkg/kube/crd"
+	"meshca/pkg/store"
+	"meshca/pkg/store/kube"
+	"meshca/pkg/store/storetest"
+)
+
+const systemNS = "meshca-system"
+
+// TestKubernetesStore runs everything against one real API server (etcd +
+// kube-apiserver), started once: the store conformance suite, then what
+// kubectl users see and do.
+func TestKubernetesStore(t *testing.T) {
+	srv := kubetest.Start(t)
+	ctx := t.Context()
+	manifest, err := crd.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.Apply(ctx, srv.Config, manifest); err != nil {
+		t.Fatalf("apply CRDs: %v", err)
+	}
+	if err := kubetest.CreateNamespace(ctx, srv.Config, systemNS); err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.CreateNamespace(ctx, srv.Config, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(t *testing.T) *kube.Store {
+		t.Helper()
+		s, err := kube.Open(t.Context(), srv.Config, kube.Options{Namespace: systemNS})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	fresh := func(t *testing.T) *kube.Store {
+		t.Helper()
+		wipe(t, dyn)
+		return open(t)
+	}
+
+	t.Run("Conformance", func(t *testing.T) {
+		storetest.RunWithOptions(t, storetest.Options{VersionsOnlyGrow: true}, func(t *testing.T) store.Store { return fresh(t) })
+	})
+	t.Run("Kubectl", func(t *testing.T) { testKubectl(t, srv, fresh(t)) })
+	t.Run("StoreWritesAsKumaDoes", func(t *testing.T) { testShapes(t, srv, dyn, fresh(t)) })
+	t.Run("KubectlEditConflicts", func(t *testing.T) { testExternalEdit(t, dyn, fresh(t)) })
+	t.Run("FailedWriteIsUndone", func(t *testing.T) { testUndo(t, fresh(t)) })
+	t.Run("RestartKeepsRecords", func(t *testing.T) {
+		s := fresh(t)
+		r := store.Record{Key: store.Key{Type: "DataplaneIdentity", Mesh: "default", Name: "web-1.demo"}, Spec: []byte("key material")}
+		if err := store.Create(t.Context(), s, r); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := s.Get(t.Context(), r.Key)
+		s.Close()
+		got, err := open(t).Get(t.Context(), r.Key)
+		if err != nil || string(got.Spec) != "key material" || got.Version != before.Version || !got.CreationTime.Equal(before.CreationTime) {
+			t.Fatalf("after reopening: %+v, %v; want %+v", got, err, before)
+		}
+	})
+	t.Run("Forbidden", func(t *testing.T) {
+		cfg := rest.CopyConfig(srv.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: "nobody"}
+		_, err := kube.Open(t.Context(), cfg, kube.Options{Namespace: systemNS})
+		if !errors.Is(err, kube.ErrForbidden) || !strings.Contains(err.Error(), "may not list meshes.kuma.io cluster-wide") {
+			t.Fatalf("Open as a user without rights: %v, want ErrForbidden naming the verb and resource", err)
+		}
+	})
+}
+
+// wipe deletes every object a previous test left: the kuma.io resources and
+// the Secrets of the system namespace.
+func wipe(t *testing.T, dyn dynamic.Interface) {
+	t.Helper()
+	ctx := t.Context()
+	for _, r := range crd.Resources() {
+		gvr := schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: r.Plural}
+		list, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range list.Items {
+			ri := dyn.Resource(gvr).Namespace(o.GetNamespace())
+			if !r.Namespaced {
+				ri = dyn.Resource(gvr)
+			}
+			if err := ri.Delete(ctx, o.GetName(), metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	secrets := schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	if err := dyn.Resource(secrets).Namespace(systemNS).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func kubectl(t *testing.T, srv *kubetest.Server, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), srv.Kubectl(t), append([]string{"--kubeconfig", srv.Kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func next(t *testing.T, ch <-chan store.Event) store.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatal("watch closed")
+		}
+		return ev
+	case <-time.After(20 * time.Second):
+		t.Fatal("no event")
+	}
+	return store.Event{}
+}
+
+// testKubectl: what kubectl applies appears through Get, List and Watch in
+// the shapes the rest of meshca reads, and kubectl delete is a Deleted
+// event with the last state.
+func testKubectl(t *testing.T, srv *kubetest.Server, s *kube.Store) {
+	ctx := t.Context()
+	meshes := s.Watch(ctx, api.TypeMesh)
+	secrets := s.Watch(ctx, api.TypeSecret)
+	dps := s.Watch(ctx, api.TypeDataplane)
+
+	seed := filepath.Join("..", "..", "..", "examples", "acmpca", "mesh-kubernetes.yaml")
+	kubectl(t, srv, "", "apply", "-f", seed)
+	ev := next(t, meshes)
+	if ev.Kind != store.EventCreated || ev.Record.Key != (store.Key{Type: api.TypeMesh, Name: "default"}) {
+		t.Fatalf("event %v %s, want the Mesh's creation", ev.Kind, ev.Record.Key)
+	}
+	res, err := api.UnmarshalSpec(api.Meta{Type: api.TypeMesh, Name: "default"}, ev.Record.Spec)
+	if err != nil {
+		t.Fatalf("the Mesh's spec does not decode: %v\n%s", err, ev.Record.Spec)
+	}
+	mesh := res.(*api.Mesh)
+	if mesh.MTLS == nil || mesh.MTLS.EnabledBackend != "acmpca-1" || len(mesh.MTLS.Backends) != 1 || mesh.MTLS.Backends[0].Type != "acmpca" ||
+		!strings.Contains(string(mesh.MTLS.Backends[0].Conf), `"secret":"sec-1"`) {
+		t.Fatalf("Mesh read back: %s", ev.Record.Spec)
+	}
+	got, err := s.Get(ctx, ev.Record.Key)
+	if err != nil || got.Version != ev.Record.Version || got.Version <= 0 {
+		t.Fatalf("Get = %+v, %v; want the event's version %d", got, err, ev.Record.Version)
+	}
+
+	kubectl(t, srv, "", "create", "secret", "generic", "sec-1", "-n", systemNS, "--type", "system.kuma.io/secret", "--from-literal=value=hello")
+	kubectl(t, srv, "", "label", "secret", "sec-1", "-n", systemNS, "kuma.io/mesh=default", "team=payments")
+	ev = next(t, secrets)
+	if ev.Kind != store.EventCreated || ev.Record.Key != (store.Key{Type: api.TypeSecret, Mesh: "default", Name: "sec-1"}) {
+		t.Fatalf("event %v %s, want sec-1's creation in mesh default", ev.Kind, ev.Record.Key)
+	}
+	ev = next(t, secrets) // the label edit
+	if ev.Kind != store.EventUpdated || ev.Record.Labels["team"] != "payments" || len(ev.Record.Labels) != 1 {
+		t.Fatalf("event %v %+v, want the label edit", ev.Kind, ev.Record)
+	}
+	sec, err := api.UnmarshalSpec(api.Meta{Type: api.TypeSecret, Mesh: "default", Name: "sec-1"}, ev.Record.Spec)
+	if err != nil || sec.(*api.Secret).Data != "aGVsbG8=" {
+		t.Fatalf("Secret spec %s (%v), want data aGVsbG8= (hello)", ev.Record.Spec, err)
+	}
+	list, err := s.List(ctx, api.TypeSecret, "default")
+	if err != nil || len(list) != 1 || list[0].Name != "sec-1" {
+		t.Fatalf("List secrets = %+v, %v", list, err)
+	}
+
+	dp := "apiVersion: kuma.io/v1alpha1\nkind: Dataplane\nmetadata: {name: web-1, namespace: demo}\nmesh: default\n" +
+		"spec: {networking: {address: 10.0.0.1, inbound: [{port: 8080, tags: {kuma.io/service: web}}]}}\n"
+	kubectl(t, srv, dp, "apply", "-f", "-")
+	ev = next(t, dps)
+	if ev.Kind != store.EventCreated || ev.Record.Key != (store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-1.demo"}) {
+		t.Fatalf("event %v %s, want Dataplane web-1.demo in mesh default", ev.Kind, ev.Record.Key)
+	}
+	if _, err := api.UnmarshalSpec(api.Meta{Type: api.TypeDataplane, Mesh: "default", Name: "web-1.demo"}, ev.Record.Spec); err != nil {
+		t.Fatalf("Dataplane spec: %v", err)
+	}
+
+	kubectl(t, srv, "", "delete", "mesh", "default")
+	ev = next(t, meshes)
+	if ev.Kind != store.EventDeleted || ev.Record.Name != "default" || ev.Record.Version != got.Version || len(ev.Record.Spec) == 0 {
+		t.Fatalf("event %v %+v, want the deletion with the last state", ev.Kind, ev.Record)
+	}
+	if _, err := s.Get(ctx, ev.Record.Key); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get after kubectl delete: %v", err)
+	}
+}
+
+// testShapes: what the store writes is what Kuma on Kubernetes writes.
+func testShapes(t *testing.T, srv *kubetest.Server, dyn dynamic.Interface, s *kube.Store) {
+	ctx := t.Context()
+	err := s.Commit(ctx,
+		store.Op{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Type: api.TypeMesh, Name: "default"}, Spec: []byte(`{"mtls":{"enabledBackend":"ca-1"}}`)}},
+		store.Op{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Type: api.TypeSecret, Mesh: "default", Name: "default.ca-builtin-cert-ca-1"}, Spec: []byte(`{"data":"aGVsbG8="}`)}},
+		store.Op{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-2.demo"}, Spec: []byte(`{"networking":{"address":"10.0.0.2"}}`)}},
+		store.Op{Kind: store.OpCreate, Record: store.Record{Key: store.Key{Type: "DataplaneIdentity", Mesh: "default", Name: "web-2.demo"}, Spec: []byte(`{"keyPEM":"…"}`)}},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := kubectl(t, srv, "", "get", "meshes", "-o", "jsonpath={.items[*].spec.mtls.enabledBackend}"); out != "ca-1" {
+		t.Errorf("kubectl get meshes: %q", out)
+	}
+	if out := kubectl(t, srv, "", "get", "dataplanes", "-n", "demo", "-o", "jsonpath={.items[*].metadata.name} {.items[*].mesh}"); out != "web-2 default" {
+		t.Errorf("kubectl get dataplanes -n demo: %q", out)
+	}
+	sec, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}).Namespace(systemNS).Get(ctx, "default.ca-builtin-cert-ca-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, _, _ := unstructured.NestedString(sec.Object, "data", "value")
+	if sec.Object["type"] != "system.kuma.io/secret" || sec.GetLabels()["kuma.io/mesh"] != "default" || value != "aGVsbG8=" {
+		t.Errorf("Secret written: type %v labels %v data.value %q", sec.Object["type"], sec.GetLabels(), value)
+	}
+	out := kubectl(t, srv, "", "get", "secrets", "-n", systemNS, "-l", "meshca.io/type=DataplaneIdentity", "-o", "json")
+	var states struct {
+		Items []struct {
+			Type     string            `json:"type"`
+			Metadata metav1.ObjectMeta `json:"metadata"`
+			Data     map[string][]byte `json:"data"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &states); err != nil {
+		t.Fatal(err)
+	}
+	if len(states.Items) != 1 || states.Items[0].Type != kube.SecretTypeState || string(states.Items[0].Data["spec"]) != `{"keyPEM":"…"}` ||
+		states.Items[0].Metadata.Annotations[kube.AnnotationName] != "web-2.demo" {
+		t.Errorf("state Secrets: %s", out)
+	}
+}
+
+// testExternalEdit: a kubectl edit makes the version grow, and a write from
+// the version before it is refused.
+func testExternalEdit(t *testing.T, dyn dynamic.Interface, s *kube.Store) {
+	ctx := t.Context()
+	key := store.Key{Type: api.TypeMesh, Name: "m1"}
+	if err := store.Create(ctx, s, store.Record{Key: key, Spec: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Get(ctx, key)
+	ch := s.Watch(ctx, api.TypeMesh)
+	gvr := schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "meshes"}
+	obj, err := dyn.Resource(gvr).Get(ctx, "m1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = unstructured.SetNestedField(obj.Object, true, "spec", "mtls", "skipValidation")
+	if _, err := dyn.Resource(gvr).Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev := next(t, ch)
+	if ev.Kind != store.EventUpdated || ev.Record.Version <= before.Version || !strings.Contains(string(ev.Record.Spec), "skipValidation") {
+		t.Fatalf("event %v %+v after an edit, want an update with a newer version", ev.Kind, ev.Record)
+	}
+	stale := before
+	stale.Spec = []byte(`{"mtls":{}}`)
+	if err := store.Update(ctx, s, stale); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update from the version before the edit: %v, want ErrConflict", err)
+	}
+}
+
+// testUndo: when the API server refuses a later write of a commit, the
+// earlier ones are undone and nothing is published.
+func testUndo(t *testing.T, s *kube.Store) {
+	ctx := t.Context()
+	ch := s.Watch(ctx)
+	first := store.Record{Key: store.Key{Type: "Zone", Name: "zone-1"}, Spec: []byte("{}")}
+	// The checks pass; the API server refuses the name (not a DNS name).
+	bad := store.Record{Key: store.Key{Type: api.TypeMesh, Name: "Not_A_DNS_Name"}, Spec: []byte("{}")}
+	err := s.Commit(ctx, store.Op{Kind: store.OpCreate, Record: first}, store.Op{Kind: store.OpCreate, Record: bad})
+	if err == nil || !strings.Contains(err.Error(), "Not_A_DNS_Name") {
+		t.Fatalf("commit = %v, want the API server's refusal", err)
+	}
+	if _, err := s.Get(ctx, first.Key); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the first write was not undone: Get = %v", err)
+	}
+	marker := store.Record{Key: store.Key{Type: "Zone", Name: "marker"}}
+	if err := store.Create(ctx, s, marker); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, ch); ev.Record.Key != marker.Key {
+		t.Fatalf("first event after the failed commit: %v %s, want the marker's", ev.Kind, ev.Record.Key)
+	}
+}
