@@ -36,7 +36,7 @@ const seedKeyFile = "/tmp/accesss_key.txt"
 
 // webhook serves the admission handler over TLS on a loopback port with a
 // certificate of a CA made for the test, and returns its URL and that CA.
-func webhook(t *testing.T, h http.Handler) (url string, caPEM []byte) {
+func webhook(t testing.TB, h http.Handler) (url string, caPEM []byte) {
 	t.Helper()
 	files := sds.ServerFiles{CA: "ca.pem", CAKey: "ca.key", Cert: "webhook.pem", CertKey: "webhook.key", Name: "meshca admission webhook"}
 	conf, caPEM, err := sds.LoadOrCreateTLS(files, t.TempDir(), "", "", nil, time.Now)
@@ -54,7 +54,7 @@ func webhook(t *testing.T, h http.Handler) (url string, caPEM []byte) {
 }
 
 // newManager is the resource manager the API uses, over a memory store.
-func newManager(t *testing.T) *resources.Manager {
+func newManager(t testing.TB) *resources.Manager {
 	t.Helper()
 	st := memory.New()
 	logger := slog.New(slog.DiscardHandler)

@@ -147,7 +147,7 @@ func authnUser(name string) authenticationv1.UserInfo {
 	return authenticationv1.UserInfo{Username: name}
 }
 
-func mustDecode(t *testing.T, y string) api.Resource {
+func mustDecode(t testing.TB, y string) api.Resource {
 	t.Helper()
 	r, _, err := api.DecodeOne([]byte(y))
 	if err != nil {
