@@ -25,6 +25,7 @@ import (
 	"meshca/pkg/access"
 	"meshca/pkg/audit"
 	"meshca/pkg/authn"
+	"meshca/pkg/leader"
 	"meshca/pkg/resources"
 )
 
@@ -97,6 +98,10 @@ type Options struct {
 	// (--api-allow-insecure-remote); loopback clients are still held to a
 	// loopback Host header.
 	AllowRemotePlain bool
+	// ControlPlanes, when set, lists the control-plane instances sharing
+	// the store; the index document carries the list for callers that
+	// authenticated (it names the instances' addresses).
+	ControlPlanes func(ctx context.Context) ([]leader.Instance, error)
 	// PublicPaths answer anonymous GETs besides /, /healthz and /readyz:
 	// static files that hold no data (the web view's page and scripts,
 	// which then ask the API with the user's token).
@@ -186,20 +191,40 @@ type Index struct {
 	GUI         string `json:"gui"`
 	// Mode is meshca's: standalone, global or zone.
 	Mode string `json:"mode,omitempty"`
+	// ControlPlanes is meshca's: the instances sharing the store (id,
+	// address, leader or not and since when, last heartbeat, version), as
+	// GET /control-planes lists them. Kuma's clients ignore it.
+	ControlPlanes []leader.Instance `json:"controlPlanes,omitempty"`
 }
+
+// controlPlanesWait bounds how long GET / waits for the instance list: the
+// index answers every kumactl command, and must answer with the database
+// away too (without the list then).
+const controlPlanesWait = 2 * time.Second
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		var cps []leader.Instance
+		if s.opts.ControlPlanes != nil && !Caller(r).IsAnonymous() {
+			ctx, cancel := context.WithTimeout(r.Context(), controlPlanesWait)
+			var err error
+			if cps, err = s.opts.ControlPlanes(ctx); err != nil {
+				s.logger.Warn("index without the control-plane list", "error", err)
+				cps = nil
+			}
+			cancel()
+		}
 		WriteJSON(w, http.StatusOK, Index{
-			Hostname:    s.opts.Hostname,
-			Tagline:     Tagline,
-			Product:     Product,
-			Version:     s.opts.Version,
-			BasedOnKuma: BasedOnKuma,
-			InstanceID:  s.opts.InstanceID,
-			ClusterID:   s.opts.ClusterID,
-			GUI:         s.opts.GUI,
-			Mode:        s.opts.Mode,
+			ControlPlanes: cps,
+			Hostname:      s.opts.Hostname,
+			Tagline:       Tagline,
+			Product:       Product,
+			Version:       s.opts.Version,
+			BasedOnKuma:   BasedOnKuma,
+			InstanceID:    s.opts.InstanceID,
+			ClusterID:     s.opts.ClusterID,
+			GUI:           s.opts.GUI,
+			Mode:          s.opts.Mode,
 		})
 	})
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

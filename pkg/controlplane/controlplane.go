@@ -278,6 +278,8 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		},
 		Mode:            cfg.mode(),
+		InstanceID:      elector.ID(),
+		ControlPlanes:   elector.Instances,
 		ClientRate:      cfg.APIClientRate,
 		ClientBurst:     cfg.APIClientBurst,
 		MaxBodyBytes:    cfg.APIMaxBodyBytes,

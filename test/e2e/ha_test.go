@@ -154,6 +154,32 @@ func TestHAFailover(t *testing.T) {
 		}
 	}
 
+	// GET / lists them too (Kuma's index, and meshca's controlPlanes).
+	resp, err := http.Get("http://" + cps[1].api + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var index struct {
+		Product       string       `json:"product"`
+		InstanceID    string       `json:"instanceId"`
+		ControlPlanes []haInstance `json:"controlPlanes"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&index)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaders, self := 0, false
+	for _, in := range index.ControlPlanes {
+		if in.Leader {
+			leaders++
+		}
+		self = self || (in.ID == index.InstanceID && in.Address == cps[1].api)
+	}
+	if index.Product != "Kuma" || len(index.ControlPlanes) != 3 || leaders != 1 || !self {
+		t.Errorf("GET / on instance 1: %+v, want Kuma's index listing the 3 instances, one leader, itself by its instanceId", index)
+	}
+
 	// Kill the leader right after the agent it serves got a new certificate,
 	// so the move cannot coincide with a rotation.
 	before := backend.leaf()
