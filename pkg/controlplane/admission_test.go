@@ -23,13 +23,14 @@ import (
 	"meshca/pkg/kube/admission"
 	"meshca/pkg/kube/crd"
 	"meshca/pkg/resources"
-	"meshca/pkg/store/memory"
+	"meshca/pkg/store/kube"
 )
 
-// TestAdmissionWebhookStarts: two control planes on one store each serve
-// the webhook with a certificate of the one CA they share, register it as
-// the configuration's caBundle, and the API server, verifying it, sends
-// them kubectl's writes: an invalid Mesh is refused.
+// TestAdmissionWebhookStarts: two control planes on the Kubernetes store of
+// one API server each serve the webhook with a certificate of the one CA
+// they share through it, register it as the configuration's caBundle, and
+// the API server, verifying it, sends them kubectl's writes: an invalid
+// Mesh is refused.
 func TestAdmissionWebhookStarts(t *testing.T) {
 	srv := kubetest.Start(t)
 	ctx := t.Context()
@@ -40,16 +41,23 @@ func TestAdmissionWebhookStarts(t *testing.T) {
 	if err := kubetest.Apply(ctx, srv.Config, manifest); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.DiscardHandler)
-	st := memory.New()
-	reg, err := ca.NewRegistry(ca.Deps{Store: st, Sources: datasource.New(st), Logger: logger, Now: time.Now}, Backends())
-	if err != nil {
+	if err := kubetest.CreateNamespace(ctx, srv.Config, "meshca-system"); err != nil {
 		t.Fatal(err)
 	}
-	mgr := resources.NewManager(st, reg, resources.Options{Logger: logger})
+	logger := slog.New(slog.DiscardHandler)
 
 	var addrs []net.Addr
 	for range 2 {
+		st, err := kube.Open(ctx, srv.Config, kube.Options{Namespace: "meshca-system", Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		reg, err := ca.NewRegistry(ca.Deps{Store: st, Sources: datasource.New(st), Logger: logger, Now: time.Now}, Backends())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mgr := resources.NewManager(st, reg, resources.Options{Logger: logger})
 		port := freePort(t)
 		cfg := Config{DataDir: t.TempDir(), Webhook: WebhookConfig{
 			Address: "127.0.0.1:" + port,

@@ -1,6 +1,7 @@
 package admission_test
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
 
 	"meshca/internal/kubetest"
 	"meshca/pkg/api"
@@ -26,6 +28,7 @@ import (
 	"meshca/pkg/resources"
 	"meshca/pkg/sds"
 	"meshca/pkg/store"
+	"meshca/pkg/store/kube"
 	"meshca/pkg/store/memory"
 )
 
@@ -56,7 +59,12 @@ func webhook(t testing.TB, h http.Handler) (url string, caPEM []byte) {
 // newManager is the resource manager the API uses, over a memory store.
 func newManager(t testing.TB) *resources.Manager {
 	t.Helper()
-	st := memory.New()
+	return newManagerOn(t, memory.New())
+}
+
+// newManagerOn is the resource manager the API uses, over st.
+func newManagerOn(t testing.TB, st store.Store) *resources.Manager {
+	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
 	reg, err := ca.NewRegistry(ca.Deps{Store: st, Sources: datasource.New(st), Logger: logger, Now: time.Now}, controlplane.Backends())
 	if err != nil {
@@ -70,9 +78,8 @@ func newManager(t testing.TB) *resources.Manager {
 // Secrets are refused with the API's field paths, the seed's Kubernetes
 // Mesh is accepted, and a Secret the Mesh uses cannot be deleted.
 //
-// The manager's store is a memory store that the test fills with what
-// kubectl applied (through the same manager), standing for the control
-// plane's store.
+// The manager's store is the control plane's on Kubernetes (pkg/store/kube),
+// which reads what kubectl applied through its informers.
 func TestWebhookOnAPIServer(t *testing.T) {
 	srv := kubetest.Start(t)
 	kubectl := srv.Kubectl(t)
@@ -89,7 +96,12 @@ func TestWebhookOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mgr := newManager(t)
+	st, err := kube.Open(ctx, srv.Config, kube.Options{Namespace: systemNamespace, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	mgr := newManagerOn(t, st)
 	dyn, err := dynamic.NewForConfig(srv.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -105,26 +117,45 @@ func TestWebhookOnAPIServer(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	// apply applies a manifest that must be accepted, and mirrors it into
-	// the manager's store (as it is: the Kubernetes API has it already,
-	// and the CA it names is not there to be prepared).
+	// apply applies a manifest that must be accepted, and waits until the
+	// store's informers show every object of it as applied.
 	apply := func(manifest string) {
 		t.Helper()
 		out, err := run(manifest, "apply", "-f", "-")
 		if err != nil {
 			t.Fatalf("kubectl apply refused a valid manifest: %v\n%s\n%s", err, out, manifest)
 		}
-		docs, err := api.DecodeDocuments([]byte(manifest))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range docs {
-			rec, err := resources.ToRecord(d.Resource)
+		for _, doc := range strings.Split(manifest, "---\n") {
+			var o struct {
+				Metadata struct{ Namespace string } `json:"metadata"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+				t.Fatal(err)
+			}
+			r, _, err := api.DecodeOne([]byte(doc))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := store.Upsert(ctx, mgr.Store(), rec); err != nil {
-				t.Fatalf("mirror %s: %v", d.Resource.GetMeta().Name, err)
+			meta := r.GetMeta()
+			if meta.Type == api.TypeDataplane {
+				meta.Name += "." + o.Metadata.Namespace // the store's name of it
+			}
+			want, err := api.MarshalSpec(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				got, err := mgr.Get(ctx, meta.Type, meta.Mesh, meta.Name)
+				if err == nil {
+					if spec, _ := api.MarshalSpec(got); bytes.Equal(spec, want) {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the store never showed %s %q as applied: %v", meta.Type, meta.Name, err)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		}
 	}
@@ -272,22 +303,6 @@ spec:
 		out, err := run("", "delete", "mesh", "default")
 		if err == nil || !strings.Contains(out, `mesh "default" still has 1 dataplane(s)`) {
 			t.Errorf("kubectl delete mesh: %v\n%s", err, out)
-		}
-	})
-	t.Run("once its Mesh is gone a Secret goes, whatever the store still has", func(t *testing.T) {
-		if out, err := run("", "delete", "dataplane", "web-1", "-n", "default"); err != nil {
-			t.Fatalf("kubectl delete dataplane: %v\n%s", err, out)
-		}
-		if err := mgr.Store().Commit(ctx, store.Op{Kind: store.OpDelete, Record: store.Record{Key: store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-1"}}}); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := run("", "delete", "mesh", "default"); err != nil {
-			t.Fatalf("kubectl delete mesh: %v\n%s", err, out)
-		}
-		// The manager's store (standing for a cache that has not seen the
-		// deletion yet) still has the Mesh using sec-1.
-		if out, err := run("", "delete", "secret", "sec-1", "-n", systemNamespace); err != nil {
-			t.Errorf("kubectl delete of a Secret of a deleted Mesh: %v\n%s", err, out)
 		}
 	})
 }

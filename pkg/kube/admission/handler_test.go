@@ -2,7 +2,10 @@ package admission_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/kube/admission"
 	"meshca/pkg/resources"
+	"meshca/pkg/store"
 )
 
 // review posts one AdmissionReview to h and returns its response.
@@ -154,4 +158,49 @@ func mustDecode(t testing.TB, y string) api.Resource {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestSecretOfDeletedMesh: a Secret a Mesh's backend uses may not go while
+// the Mesh exists, but may once the API server no longer has the Mesh,
+// even when the store (a cache that has not seen the deletion yet) still
+// holds it: the control plane deletes a Mesh's Secrets right after it.
+func TestSecretOfDeletedMesh(t *testing.T) {
+	mgr := newManager(t)
+	// The Mesh as the store holds it (written directly: its backend's CA
+	// is not there to be prepared).
+	mesh := mustDecode(t, `type: Mesh
+name: default
+mtls:
+  enabledBackend: pca
+  backends:
+  - {name: pca, type: acmpca, conf: {arn: "arn:aws:acm-pca:region:account:certificate-authority/1", caCert: {secret: sec-1}}}
+`)
+	rec, err := resources.ToRecord(mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Upsert(t.Context(), mgr.Store(), rec); err != nil {
+		t.Fatal(err)
+	}
+	del := admissionv1.AdmissionRequest{Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: "meshca-system", Name: "sec-1",
+		Operation: admissionv1.Delete,
+		OldObject: runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Secret","type":"system.kuma.io/secret","metadata":{"name":"sec-1","labels":{"kuma.io/mesh":"default"}},"data":{"value":"aGk="}}`)}}
+	for _, tc := range []struct {
+		exists  func(context.Context, string) (bool, error)
+		allowed bool
+	}{
+		{nil, false},
+		{func(context.Context, string) (bool, error) { return true, nil }, false},
+		{func(context.Context, string) (bool, error) { return false, nil }, true},
+		{func(context.Context, string) (bool, error) { return false, errors.New("API server unreachable") }, false},
+	} {
+		h := admission.NewHandler(mgr, admission.Options{SystemNamespace: "meshca-system", MeshExists: tc.exists, Logger: slog.New(slog.DiscardHandler)})
+		resp := review(t, h, del)
+		if resp.Allowed != tc.allowed {
+			t.Errorf("MeshExists %v: allowed = %v, want %v (%+v)", tc.exists != nil, resp.Allowed, tc.allowed, resp.Result)
+		}
+		if !resp.Allowed && tc.exists != nil && resp.Result.Code == http.StatusBadRequest && !strings.Contains(resp.Result.Message, `secret "sec-1" is used by backend "pca" of mesh "default"`) {
+			t.Errorf("message %q", resp.Result.Message)
+		}
+	}
 }
