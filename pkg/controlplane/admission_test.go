@@ -1,12 +1,15 @@
 package controlplane
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,4 +138,63 @@ func freePort(t *testing.T) string {
 	}
 	defer l.Close()
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// TestServerCASharedOnKubernetesRace: replicas starting together on the
+// Kubernetes store (which reads through informers) all end up with the one
+// CA that was stored first, none failing because it lost the create and
+// its cache has not shown the winner's yet.
+func TestServerCASharedOnKubernetesRace(t *testing.T) {
+	srv := kubetest.Start(t)
+	ctx := t.Context()
+	manifest, err := crd.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.Apply(ctx, srv.Config, manifest); err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.CreateNamespace(ctx, srv.Config, "meshca-system"); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	const replicas = 4
+	var stores []*kube.Store
+	for range replicas {
+		st, err := kube.Open(ctx, srv.Config, kube.Options{Namespace: "meshca-system", Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		stores = append(stores, st)
+	}
+	files := webhookServerFiles()
+	dirs := make([]string, replicas)
+	errs := make(chan error, replicas)
+	start := make(chan struct{})
+	for i := range replicas {
+		dirs[i] = t.TempDir()
+		go func() {
+			<-start
+			errs <- shareServerCA(ctx, stores[i], files, dirs[i], logger)
+		}()
+	}
+	close(start)
+	for range replicas {
+		if err := <-errs; err != nil {
+			t.Errorf("shareServerCA: %v", err)
+		}
+	}
+	var first []byte
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, files.CA))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			first = b
+		} else if !bytes.Equal(b, first) {
+			t.Errorf("%s holds another CA", d)
+		}
+	}
 }
