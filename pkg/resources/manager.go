@@ -96,7 +96,10 @@ func (m *Manager) List(ctx context.Context, typ, mesh string) ([]api.Resource, e
 type ApplyOptions struct {
 	// DryRun validates everything (including backends' conf) and changes nothing.
 	DryRun bool
-	// Synced marks a write made by zone sync, allowed where local writes are not.
+	// Synced marks a write whose source of truth is elsewhere, allowed
+	// where the API's local writes are not (Options.ReadOnly): one made by
+	// zone sync, or kubectl's write to the Kubernetes API that the
+	// admission webhook dry-runs.
 	Synced bool
 }
 
@@ -395,11 +398,9 @@ func (m *Manager) Delete(ctx context.Context, typ, mesh, name string) error {
 // resource that does not exist is no error here (the caller is deleting an
 // object the store has not seen yet).
 func (m *Manager) CheckDelete(ctx context.Context, typ, mesh, name string) error {
-	if m.readOnly != nil {
-		if err := m.readOnly(ctx, store.Key{Type: typ, Mesh: mesh, Name: name}); err != nil {
-			return err
-		}
-	}
+	// Not Options.ReadOnly: that guards the API's own writes, and whoever
+	// asks deletes elsewhere (kubectl, on Kubernetes, where the API may
+	// not delete kuma.io resources at all).
 	switch typ {
 	case api.TypeMesh:
 		_, err := m.meshDeleteOps(ctx, name)

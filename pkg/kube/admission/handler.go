@@ -25,7 +25,7 @@ const Path = "/validate"
 const maxReviewBytes = 8 << 20
 
 // Validator is what the webhook asks; *resources.Manager is one. Apply is
-// called with DryRun only.
+// called with DryRun (and Synced) only.
 type Validator interface {
 	Apply(ctx context.Context, r api.Resource, opts resources.ApplyOptions) (bool, error)
 	CheckDelete(ctx context.Context, typ, mesh, name string) error
@@ -197,7 +197,9 @@ func (h *Handler) validateApply(ctx context.Context, req *admissionv1.AdmissionR
 		meta.Name += "." + req.Namespace
 	}
 	typ := meta.Type
-	if _, err := h.v.Apply(ctx, r, resources.ApplyOptions{DryRun: true}); err != nil {
+	// Synced: the write is kubectl's, to the Kubernetes API, where the
+	// control plane's own API may refuse writes of these resources.
+	if _, err := h.v.Apply(ctx, r, resources.ApplyOptions{DryRun: true, Synced: true}); err != nil {
 		return h.denyErr(req, typ, kubeFields(typ, err))
 	}
 	return allowed()

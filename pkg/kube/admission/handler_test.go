@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -17,9 +19,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"meshca/pkg/api"
+	"meshca/pkg/ca"
+	"meshca/pkg/controlplane"
+	"meshca/pkg/datasource"
 	"meshca/pkg/kube/admission"
 	"meshca/pkg/resources"
 	"meshca/pkg/store"
+	"meshca/pkg/store/memory"
 )
 
 // review posts one AdmissionReview to h and returns its response.
@@ -202,5 +208,33 @@ mtls:
 		if !resp.Allowed && tc.exists != nil && resp.Result.Code == http.StatusBadRequest && !strings.Contains(resp.Result.Message, `secret "sec-1" is used by backend "pca" of mesh "default"`) {
 			t.Errorf("message %q", resp.Result.Message)
 		}
+	}
+}
+
+// TestReadOnlyAPI: on Kubernetes the control plane's API refuses writes of
+// kuma.io resources and Secrets (users make them with kubectl); the webhook,
+// validating kubectl's writes, is not refused by that guard.
+func TestReadOnlyAPI(t *testing.T) {
+	st := memory.New()
+	reg, err := ca.NewRegistry(ca.Deps{Store: st, Sources: datasource.New(st), Now: time.Now}, controlplane.Backends())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := resources.NewManager(st, reg, resources.Options{ReadOnly: func(context.Context, store.Key) error {
+		return fmt.Errorf("%w: managed with kubectl", resources.ErrReadOnly)
+	}})
+	h := admission.NewHandler(mgr, admission.Options{SystemNamespace: "meshca-system"})
+	ok := `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh","metadata":{"name":"default"},"spec":{"mtls":{"enabledBackend":"b","backends":[{"name":"b","type":"builtin"}]}}}`
+	if resp := review(t, h, meshRequest(admissionv1.Create, ok)); !resp.Allowed {
+		t.Errorf("valid Mesh denied: %+v", resp.Result)
+	}
+	bad := `{"apiVersion":"kuma.io/v1alpha1","kind":"Mesh","metadata":{"name":"default"},"spec":{"mtls":{"enabledBackend":"c"}}}`
+	if resp := review(t, h, meshRequest(admissionv1.Create, bad)); resp.Allowed || len(resp.Result.Details.Causes) != 1 || resp.Result.Details.Causes[0].Field != "spec.mtls.enabledBackend" {
+		t.Errorf("invalid Mesh: %+v", resp.Result)
+	}
+	del := meshRequest(admissionv1.Delete, "")
+	del.Object = runtime.RawExtension{}
+	if resp := review(t, h, del); !resp.Allowed {
+		t.Errorf("Mesh deletion denied: %+v", resp.Result)
 	}
 }
