@@ -249,8 +249,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() { errs <- global.Serve(ctx, kdsLis, kdsTLS) }()
 	}
 	if zone != nil {
-		// One zone sync client per zone: the leader's.
-		go whileLeading(ctx, elector, func(ctx context.Context) { _ = zone.Run(ctx) })
+		go runZoneSync(ctx, elector, zone)
 	}
 	electorDone := make(chan struct{})
 	go func() { defer close(electorDone); _ = elector.Run(ctx) }()

@@ -26,15 +26,15 @@ func newElector(ctx context.Context, cfg Config, st store.Store, logger *slog.Lo
 }
 
 // whileLeading runs fn for every term this instance leads, with a context
-// that ends with the term (or ctx).
-func whileLeading(ctx context.Context, el *leader.Elector, fn func(context.Context)) {
+// that ends with the term (or ctx); fn fences its writes with the term's.
+func whileLeading(ctx context.Context, el *leader.Elector, fn func(context.Context, *leader.Term)) {
 	for {
 		term, err := el.Await(ctx)
 		if err != nil {
 			return
 		}
 		tctx, cancel := term.Context(ctx)
-		fn(tctx)
+		fn(tctx, term)
 		cancel()
 		select {
 		case <-term.Done():

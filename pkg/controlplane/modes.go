@@ -17,6 +17,7 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
 	"meshca/pkg/insights"
+	"meshca/pkg/leader"
 	"meshca/pkg/resources"
 	"meshca/pkg/sds"
 	"meshca/pkg/store"
@@ -198,6 +199,14 @@ func newZoneSync(cfg Config, st store.Store, ins *insights.Service, logger *slog
 }
 
 // zoneStatusHandler serves GET /zone/_status on a zone: its link to global.
+// runZoneSync runs the zone's sync client while this instance leads (one
+// per zone), its writes fenced by the leader term, until ctx ends.
+func runZoneSync(ctx context.Context, el *leader.Elector, z *zonesync.Zone) {
+	whileLeading(ctx, el, func(ctx context.Context, term *leader.Term) {
+		_ = z.Run(ctx, term.Fence()...) // a fenced stop is logged by the zone
+	})
+}
+
 func zoneStatusHandler(z *zonesync.Zone) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		apiserver.WriteJSON(w, http.StatusOK, z.Status())

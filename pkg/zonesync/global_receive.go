@@ -130,7 +130,7 @@ func (g *Global) applyFromZone(ctx context.Context, zone, typ string, resp *disc
 	for i, c := range changes {
 		ops[i] = c.ops
 	}
-	for i, err := range commitAllOrEach(ctx, g.store, ops) {
+	for i, err := range commitAllOrEach(ctx, g.store, ops, nil) {
 		c := changes[i]
 		switch {
 		case err == nil:

@@ -174,19 +174,20 @@ func typeOf(typeURL string) string { return strings.TrimPrefix(typeURL, TypeURLP
 
 // commitAllOrEach commits every change in one transaction; when that fails,
 // it commits each on its own so that one bad change (a Mesh missing, a
-// record changed meanwhile) does not hold back the others. It returns each
-// change's error, all nil when the one transaction succeeded.
-func commitAllOrEach(ctx context.Context, st store.Store, changes [][]store.Op) []error {
+// record changed meanwhile) does not hold back the others. Every commit
+// carries fence (a leader term's). It returns each change's error, all nil
+// when the one transaction succeeded.
+func commitAllOrEach(ctx context.Context, st store.Store, changes [][]store.Op, fence []store.Op) []error {
 	errs := make([]error, len(changes))
 	var all []store.Op
 	for _, c := range changes {
 		all = append(all, c...)
 	}
-	if len(all) == 0 || st.Commit(ctx, all...) == nil {
+	if len(all) == 0 || st.Commit(ctx, append(all, fence...)...) == nil {
 		return errs
 	}
 	for i, c := range changes {
-		errs[i] = st.Commit(ctx, c...)
+		errs[i] = st.Commit(ctx, append(c[:len(c):len(c)], fence...)...)
 	}
 	return errs
 }

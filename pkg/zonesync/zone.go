@@ -3,6 +3,7 @@ package zonesync
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -117,14 +118,22 @@ func (z *Zone) synced() {
 	z.mu.Unlock()
 }
 
-// Run keeps the zone connected to global until ctx ends.
-func (z *Zone) Run(ctx context.Context) error {
+// Run keeps the zone connected to global until ctx ends. Every write of
+// the sync carries fence in its commit: the leader term's fence
+// (leader.Term.Fence), so that once another instance leads, a paused or
+// partitioned old leader commits nothing. A write refused by the fence ends
+// Run with an error wrapping ErrFenced (and store.ErrConflict).
+func (z *Zone) Run(ctx context.Context, fence ...store.Op) error {
 	attempt := 0
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := z.session(ctx)
+		err := z.session(ctx, fence)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, ErrFenced) {
+			z.setState(false, err)
+			return err
 		}
 		z.setState(false, err)
 		if time.Since(start) > z.cfg.BackoffMax {
@@ -142,7 +151,7 @@ func (z *Zone) Run(ctx context.Context) error {
 }
 
 // session runs one connection: both streams until either ends.
-func (z *Zone) session(ctx context.Context) error {
+func (z *Zone) session(ctx context.Context, fence []store.Op) error {
 	token, err := z.cfg.Token()
 	if err != nil {
 		return fmt.Errorf("zone token: %w", err)
@@ -166,7 +175,7 @@ func (z *Zone) session(ctx context.Context) error {
 		return err
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- z.receive(ctx, g2z) }()
+	go func() { errc <- z.receive(ctx, g2z, fence) }()
 	go func() { errc <- z.send(ctx, z2g) }()
 	return <-errc
 }

@@ -19,7 +19,7 @@ import (
 )
 
 // receive takes Meshes and Secrets from global into the zone's store.
-func (z *Zone) receive(ctx context.Context, s grpc.ClientStream) error {
+func (z *Zone) receive(ctx context.Context, s grpc.ClientStream, fence []store.Op) error {
 	for _, typ := range globalToZoneTypes {
 		held, err := z.heldFromGlobal(ctx, typ)
 		if err != nil {
@@ -37,7 +37,11 @@ func (z *Zone) receive(ctx context.Context, s grpc.ClientStream) error {
 		z.setState(true, nil)
 		typ := typeOf(resp.GetTypeUrl())
 		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
-		if err := z.apply(ctx, typ, resp); err != nil {
+		if err := z.apply(ctx, typ, resp, fence); err != nil {
+			if errors.Is(err, ErrFenced) {
+				// Not global's fault: no NACK; another instance syncs now.
+				return err
+			}
 			z.log.Warn("could not apply what the global control plane sent", "type", typ, "error", err)
 			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 		}
@@ -65,7 +69,7 @@ func (z *Zone) heldFromGlobal(ctx context.Context, typ string) (map[string]strin
 // apply writes what global sent: only records that came from global are
 // created, changed or deleted; a zone-local record of the same name is left
 // as it is and reported.
-func (z *Zone) apply(ctx context.Context, typ string, resp *discoveryv3.DeltaDiscoveryResponse) error {
+func (z *Zone) apply(ctx context.Context, typ string, resp *discoveryv3.DeltaDiscoveryResponse, fence []store.Op) error {
 	if !slices.Contains(globalToZoneTypes, typ) {
 		return fmt.Errorf("type %q does not flow from global to zones", typ)
 	}
@@ -102,7 +106,13 @@ func (z *Zone) apply(ctx context.Context, typ string, resp *discoveryv3.DeltaDis
 		}
 		ops = append(ops, []store.Op{{Kind: store.OpDelete, Record: store.Record{Key: key, Version: rec.Version}}})
 	}
-	for i, err := range commitAllOrEach(ctx, z.store, ops) {
+	errs := commitAllOrEach(ctx, z.store, ops, fence)
+	if slices.ContainsFunc(errs, func(err error) bool { return errors.Is(err, store.ErrConflict) }) {
+		if held, err := fenceHolds(ctx, z.store, fence); err == nil && !held {
+			return fmt.Errorf("%w: %w", ErrFenced, store.ErrConflict)
+		}
+	}
+	for i, err := range errs {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			refused = append(refused, fmt.Sprintf("%s: %v", ops[i][0].Record.Key, err))
 		}
@@ -111,4 +121,23 @@ func (z *Zone) apply(ctx context.Context, typ string, resp *discoveryv3.DeltaDis
 		return errors.New(strings.Join(refused, "; "))
 	}
 	return nil
+}
+
+// ErrFenced says the zone's sync wrote under a leader term that has ended:
+// the write was refused, nothing of it committed.
+var ErrFenced = errors.New("the sync's leader term ended: another instance leads and syncs")
+
+// fenceHolds reports whether every record fence requires is still at the
+// version it requires (false once another leader term started).
+func fenceHolds(ctx context.Context, st store.Store, fence []store.Op) (bool, error) {
+	for _, op := range fence {
+		rec, err := st.Get(ctx, op.Record.Key)
+		if err != nil {
+			return false, err
+		}
+		if rec.Version != op.Record.Version {
+			return false, nil
+		}
+	}
+	return true, nil
 }
