@@ -60,6 +60,11 @@ func newRunCmd() *cobra.Command {
 				return fmt.Errorf("--max-token-validity: %w", err)
 			}
 			cfg.Logger = logger
+			// The store's default applies only where a store is chosen:
+			// --environment kubernetes refuses one given explicitly.
+			if !cmd.Flags().Changed("store") && os.Getenv("MESHCA_STORE") == "" {
+				cfg.Store = ""
+			}
 			if _, err := controlplane.ApplyMemoryLimit(memLimit, logger); err != nil {
 				return err
 			}
@@ -77,6 +82,12 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", envOr("MESHCA_DATA_DIR", controlplane.DefaultDataDir), "directory of the embedded store and the dp server's TLS material")
 	f.StringVar(&cfg.Store, "store", envOr("MESHCA_STORE", "sqlite"), "store: sqlite (embedded), memory, or postgres")
 	f.StringVar(&cfg.StoreDSN, "store-dsn", os.Getenv("MESHCA_STORE_DSN"), "PostgreSQL connection string for --store postgres")
+	f.StringVar(&cfg.Environment, "environment", envOr("MESHCA_ENVIRONMENT", controlplane.EnvironmentUniversal),
+		"universal (a store of its own: --store) or kubernetes (the store is the Kubernetes API of --kubeconfig, or in-cluster: kuma.io custom resources, Secrets in --system-namespace)")
+	f.StringVar(&cfg.SystemNamespace, "system-namespace", envOr("MESHCA_SYSTEM_NAMESPACE", "meshca-system"),
+		"with --environment kubernetes: the namespace of Kuma's Secrets and of the control plane's own state")
+	f.Float64Var(&cfg.KubeAPIQPS, "kube-api-qps", controlplane.DefaultKubeAPIQPS, "with --environment kubernetes: requests per second to the Kubernetes API server, sustained")
+	f.IntVar(&cfg.KubeAPIBurst, "kube-api-burst", controlplane.DefaultKubeAPIBurst, "with --environment kubernetes: requests to the Kubernetes API server at once")
 	f.StringVar(&cfg.APIAddress, "api-address", envOr("MESHCA_API_ADDRESS", controlplane.DefaultAPIAddress), "HTTP API listen address")
 	f.Float64Var(&cfg.APIClientRate, "api-client-rate", apiserver.DefaultClientRate, "requests per second each client address may make on the HTTPS API, sustained (over it: 429 with Retry-After); negative: no limit")
 	f.IntVar(&cfg.APIClientBurst, "api-client-burst", apiserver.DefaultClientBurst, "requests each client address may make at once on the HTTPS API")
@@ -105,7 +116,7 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Webhook.Service, "webhook-service", "meshca-control-plane", "with --environment kubernetes: the Service of the webhook in the system namespace (port 443)")
 	f.StringVar(&cfg.Webhook.TLSCert, "webhook-tls-cert", "", "PEM certificate for the webhook (default: issued by a CA shared through the store; the control plane then registers it as caBundle)")
 	f.StringVar(&cfg.Webhook.TLSKey, "webhook-tls-key", "", "PEM key for --webhook-tls-cert")
-	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the certmanager backend (default: in-cluster)")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the Kubernetes API server, for --environment kubernetes and the certmanager backend (default: in-cluster)")
 	f.StringVar(&cfg.K8sNamespace, "k8s-namespace", "meshca-system", "namespace for cert-manager CertificateRequests")
 	f.IntVar(&cfg.Workers, "issuance-workers", 64, "concurrent certificate issuances")
 	f.DurationVar(&cfg.LeaderLeaseDuration, "leader-lease-duration", leader.DefaultLeaseDuration,

@@ -39,9 +39,18 @@ import (
 // Config is everything `meshca-cp run` can be told.
 type Config struct {
 	DataDir string
-	// Store is "sqlite" (default, a file under DataDir), "memory" or "postgres".
+	// Store is "sqlite" (default, a file under DataDir), "memory" or
+	// "postgres"; it must be empty with Environment kubernetes.
 	Store    string
 	StoreDSN string
+	// Environment is universal (default) or kubernetes: then the store is
+	// the Kubernetes API of Kubeconfig (in-cluster if empty), meshca's own
+	// state in SystemNamespace (kubernetes.go).
+	Environment, SystemNamespace string
+	// KubeAPIQPS and KubeAPIBurst bound the Kubernetes client's requests
+	// (0: DefaultKubeAPIQPS, DefaultKubeAPIBurst).
+	KubeAPIQPS   float64
+	KubeAPIBurst int
 
 	APIAddress string
 	// APIClientRate and APIClientBurst bound each client address's requests
@@ -134,6 +143,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.checkMode(); err != nil {
 		return err
 	}
+	if err := cfg.checkEnvironment(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir %q: %w", cfg.DataDir, err)
 	}
@@ -148,8 +160,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 	raw := st
-	if st, err = encryptStore(ctx, cfg, st, logger); err != nil {
-		return err
+	// On Kubernetes, Secrets are the platform's secret store; meshca seals
+	// its own records only when given a key (kubernetes.go).
+	if !cfg.kubernetes() || cfg.EncryptionKeyFile != "" {
+		if st, err = encryptStore(ctx, cfg, st, logger); err != nil {
+			return err
+		}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -177,7 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 			reg.MustRegister(cp.Collectors()...)
 		}
 	}
-	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, ReadOnly: readOnlyGuard(cfg, st), CAsElsewhere: cfg.mode() == ModeGlobal,
+	mgr := resources.NewManager(st, cas, resources.Options{Logger: logger, ReadOnly: kubernetesReadOnly(cfg, readOnlyGuard(cfg, st)), CAsElsewhere: cfg.mode() == ModeGlobal,
 		OwnedTypes: []string{identity.TypeDataplaneIdentity, zonesync.TypeDataplaneInsight, acmpca.TypeBilling}})
 	elector, err := newElector(ctx, cfg, st, logger)
 	if err != nil {
@@ -197,6 +213,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 	if err := shareServerCAs(ctx, cfg, st, logger); err != nil {
 		return err
+	}
+	if cfg.kubernetes() {
+		stopKube, err := startKubernetes(ctx, cfg, st, mgr, logger)
+		if err != nil {
+			return err
+		}
+		defer stopKube()
 	}
 	apiLs, err := listenAPI(cfg, logger)
 	if err != nil {
@@ -329,7 +352,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	attrs := []any{"version", cfg.Version, "mode", cfg.mode(), "api", apiLis.Addr().String(), "apiTLS", addrOf(apiLs.tls), "dpServer", addrOf(dpLis),
-		"store", storeName(cfg), "dataDir", cfg.DataDir, "backends", cas.Types()}
+		"environment", cfg.environment(), "store", storeName(cfg), "dataDir", cfg.DataDir, "backends", cas.Types()}
 	if kdsLis != nil {
 		attrs = append(attrs, "kdsServer", kdsLis.Addr().String())
 	}
@@ -362,6 +385,9 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func storeName(cfg Config) string {
+	if cfg.kubernetes() {
+		return EnvironmentKubernetes
+	}
 	if cfg.Store == "" {
 		return "sqlite"
 	}
@@ -374,6 +400,8 @@ func openStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.Stor
 		return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "meshca.db"), logger)
 	case "memory":
 		return memory.New(), nil
+	case EnvironmentKubernetes:
+		return openKubernetesStore(ctx, cfg, logger)
 	case "postgres":
 		if cfg.StoreDSN == "" {
 			return nil, errors.New("--store postgres needs --store-dsn")

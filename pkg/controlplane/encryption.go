@@ -67,7 +67,11 @@ func encryptStore(ctx context.Context, cfg Config, st store.Store, logger *slog.
 		}
 		previous = append(previous, k)
 	}
-	sealed := secretbox.WrapStore(st, secretbox.NewBox(key, previous...), sealedTypes()...)
+	types := sealedTypes()
+	if cfg.kubernetes() {
+		types = kubernetesSealedTypes()
+	}
+	sealed := secretbox.WrapStore(st, secretbox.NewBox(key, previous...), types...)
 	if err := sealed.Check(ctx); err != nil {
 		if errors.Is(err, secretbox.ErrWrongKey) {
 			shared := ""

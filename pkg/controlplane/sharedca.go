@@ -124,9 +124,10 @@ func localCA(files sds.ServerFiles, dataDir string) (serverCASpec, error) {
 }
 
 // shareServerCAs shares the generated server CAs when the store is shared
-// (an operator's own certificates are the operator's to distribute).
+// (PostgreSQL; Kubernetes, where a restarted pod's data directory may be
+// new) — an operator's own certificates are the operator's to distribute.
 func shareServerCAs(ctx context.Context, cfg Config, st store.Store, logger *slog.Logger) error {
-	if storeName(cfg) != "postgres" {
+	if storeName(cfg) != "postgres" && !cfg.kubernetes() {
 		return nil
 	}
 	if cfg.mode() == ModeGlobal && cfg.KDSTLSCert == "" && cfg.KDSTLSKey == "" {
