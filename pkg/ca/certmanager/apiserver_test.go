@@ -219,7 +219,7 @@ metadata:
 rules:
 - apiGroups: [cert-manager.io]
   resources: [certificaterequests]
-  verbs: [create, get, list, watch, delete]
+  verbs: [create, get, watch, delete]
 - apiGroups: [cert-manager.io]
   resources: [issuers]
   verbs: [get]
