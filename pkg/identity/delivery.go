@@ -28,13 +28,16 @@ type Secrets struct {
 }
 
 // Current returns the certificate, key and trust bundle of a data plane;
-// ok=false while none has been issued.
+// ok=false while none has been issued, or while the mesh's trust bundle is
+// not known yet (a restarted control plane loads its certificates from the
+// store before its CA backends answer): a data plane refuses secrets with
+// nothing to trust, and subscribers are notified once the bundle is there.
 func (m *Manager) Current(mesh, name string) (Secrets, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.dps[dpKey{mesh, name}]
 	ms := m.meshes[mesh]
-	if st == nil || !st.cur.issued() || ms == nil {
+	if st == nil || !st.cur.issued() || ms == nil || len(ms.bundle) == 0 {
 		return Secrets{}, false
 	}
 	return Secrets{
