@@ -41,10 +41,12 @@ const (
 
 // Defaults of the Kubernetes client: the store writes one object per
 // record, and client-go's own defaults (5/s, burst 10) would make a
-// control plane of thousands of data planes wait on itself.
+// control plane of thousands of data planes wait on itself. 500/s is
+// about what one store commits (BENCHMARKS.md §15); the API server's
+// priority and fairness still protects it from this client.
 const (
-	DefaultKubeAPIQPS   = 100
-	DefaultKubeAPIBurst = 200
+	DefaultKubeAPIQPS   = 500
+	DefaultKubeAPIBurst = 1000
 )
 
 func (cfg Config) environment() string {

@@ -118,17 +118,20 @@ type staged struct {
 	written bool
 }
 
-// check reads every key the ops name from the API server and checks each
-// op against that state as the earlier ops leave it: versions, existence,
+// check reads the state of every key the ops name and checks each op
+// against it as the earlier ops leave it: versions, existence,
 // requirements. Nothing is written. It returns the objects read.
 //
-// A commit of one write and no requirement is checked against the
-// informers' view instead: the API server checks the write's precondition
-// anyway, and there is nothing else to keep it atomic with. (A version a
-// caller holds comes from that view, so it is never newer than it.)
+// What the API server cannot enforce at the write is read from the API
+// server: a requirement with a version (the leader's fence) and a
+// require-none. The rest is read from the informers' view: the API server
+// refuses a write whose precondition that view got wrong, and the commit
+// is then undone; a version a caller holds comes from that view, so it is
+// never newer. (Reading each of a batch's keys from the API server would
+// cost several requests per record, which the client's rate limit makes
+// the bottleneck of a large mesh.)
 func (s *Store) check(ctx context.Context, ops []store.Op) ([]*step, map[store.Key]*unstructured.Unstructured, error) {
 	now := storeutil.Now()
-	cached := len(ops) == 1 && ops[0].Kind != store.OpRequire && ops[0].Kind != store.OpRequireNone
 	state := map[store.Key]*staged{}
 	bases := map[store.Key]*unstructured.Unstructured{}
 	var steps []*step
@@ -149,9 +152,9 @@ func (s *Store) check(ctx context.Context, ops []store.Op) ([]*step, map[store.K
 		}
 		st, ok := state[key]
 		if !ok {
-			read := s.live
-			if cached {
-				read = s.cached
+			read := s.cached
+			if op.Kind == store.OpRequire && op.Record.Version != 0 {
+				read = s.live
 			}
 			obj, rec, err := read(ctx, key, loc)
 			if err != nil {
@@ -224,7 +227,7 @@ func (s *Store) live(ctx context.Context, key store.Key, loc location) (*unstruc
 	return s.asRecord(key, loc, obj)
 }
 
-// cached is live from the informer's view.
+// cached is live from the informers' view.
 func (s *Store) cached(_ context.Context, key store.Key, loc location) (*unstructured.Unstructured, *store.Record, error) {
 	k := loc.name
 	if loc.namespace != "" {
@@ -392,8 +395,10 @@ func (s *Store) write(ctx context.Context, st *step, base *unstructured.Unstruct
 
 // recheck reads again, after the writes, what the commit required, so that
 // a requirement another writer broke while the commit was applied fails
-// it (and its writes are undone). Requirements on keys the commit itself
-// wrote, and require-nones that a later op answers, are not read again.
+// it (and its writes are undone): from the API server for a requirement
+// with a version and a require-none, from the informers' view for one of
+// existence. Requirements on keys the commit itself wrote, and
+// require-nones that a later op answers, are not read again.
 func (s *Store) recheck(ctx context.Context, steps []*step) error {
 	for i, st := range steps {
 		switch st.op.Kind {
@@ -402,7 +407,11 @@ func (s *Store) recheck(ctx context.Context, steps []*step) error {
 			if writtenIn(steps, func(k store.Key) bool { return k == key }) {
 				continue
 			}
-			_, rec, err := s.live(ctx, key, st.loc)
+			read := s.cached
+			if st.op.Record.Version != 0 {
+				read = s.live
+			}
+			_, rec, err := read(ctx, key, st.loc)
 			if err != nil {
 				return err
 			}
@@ -470,14 +479,13 @@ func (s *Store) undo(ctx context.Context, applied []written, expect *[]expectati
 				*expect = append(*expect, expectation{uid: uid, deleted: true})
 			}
 		case w.before != nil && now != nil: // updated: put the content back
-			obj := w.before.DeepCopy()
-			unstructured.RemoveNestedField(obj.Object, "metadata", "managedFields")
+			obj := cleanCopy(w.before)
 			obj.SetResourceVersion(now.GetResourceVersion())
 			obj.SetUID(now.GetUID())
 			res, err = r.Update(ctx, obj, metav1.UpdateOptions{FieldManager: s.opts.FieldManager})
 		case w.before != nil: // deleted: create it again
-			obj := w.before.DeepCopy()
-			for _, f := range []string{"managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"} {
+			obj := cleanCopy(w.before)
+			for _, f := range []string{"resourceVersion", "uid", "creationTimestamp", "generation"} {
 				unstructured.RemoveNestedField(obj.Object, "metadata", f)
 			}
 			res, err = r.Create(ctx, obj, metav1.CreateOptions{FieldManager: s.opts.FieldManager})

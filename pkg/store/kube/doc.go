@@ -38,14 +38,18 @@
 // Kubernetes has no transaction over several objects. A Commit of this
 // process runs alone (commits are serialised in the process) and:
 //
-//  1. reads every key its ops name from the API server and checks every op
-//     against that state as the earlier ops leave it (versions, existence,
-//     OpRequire, OpRequireNone): a commit that fails here writes nothing;
+//  1. checks every op against the state of its key as the earlier ops leave
+//     it (versions, existence, OpRequire, OpRequireNone): a commit that
+//     fails here writes nothing. What the API server cannot enforce at a
+//     write, an OpRequire with a version (the leader's fence) and an
+//     OpRequireNone, is read from the API server; the rest from the
+//     informers' view, since the API server refuses a write whose
+//     precondition a stale view got wrong (step 4 then undoes the commit);
 //  2. applies the writes in order, each conditional on the resourceVersion
 //     checked (an op without a version that meets another writer's change
 //     is read again and retried);
-//  3. reads again what it required (OpRequire, OpRequireNone), unless it
-//     wrote it itself;
+//  3. reads again what it required, in the same places, unless it wrote it
+//     itself;
 //  4. if a write or step 3 fails, undoes the writes already applied, last
 //     first, each conditional on the object being as the commit left it,
 //     and returns the error (joined with any undo that failed, which is

@@ -109,6 +109,10 @@ func Open(ctx context.Context, cfg *rest.Config, opts Options) (*Store, error) {
 			tweak = func(o *metav1.ListOptions) { o.FieldSelector = sel }
 		}
 		inf := dynamicinformer.NewFilteredDynamicInformer(dyn, src.gvr, src.namespace, 0, cache.Indexers{}, tweak).Informer()
+		if err := inf.SetTransform(slim); err != nil {
+			stop()
+			return nil, err
+		}
 		reg, err := inf.AddEventHandler(s.handler(src))
 		if err != nil {
 			stop()

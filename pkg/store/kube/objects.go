@@ -50,6 +50,12 @@ const (
 	AnnotationCreated  = "meshca.io/created-at"
 	AnnotationModified = "meshca.io/modified-at"
 
+	// annotationObserved is set, in the informers' copies only, to the
+	// time of the object's last write, read from its managedFields before
+	// they are dropped (they are most of a small object's size). It is
+	// never sent.
+	annotationObserved = "meshca.io/observed-last-write"
+
 	// dataSpec and dataValue are the data keys of state and Kuma Secrets.
 	dataSpec  = "spec"
 	dataValue = "value"
@@ -227,8 +233,7 @@ func derivedName(key store.Key, withType bool) string {
 func (m *mapping) object(loc location, rec store.Record, base *unstructured.Unstructured, now time.Time) (*unstructured.Unstructured, error) {
 	var obj *unstructured.Unstructured
 	if base != nil {
-		obj = base.DeepCopy()
-		unstructured.RemoveNestedField(obj.Object, "metadata", "managedFields")
+		obj = cleanCopy(base)
 	} else {
 		obj = &unstructured.Unstructured{Object: map[string]any{}}
 		obj.SetName(loc.name)
@@ -445,12 +450,48 @@ func (m *mapping) record(src *source, obj *unstructured.Unstructured) (store.Rec
 // fields' times (seconds), never before its creation.
 func lastWrite(obj *unstructured.Unstructured, created time.Time) time.Time {
 	last := created
+	if t, err := time.Parse(time.RFC3339, obj.GetAnnotations()[annotationObserved]); err == nil && t.After(last) {
+		last = t.UTC()
+	}
 	for _, f := range obj.GetManagedFields() {
 		if f.Time != nil && f.Time.After(last) {
 			last = f.Time.UTC()
 		}
 	}
 	return last
+}
+
+// slim is the informers' transform: it replaces an object's managedFields
+// by the time of its last write.
+func slim(raw any) (any, error) {
+	obj, ok := raw.(*unstructured.Unstructured)
+	if !ok || len(obj.GetManagedFields()) == 0 {
+		return raw, nil
+	}
+	last := lastWrite(obj, obj.GetCreationTimestamp().Time)
+	unstructured.RemoveNestedField(obj.Object, "metadata", "managedFields")
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[annotationObserved] = last.UTC().Format(time.RFC3339)
+	obj.SetAnnotations(ann)
+	return obj, nil
+}
+
+// cleanCopy copies an object read (from the API server or an informer) to
+// be written back: without managedFields (the server keeps them) and
+// without what slim added.
+func cleanCopy(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	c := obj.DeepCopy()
+	unstructured.RemoveNestedField(c.Object, "metadata", "managedFields")
+	if ann := c.GetAnnotations(); ann != nil {
+		if _, ok := ann[annotationObserved]; ok {
+			delete(ann, annotationObserved)
+			c.SetAnnotations(ann)
+		}
+	}
+	return c
 }
 
 // parseVersion reads a resourceVersion as the record's version: the etcd
