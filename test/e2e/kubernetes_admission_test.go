@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"meshca/internal/kubetest"
+)
+
+// TestKubernetesAdmission runs the real meshca-cp with --environment
+// kubernetes and its admission webhook (reached by URL: no kubelet runs the
+// Service here) against a real API server, and the real kubectl: a valid
+// Mesh and Dataplane pass the webhook and are certified (the builtin CA's
+// root Secret, written by the control plane itself, passes it too), an
+// invalid edit is refused with the field path and changes nothing, a Mesh
+// with Dataplanes cannot be deleted, and with the control plane down
+// kuma.io writes are refused (failurePolicy Fail).
+func TestKubernetesAdmission(t *testing.T) {
+	srv := kubetest.Start(t)
+	kubectlBin := srv.Kubectl(t)
+	kubectl := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", srv.Kubeconfig}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	mustKubectl := func(stdin string, args ...string) string {
+		t.Helper()
+		out, err := kubectl(stdin, args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	mustKubectl("", "create", "namespace", "meshca-system")
+	mustKubectl("", "create", "namespace", "demo")
+
+	webhook := freePort(t)
+	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
+		args: []string{"--environment", "kubernetes", "--kubeconfig", srv.Kubeconfig, "--system-namespace", "meshca-system",
+			"--webhook-address", webhook, "--webhook-url", "https://" + webhook}}
+	cp.launch(t)
+
+	// The API server reads the configuration the control plane registered
+	// within a moment: until an invalid Mesh is refused, it may pass.
+	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: bad}\nspec: {mtls: {enabledBackend: nope}}\n"
+	waitFor(t, 30*time.Second, "an invalid Mesh refused", func() bool {
+		out, err := kubectl(bad, "apply", "-f", "-")
+		if err == nil {
+			_, _ = kubectl("", "delete", "mesh", "bad")
+			return false
+		}
+		if !strings.Contains(out, `spec.mtls.enabledBackend: backend "nope" is not among mtls.backends`) {
+			t.Fatalf("refusal:\n%s", out)
+		}
+		return true
+	})
+
+	mesh := `apiVersion: kuma.io/v1alpha1
+kind: Mesh
+metadata:
+  name: default
+spec:
+  mtls:
+    enabledBackend: ca-1
+    backends:
+    - name: ca-1
+      type: builtin
+      dpCert:
+        rotation:
+          expiration: EXPIRATION
+`
+	mustKubectl(strings.Replace(mesh, "EXPIRATION", "1d", 1)+`---
+apiVersion: kuma.io/v1alpha1
+kind: Dataplane
+metadata:
+  name: web-1
+  namespace: demo
+mesh: default
+spec:
+  networking:
+    address: 127.0.0.1
+    inbound:
+    - port: 9001
+      servicePort: 8001
+      tags:
+        kuma.io/service: web
+`, "apply", "-f", "-")
+	// The control plane writes the builtin CA's root as a Kuma Secret,
+	// through its own webhook.
+	waitFor(t, 30*time.Second, "the builtin root Secret", func() bool {
+		_, err := kubectl("", "get", "secret", "-n", "meshca-system", "default.ca-builtin-cert-ca-1")
+		return err == nil
+	})
+	a := startAgent(t, cp, "default", "web-1.demo", "web-1.demo")
+	if leaf := a.waitCert(t); len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://default/web" {
+		t.Fatalf("certificate URIs %v", leaf.URIs)
+	}
+
+	out, err := kubectl(strings.Replace(mesh, "EXPIRATION", "soon", 1), "apply", "-f", "-")
+	if err == nil || !strings.Contains(out, `The Mesh "default" is invalid: spec.mtls.backends[0].dpCert.rotation.expiration`) {
+		t.Errorf("an invalid edit: %v\n%s", err, out)
+	}
+	if got := mustKubectl("", "get", "mesh", "default", "-o", "jsonpath={.spec.mtls.backends[0].dpCert.rotation.expiration}"); got != "1d" {
+		t.Errorf("the refused edit changed the Mesh: expiration %q", got)
+	}
+	out, err = kubectl("", "delete", "mesh", "default")
+	if err == nil || !strings.Contains(out, `mesh "default" still has 1 dataplane(s)`) {
+		t.Errorf("kubectl delete of a Mesh with a Dataplane: %v\n%s", err, out)
+	}
+
+	// Fail closed: with no control plane to ask, nothing unvalidated goes in.
+	cp.proc.stop()
+	out, err = kubectl("apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: other}\n", "apply", "-f", "-")
+	if err == nil || !strings.Contains(out, "failed calling webhook") {
+		t.Errorf("a Mesh applied with the control plane down: %v\n%s", err, out)
+	}
+}
