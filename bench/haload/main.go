@@ -26,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -54,6 +55,10 @@ type config struct {
 	sds                bool
 	lease, renew       time.Duration
 	timeout            time.Duration
+	// profileDir, when set, receives a CPU profile of each instance on
+	// PostgreSQL over the first profileFor of its certification.
+	profileDir string
+	profileFor time.Duration
 }
 
 func main() {
@@ -67,6 +72,8 @@ func main() {
 	flag.DurationVar(&c.renew, "renew", time.Second, "--leader-renew-interval")
 	flag.BoolVar(&c.sds, "sds", true, "hold one SDS stream per data plane (spread over the instances) and time a rotation of all")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	flag.StringVar(&c.profileDir, "profile", "", "directory for CPU profiles (pprof) of the instances on PostgreSQL during their certification")
+	flag.DurationVar(&c.profileFor, "profile-for", 8*time.Second, "how much of the certification -profile records")
 	flag.Parse()
 	if c.dsn == "" {
 		fmt.Fprintln(os.Stderr, "haload: -dsn (or MESHCA_TEST_POSTGRES_DSN) is required")
@@ -134,6 +141,9 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	env := []string{"MESHCA_STORE=postgres", "MESHCA_STORE_DSN=" + c.dsn}
 	args := []string{"--encryption-key-file", keyFile, "--leader-lease-duration", c.lease.String(), "--leader-renew-interval", c.renew.String()}
+	if c.profileDir != "" {
+		args = append(args, "--pprof")
+	}
 	var cps []*instance
 	defer func() {
 		for _, cp := range cps {
@@ -147,7 +157,18 @@ func run(ctx context.Context, c config) (err error) {
 		}
 		cps = append(cps, cp)
 	}
+	var profiles errgroup.Group
+	if c.profileDir != "" {
+		for _, cp := range cps {
+			profiles.Go(func() error {
+				return cpuProfile(ctx, cp, c.profileFor, filepath.Join(c.profileDir, cp.name+".cpu.pprof"))
+			})
+		}
+	}
 	took2, err := certify(ctx, c, cps)
+	if perr := profiles.Wait(); perr != nil && err == nil {
+		err = perr
+	}
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
@@ -237,6 +258,31 @@ func (cp *instance) stop() {
 		<-cp.done
 	}
 	cp.log.Close()
+}
+
+// cpuProfile saves cp's CPU profile over the next d.
+func cpuProfile(ctx context.Context, cp *instance, d time.Duration, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", cp.api, int(d.Seconds())), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", cp.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: %s", cp.name, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func freeAddr() string {

@@ -65,11 +65,12 @@ type notification struct {
 func (n notification) position() position { return position{seq: n.Commit, idx: n.Seq} }
 
 // encode returns the full payload (for the changes table) and the one to
-// notify (shortened when the full one is too large for NOTIFY).
-func encode(commit int64, idx int32, ev store.Event) (full, notify string, err error) {
+// notify (shortened when the full one is too large for NOTIFY), both
+// without the commit's number: the database adds it (publishQuery).
+func encode(idx int32, ev store.Event) (full, notify string, err error) {
 	r := ev.Record
 	n := notification{
-		Commit: commit, Seq: idx, Kind: ev.Kind, Type: r.Type, Mesh: r.Mesh, Name: r.Name, Version: r.Version,
+		Seq: idx, Kind: ev.Kind, Type: r.Type, Mesh: r.Mesh, Name: r.Name, Version: r.Version,
 		Created: r.CreationTime.UnixNano(), Modified: r.ModificationTime.UnixNano(),
 		Labels: r.Labels, Spec: r.Spec,
 	}
@@ -78,47 +79,62 @@ func encode(commit int64, idx int32, ev store.Event) (full, notify string, err e
 		return "", "", fmt.Errorf("encode event: %w", err)
 	}
 	full = string(b)
-	if len(b) <= maxPayload {
+	if len(b) <= maxPayload-commitRoom {
 		return full, full, nil
 	}
 	n.Labels, n.Spec, n.Omitted = nil, nil, true
 	if b, err = json.Marshal(n); err != nil {
 		return "", "", fmt.Errorf("encode event: %w", err)
 	}
-	if len(b) > maxPayload {
+	if len(b) > maxPayload-commitRoom {
 		return "", "", fmt.Errorf("encode event: key of %s too long for NOTIFY", r.Key)
 	}
 	return full, string(b), nil
 }
 
-// publish numbers a commit's events, logs them and notifies them, inside the
-// commit's transaction. The sequence row is updated last: its lock is held
-// only from here to COMMIT, and a concurrent commit waits for it, so numbers
-// follow commit order and so do notifications.
-func publish(ctx context.Context, tx pgx.Tx, now time.Time, events []store.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	var commit int64
-	if err := tx.QueryRow(ctx, `UPDATE commit_seq SET seq = seq + 1 RETURNING seq`).Scan(&commit); err != nil {
-		return fmt.Errorf("number commit: %w", err)
-	}
+// commitRoom is what the commit's number adds to a payload: the longest
+// `"commit":N,`.
+const commitRoom = len(`"commit":9223372036854775807,`)
+
+// publishQuery numbers a commit (the next value of the one-row commit
+// sequence), writes its events to the changes table and notifies them, in
+// one statement: the payloads ($2 full, $4 to notify, JSON objects without
+// the number) get `"commit":N,` put first. Run last in the transaction, it
+// holds the sequence row's lock only from here to COMMIT; a concurrent
+// commit waits for it, so numbers follow commit order and so do
+// notifications (unnest yields the arrays in order, and a transaction's
+// notifications are delivered in the order they were sent).
+const publishQuery = `WITH s AS (UPDATE commit_seq SET seq = seq + 1 RETURNING seq),
+	logged AS (INSERT INTO changes (seq, idx, committed_at, payload)
+		SELECT s.seq, (t.i - 1)::int, $1, '{"commit":' || s.seq || ',' || substr(t.p, 2)
+		FROM s, unnest($2::text[]) WITH ORDINALITY AS t(p, i))
+	SELECT pg_notify($3, '{"commit":' || s.seq || ',' || substr(t.p, 2))
+	FROM s, unnest($4::text[]) WITH ORDINALITY AS t(p, i) ORDER BY t.i`
+
+// publishArgs are publishQuery's arguments for a commit's events.
+func publishArgs(now time.Time, events []store.Event) ([]any, error) {
 	full := make([]string, len(events))
 	notes := make([]string, len(events))
 	for i, ev := range events {
 		var err error
-		if full[i], notes[i], err = encode(commit, int32(i), ev); err != nil {
-			return err
+		if full[i], notes[i], err = encode(int32(i), ev); err != nil {
+			return nil, err
 		}
 	}
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO changes (seq, idx, committed_at, payload)
-		SELECT $1, (t.i - 1)::int, $2, t.p FROM unnest($3::text[]) WITH ORDINALITY AS t(p, i)`,
-		commit, now.UnixNano(), full)
-	// unnest yields the array in order, and notifications of a transaction
-	// are delivered in the order they were sent.
-	b.Queue(`SELECT pg_notify($1, t.p) FROM unnest($2::text[]) WITH ORDINALITY AS t(p, i) ORDER BY t.i`, Channel, notes)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	return []any{now.UnixNano(), full, Channel, notes}, nil
+}
+
+// publish numbers, logs and notifies a commit's events inside its
+// transaction (publishQuery).
+func publish(ctx context.Context, tx pgx.Tx, now time.Time, events []store.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	args, err := publishArgs(now, events)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, publishQuery, args...); err != nil {
 		return fmt.Errorf("log and notify events: %w", err)
 	}
 	return nil

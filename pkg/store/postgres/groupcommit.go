@@ -45,9 +45,10 @@ func (s *Store) commit(ctx context.Context, ops ...store.Op) error {
 	return s.q.Submit(ctx, ops)
 }
 
-// commitGroup applies each call in its own savepoint of one transaction,
-// numbers and notifies the events of those that succeeded, commits, and
-// hands every call its outcome.
+// commitGroup applies the calls in one transaction, numbers and notifies
+// the events of those that succeeded, commits, and hands every call its
+// outcome: by the bulk path (bulk.go) when it can, else each call in its
+// own savepoint.
 func (s *Store) commitGroup(group []*storeutil.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
@@ -71,6 +72,26 @@ func (s *Store) commitGroup(group []*storeutil.Request) {
 				r.Err = err
 			}
 			r.Finish(classify(r.Err))
+		}
+	}
+	if bulkable(claimed) {
+		err := s.commitBulk(ctx, claimed)
+		var retry errBulkRetry
+		if !errors.As(err, &retry) {
+			if err != nil {
+				fail(fmt.Errorf("commit: %w", err))
+				return
+			}
+			for _, r := range claimed {
+				r.Finish(classify(r.Err))
+			}
+			return
+		}
+		// Rolled back: call by call.
+		s.m.bulkRetries.Inc()
+		s.logger.Debug("group commit: bulk path refused by the database; committing call by call", "calls", len(claimed), "err", err)
+		for _, r := range claimed {
+			r.Err, r.Events = nil, nil
 		}
 	}
 	conn, tx, err := s.begin(ctx)
@@ -151,4 +172,21 @@ func (s *Store) begin(ctx context.Context) (*pgxpool.Conn, pgx.Tx, error) {
 			return nil, nil, fmt.Errorf("begin: %w", err)
 		}
 	}
+}
+
+// commitBulk commits the group by the bulk path; it sets each call's Err.
+// An errBulkRetry means nothing was committed and the group may be done
+// again; another error fails every call.
+func (s *Store) commitBulk(ctx context.Context, claimed []*storeutil.Request) error {
+	conn, tx, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	now := storeutil.Now()
+	if _, err := applyBulk(ctx, tx, now, claimed); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
