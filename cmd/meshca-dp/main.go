@@ -84,7 +84,7 @@ func run(args []string, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, dpagent.ErrRefused):
-		fmt.Fprintf(stderr, "meshca-dp: %v\nThe token is invalid, revoked, expired, or for another dataplane: generate a new one for this dataplane; retrying will not help.\n", err)
+		fmt.Fprintf(stderr, "meshca-dp: %v\nThe token is invalid, revoked, expired, or for another dataplane (a ServiceAccount token: of another namespace than the Dataplane's): give one for this dataplane; retrying will not help.\n", err)
 		return 2
 	case errors.Is(err, dpagent.ErrUntrusted):
 		fmt.Fprintf(stderr, "meshca-dp: %v\n%s.\n", err, untrustedHint)

@@ -204,6 +204,10 @@ func Run(ctx context.Context, cfg Config) error {
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg, Leader: elector,
 		NoProvision: cfg.mode() == ModeZone, FailoverBudget: failoverBudget(cfg)})
 	toks := tokens.New(st, time.Now)
+	dpAuth, err := dataplaneAuthenticator(cfg, toks)
+	if err != nil {
+		return err
+	}
 	checker := access.New(mgr)
 	auditor, err := audit.New(logger, cfg.AuditLog)
 	if err != nil {
@@ -346,7 +350,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var dpAddr net.Addr
 	if dpLis != nil {
-		sdsSrv := sds.NewServer(sdsSource{ids, conns}, sds.TokenAuthenticator{Tokens: toks, UnknownKeyIsTransient: cfg.mode() == ModeZone}, logger, reg)
+		sdsSrv := sds.NewServer(sdsSource{ids, conns}, dpAuth, logger, reg)
 		go func() { errs <- sdsSrv.Serve(ctx, dpLis, tlsConf) }()
 		dpAddr = dpLis.Addr()
 	}

@@ -10,7 +10,8 @@ import (
 )
 
 // newElector returns the elector of this instance: a lease in PostgreSQL
-// when the store is shared, else leader.Static (the single process leads).
+// or a Kubernetes Lease in the system namespace when the store is shared,
+// else leader.Static (the single process leads).
 func newElector(ctx context.Context, cfg Config, st store.Store, logger *slog.Logger) (*leader.Elector, error) {
 	opts := leader.Options{
 		Address:       cfg.APIAddress,
@@ -19,11 +20,25 @@ func newElector(ctx context.Context, cfg Config, st store.Store, logger *slog.Lo
 		RenewInterval: cfg.LeaderRenewInterval,
 		Logger:        logger,
 	}
-	if storeName(cfg) != "postgres" {
+	switch {
+	case cfg.kubernetes():
+		client, err := kubeClientset(cfg)
+		if err != nil {
+			return nil, err
+		}
+		// In a pod the hostname is the pod's name: the instance list then
+		// names the pods (with a suffix telling restarts apart).
+		return leader.NewKubernetes(client, cfg.systemNamespace(), st, opts)
+	case storeName(cfg) == "postgres":
+		return leader.New(ctx, cfg.StoreDSN, st, opts)
+	default:
 		return leader.Static(opts), nil
 	}
-	return leader.New(ctx, cfg.StoreDSN, st, opts)
 }
+
+// sharedStore tells whether several instances may share the store, and
+// so elect a leader.
+func sharedStore(cfg Config) bool { return cfg.kubernetes() || storeName(cfg) == "postgres" }
 
 // whileLeading runs fn for every term this instance leads, with a context
 // that ends with the term (or ctx); fn fences its writes with the term's.
@@ -49,7 +64,7 @@ func whileLeading(ctx context.Context, el *leader.Elector, fn func(context.Conte
 // renew interval. Certificates are renewed at least that long before they
 // expire (when their lifetime allows).
 func failoverBudget(cfg Config) time.Duration {
-	if storeName(cfg) != "postgres" {
+	if !sharedStore(cfg) {
 		return 0
 	}
 	lease, renew := cfg.LeaderLeaseDuration, cfg.LeaderRenewInterval
