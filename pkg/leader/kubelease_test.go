@@ -14,7 +14,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"meshca/internal/kubetest"
+	"meshca/pkg/kube/crd"
 	"meshca/pkg/store"
+	"meshca/pkg/store/kube"
 	"meshca/pkg/store/memory"
 )
 
@@ -25,16 +27,25 @@ type kubeCluster struct {
 	cluster
 	client kubernetes.Interface
 	ns     string
+	stores []store.Store // each elector's
 }
 
-func newKubeCluster(t *testing.T, client kubernetes.Interface, ns string, n int, lease, renew time.Duration) *kubeCluster {
+// newKubeCluster starts n electors; stores, if given, opens each one's
+// store (else they share one memory store).
+func newKubeCluster(t *testing.T, client kubernetes.Interface, ns string, n int, lease, renew time.Duration, stores func(t *testing.T) store.Store) *kubeCluster {
 	t.Helper()
 	if _, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	st := memory.New()
 	c := &kubeCluster{client: client, ns: ns}
+	var shared store.Store = memory.New()
+	c.shared = shared
 	for i := range n {
+		st := shared
+		if stores != nil {
+			st = stores(t)
+		}
+		c.stores = append(c.stores, st)
 		el, err := NewKubernetes(client, ns, st, Options{ID: fmt.Sprintf("cp-%c", 'a'+i), Address: fmt.Sprintf("10.0.0.%d:5681", i+1),
 			Version: "test", LeaseDuration: lease, RenewInterval: renew})
 		if err != nil {
@@ -51,7 +62,6 @@ func newKubeCluster(t *testing.T, client kubernetes.Interface, ns string, n int,
 		c.done = append(c.done, done)
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	c.shared = st
 	return c
 }
 
@@ -66,7 +76,7 @@ func TestKubernetesLease(t *testing.T) {
 	// takes over with a new term at once, and the old term can commit
 	// nothing.
 	t.Run("failover", func(t *testing.T) {
-		c := newKubeCluster(t, client, "meshca-failover", 3, time.Second, 200*time.Millisecond)
+		c := newKubeCluster(t, client, "meshca-failover", 3, time.Second, 200*time.Millisecond, nil)
 		first, term := c.leader(t)
 		// Stays the only leader over several renewals.
 		for range 10 {
@@ -137,7 +147,7 @@ func TestKubernetesLease(t *testing.T) {
 	// the old leader stays a follower.
 	t.Run("stuck leader", func(t *testing.T) {
 		const lease, renew = 2 * time.Second, 250 * time.Millisecond
-		c := newKubeCluster(t, client, "meshca-stuck", 2, lease, renew)
+		c := newKubeCluster(t, client, "meshca-stuck", 2, lease, renew, nil)
 		first, term := c.leader(t)
 		var doneAt atomic.Pointer[time.Time]
 		go func() {
@@ -192,6 +202,69 @@ func TestKubernetesLease(t *testing.T) {
 			t.Fatal("new leader lost its term")
 		}
 	})
+}
+
+// The fence on the Kubernetes store itself (pkg/store/kube), each
+// replica with its own store as in meshca-cp: the term record is a Secret
+// in the system namespace; once a new term started, a commit fenced by the
+// old one fails, through the old leader's own store.
+func TestKubernetesLeaseFencesKubernetesStore(t *testing.T) {
+	srv := kubetest.Start(t)
+	client, err := kubernetes.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := crd.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.Apply(t.Context(), srv.Config, manifest); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "meshca-system"
+	// newKubeCluster creates the namespace before it opens the stores.
+	c := newKubeCluster(t, client, ns, 2, time.Second, 200*time.Millisecond, func(t *testing.T) store.Store {
+		s, err := kube.Open(t.Context(), srv.Config, kube.Options{Namespace: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+	first, term := c.leader(t)
+	if err := fencedWrite(t.Context(), c.stores[first], term, "by-first"); err != nil {
+		t.Fatalf("leader's fenced write: %v", err)
+	}
+	paused := make(chan struct{})
+	resume := make(chan struct{})
+	var once atomic.Bool
+	pause := func() {
+		if once.CompareAndSwap(false, true) {
+			close(paused)
+			<-resume
+		}
+	}
+	c.el[first].beforeStep.Store(&pause)
+	defer close(resume)
+	<-paused
+	second, term2 := c.leader(t, first)
+	if term2.Number <= term.Number {
+		t.Fatalf("new term %d, want more than %d", term2.Number, term.Number)
+	}
+	if err := fencedWrite(t.Context(), c.stores[first], term, "stale"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("old term's write through its own store = %v, want ErrConflict", err)
+	}
+	if _, err := c.stores[second].Get(t.Context(), store.Key{Type: "T", Name: "stale"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused write is stored: %v", err)
+	}
+	if err := fencedWrite(t.Context(), c.stores[second], term2, "by-second"); err != nil {
+		t.Fatalf("new leader's fenced write: %v", err)
+	}
+	// The term record is where kubectl users find meshca's state.
+	secrets, err := client.CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "meshca.io/type=" + TermType})
+	if err != nil || len(secrets.Items) != 1 {
+		t.Fatalf("term record Secrets: %v (%v)", secrets, err)
+	}
 }
 
 func waitInstances(t *testing.T, el *Elector, ok func([]Instance) bool) []Instance {
