@@ -156,7 +156,8 @@ func ensureCRDs(ctx context.Context, rc *rest.Config, logger *slog.Logger) error
 			return fmt.Errorf("CustomResourceDefinition %s is not installed and meshca-cp may not create it: run `meshctl install crds | kubectl apply -f -` as a cluster admin", r.Name())
 		case apierrors.IsForbidden(gerr):
 			// Whether they are served is checked by the store when it lists them.
-			logger.Info("not allowed to read CustomResourceDefinitions; assuming meshca's are installed", "crd", r.Name())
+			logger.Info("not allowed to register or read CustomResourceDefinitions (as installed by meshctl install control-plane): the store checks that meshca's are served")
+			return nil
 		default:
 			return fmt.Errorf("read CustomResourceDefinition %s: %w", r.Name(), gerr)
 		}

@@ -98,7 +98,9 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 			events = append(events, s.event(w))
 		}
 	}
-	werr := s.waitSeen(ctx, expect)
+	// Wait even when ctx ended: what the informers deliver for this
+	// commit's writes after it returned would be published as others'.
+	werr := s.waitSeen(context.WithoutCancel(ctx), expect)
 
 	s.mu.Lock()
 	s.flushLocked(events, expect)
@@ -552,6 +554,8 @@ func (s *Store) waitSeen(ctx context.Context, expect []expectation) error {
 		case <-f.notify:
 		case <-ctx.Done():
 			return fmt.Errorf("%d writes not yet seen by the watch: %w", pending, ctx.Err())
+		case <-s.closing:
+			return fmt.Errorf("%d writes not yet seen by the watch: %w", pending, ErrClosed)
 		case <-timeout.C:
 			return fmt.Errorf("%d writes not seen by the watch within %s (is the informer failing? see the log)", pending, s.opts.SyncTimeout)
 		}

@@ -52,6 +52,7 @@ type Store struct {
 	// informers, by source index; their stores hold the objects.
 	informers []cache.SharedIndexInformer
 	stop      context.CancelFunc
+	closing   chan struct{} // closed by Close
 	done      sync.WaitGroup
 
 	// commitMu serialises this process's commits.
@@ -91,7 +92,7 @@ func Open(ctx context.Context, cfg *rest.Config, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	s := &Store{
-		dyn: dyn, m: newMapping(opts.Namespace), opts: opts, logger: opts.Logger, hub: storeutil.NewHub(),
+		dyn: dyn, m: newMapping(opts.Namespace), opts: opts, logger: opts.Logger, hub: storeutil.NewHub(), closing: make(chan struct{}),
 		index: map[store.Key]*entry{}, byRef: map[objRef]*entry{}, objects: map[types.UID]int64{},
 	}
 	for _, src := range s.m.sources {
@@ -214,6 +215,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.closing)
 	s.hub.Close()
 	s.mu.Unlock()
 	if s.stop != nil {

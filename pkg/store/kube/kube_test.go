@@ -96,8 +96,46 @@ func TestKubernetesStore(t *testing.T) {
 		if !errors.Is(err, kube.ErrForbidden) || !strings.Contains(err.Error(), "may not list meshes.kuma.io cluster-wide") {
 			t.Fatalf("Open as a user without rights: %v, want ErrForbidden naming the verb and resource", err)
 		}
+		// A user who may read but not write opens the store; its writes
+		// are refused naming what is missing, and change nothing.
+		if err := kubetest.Apply(t.Context(), srv.Config, []byte(readerRBAC)); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Impersonate.UserName = "reader"
+		s, err := kube.Open(t.Context(), cfg, kube.Options{Namespace: systemNS})
+		if err != nil {
+			t.Fatalf("Open as a reader: %v", err)
+		}
+		defer s.Close()
+		key := store.Key{Type: api.TypeSecret, Mesh: "default", Name: "sec-9"}
+		err = store.Create(t.Context(), s, store.Record{Key: key, Spec: []byte(`{"data":"aGVsbG8="}`)})
+		if !errors.Is(err, kube.ErrForbidden) || !strings.Contains(err.Error(), "may not create secrets in namespace meshca-system") {
+			t.Fatalf("create as a reader: %v, want ErrForbidden naming the verb, resource and namespace", err)
+		}
+		if _, err := s.Get(t.Context(), key); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Get after the refused create: %v", err)
+		}
 	})
 }
+
+const readerRBAC = `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: meshca-reader}
+rules:
+- apiGroups: [kuma.io]
+  resources: [meshes, dataplanes, accessroles, accessrolebindings]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: meshca-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: meshca-reader}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: reader}
+`
 
 // wipe deletes every object a previous test left: the kuma.io resources and
 // the Secrets of the system namespace.
