@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
+
 	"meshca/internal/kubetest"
+	"meshca/pkg/kube/install"
 )
 
 // TestKubernetesAdmission runs the real meshca-cp with --environment
@@ -116,5 +120,92 @@ spec:
 	out, err = kubectl("apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: other}\n", "apply", "-f", "-")
 	if err == nil || !strings.Contains(out, "failed calling webhook") {
 		t.Errorf("a Mesh applied with the control plane down: %v\n%s", err, out)
+	}
+}
+
+// TestKubernetesInstalledRBAC: installed with `meshctl install
+// control-plane` and run as the ServiceAccount it creates (impersonated: no
+// kubelet runs the pod here), the control plane has every permission it
+// needs and no more: it starts (store, leader Lease, webhook registration
+// onto the installed configuration), certifies a kubectl-applied Mesh's
+// Dataplane, its own writes pass the webhook unchecked (its
+// ServiceAccount), and kubectl's invalid writes are still refused.
+func TestKubernetesInstalledRBAC(t *testing.T) {
+	srv := kubetest.Start(t)
+	kubectlBin := srv.Kubectl(t)
+	kubectl := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", srv.Kubeconfig}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	manifest, err := install.Manifest(install.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl(string(manifest), "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply of the installation: %v\n%s", err, out)
+	}
+	if out, err := kubectl("", "create", "namespace", "demo"); err != nil {
+		t.Fatal(err, out)
+	}
+
+	// The admin's kubeconfig, impersonating the ServiceAccount.
+	kc, err := clientcmd.LoadFromFile(srv.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := "system:serviceaccount:" + install.DefaultNamespace + ":" + install.Name
+	for _, ai := range kc.AuthInfos {
+		ai.Impersonate = sa
+	}
+	asSA := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, asSA); err != nil {
+		t.Fatal(err)
+	}
+
+	webhook := freePort(t)
+	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
+		args: []string{"--environment", "kubernetes", "--kubeconfig", asSA, "--system-namespace", install.DefaultNamespace,
+			"--webhook-address", webhook, "--webhook-url", "https://" + webhook, "--log-format", "json"}}
+	cp.launch(t)
+
+	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {mtls: {enabledBackend: nope}}\n"
+	waitFor(t, 30*time.Second, "an invalid Mesh refused", func() bool {
+		out, err := kubectl(bad, "apply", "-f", "-")
+		if err == nil {
+			_, _ = kubectl("", "delete", "mesh", "default")
+			return false
+		}
+		return strings.Contains(out, "spec.mtls.enabledBackend")
+	})
+	if out, err := kubectl(`apiVersion: kuma.io/v1alpha1
+kind: Mesh
+metadata: {name: default}
+spec:
+  mtls:
+    enabledBackend: ca-1
+    backends: [{name: ca-1, type: builtin}]
+---
+apiVersion: kuma.io/v1alpha1
+kind: Dataplane
+metadata: {name: web-1, namespace: demo}
+mesh: default
+spec: {networking: {address: 127.0.0.1, inbound: [{port: 9001, tags: {kuma.io/service: web}}]}}
+`, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	a := startAgent(t, cp, "default", "web-1.demo", "web-1.demo")
+	if leaf := a.waitCert(t); len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://default/web" {
+		t.Fatalf("certificate URIs %v", leaf.URIs)
+	}
+	log := cp.proc.out.String()
+	if !strings.Contains(log, `"exemptUser":"`+sa+`"`) {
+		t.Errorf("the webhook does not know the control plane's own ServiceAccount; log:\n%s", log)
+	}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) || (strings.Contains(strings.ToLower(line), "forbidden") && !strings.Contains(line, "CustomResourceDefinition")) {
+			t.Errorf("meshca-cp as its ServiceAccount: %s", line)
+		}
 	}
 }

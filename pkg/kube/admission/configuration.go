@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,7 +21,7 @@ const (
 	ConfigurationName = "meshca-validating-webhook-configuration"
 	ResourcesWebhook  = "resources.admission.meshca.io"
 	SecretsWebhook    = "secrets.admission.meshca.io"
-	// FieldManager is the server-side apply manager of Register.
+	// FieldManager names Register's writes in managedFields.
 	FieldManager = "meshca-cp"
 	// timeoutSeconds: a Mesh's validation reads the Secrets its backends
 	// use; ten seconds is the API server's default and maximum is 30.
@@ -103,20 +104,51 @@ func Configuration(systemNamespace string, t Target, caBundle []byte) *admission
 
 var vwcResource = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingwebhookconfigurations"}
 
-// Register server-side applies vwc (as FieldManager, taking over the fields
-// it sets from any other manager): the control plane does so at start to
-// put its CA into caBundle. Several replicas apply the same object, since
-// they serve certificates of one shared CA.
+// Register makes the configuration vwc: the control plane does so at start
+// to point it at itself with its CA in caBundle. An existing configuration
+// (installed by `meshctl install control-plane`) is replaced whole, not
+// merged: a control plane outside the cluster names a URL where the
+// installed one names the Service, and a merge would keep both (which the
+// API server refuses). It needs get and update on the one configuration,
+// or create when there is none. Several replicas write the same object,
+// since they serve certificates of one shared CA.
 func Register(ctx context.Context, client dynamic.Interface, vwc *admissionregistrationv1.ValidatingWebhookConfiguration) error {
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(vwc)
 	if err != nil {
 		return fmt.Errorf("ValidatingWebhookConfiguration %s: %w", vwc.Name, err)
 	}
-	u := &unstructured.Unstructured{Object: obj}
-	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
-	_, err = client.Resource(vwcResource).Apply(ctx, vwc.Name, u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
-	if err != nil {
-		return fmt.Errorf("apply ValidatingWebhookConfiguration %s: %w", vwc.Name, err)
+	want := &unstructured.Unstructured{Object: obj}
+	unstructured.RemoveNestedField(want.Object, "metadata", "creationTimestamp")
+	r := client.Resource(vwcResource)
+	for attempt := 1; ; attempt++ {
+		cur, err := r.Get(ctx, vwc.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err = r.Create(ctx, want, metav1.CreateOptions{FieldManager: FieldManager})
+		case err == nil:
+			next := want.DeepCopy()
+			next.SetResourceVersion(cur.GetResourceVersion())
+			// Keep what others put on it (kubectl's last-applied
+			// annotation, labels of the installer).
+			next.SetAnnotations(cur.GetAnnotations())
+			labels := cur.GetLabels()
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			for k, v := range want.GetLabels() {
+				labels[k] = v
+			}
+			next.SetLabels(labels)
+			_, err = r.Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		}
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			if attempt < 5 {
+				continue // another replica wrote it meanwhile
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("write ValidatingWebhookConfiguration %s: %w", vwc.Name, err)
+		}
+		return nil
 	}
-	return nil
 }

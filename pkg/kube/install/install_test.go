@@ -33,7 +33,7 @@ var allowed = []string{
 	"get kuma.io/accessrolebindings", "list kuma.io/accessrolebindings", "watch kuma.io/accessrolebindings", "create kuma.io/accessrolebindings", "update kuma.io/accessrolebindings", "delete kuma.io/accessrolebindings",
 	"create authentication.k8s.io/tokenreviews",
 	"get admissionregistration.k8s.io/validatingwebhookconfigurations meshca-validating-webhook-configuration",
-	"patch admissionregistration.k8s.io/validatingwebhookconfigurations meshca-validating-webhook-configuration",
+	"update admissionregistration.k8s.io/validatingwebhookconfigurations meshca-validating-webhook-configuration",
 	"get cert-manager.io/clusterissuers",
 	"get /secrets in NS", "list /secrets in NS", "watch /secrets in NS", "create /secrets in NS", "update /secrets in NS", "delete /secrets in NS",
 	"get coordination.k8s.io/leases in NS", "list coordination.k8s.io/leases in NS", "create coordination.k8s.io/leases in NS",
@@ -201,11 +201,12 @@ func TestInstallOnAPIServer(t *testing.T) {
 	canI(true, "delete", "secrets", "-n", "meshca-system")
 	canI(true, "update", "leases.coordination.k8s.io", "-n", "meshca-system")
 	canI(true, "create", "tokenreviews.authentication.k8s.io")
-	canI(true, "patch", "validatingwebhookconfigurations/"+admission.ConfigurationName)
+	canI(true, "update", "validatingwebhookconfigurations/"+admission.ConfigurationName)
+	canI(false, "patch", "validatingwebhookconfigurations/"+admission.ConfigurationName)
 	canI(false, "get", "secrets", "-n", "default")
 	canI(false, "get", "secrets", "-n", "kube-system")
 	canI(false, "update", "leases.coordination.k8s.io", "-n", "kube-system")
-	canI(false, "patch", "validatingwebhookconfigurations/another")
+	canI(false, "update", "validatingwebhookconfigurations/another")
 	canI(false, "delete", "validatingwebhookconfigurations/"+admission.ConfigurationName)
 	canI(false, "create", "pods", "-n", "meshca-system")
 	canI(false, "list", "namespaces")

@@ -14,8 +14,8 @@ import (
 //     HTTP API applies (it never patches);
 //   - tokenreviews: data planes authenticate with their pod's projected
 //     ServiceAccount token;
-//   - its ValidatingWebhookConfiguration: the control plane puts its CA
-//     into caBundle at start (server-side apply, which is a patch);
+//   - its ValidatingWebhookConfiguration, by name: the control plane puts
+//     its CA into caBundle at start (read, then replaced: admission.Register);
 //   - cert-manager ClusterIssuers: the certmanager backend reads a
 //     ClusterIssuer's Ready condition to explain a request that stays
 //     pending.
@@ -28,7 +28,7 @@ func ClusterRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{crd.Group}, Resources: plurals, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"},
-			ResourceNames: []string{admission.ConfigurationName}, Verbs: []string{"get", "patch"}},
+			ResourceNames: []string{admission.ConfigurationName}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"clusterissuers"}, Verbs: []string{"get"}},
 	}
 }
