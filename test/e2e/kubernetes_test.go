@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +61,7 @@ func (k *kube) apply(t *testing.T, manifest string) string {
 // startKubeCP runs meshca-cp with its store in the test API server. The API
 // server reaches the admission webhook of a control plane outside the
 // cluster at --webhook-url: hookURL, or the replica's own listener when "".
-func startKubeCP(t *testing.T, k *kube, hookAddr, hookURL string, env ...string) *controlPlane {
+func startKubeCP(t *testing.T, k *kube, hookAddr, hookURL string, env []string, extra ...string) *controlPlane {
 	t.Helper()
 	if hookAddr == "" {
 		hookAddr = freePort(t)
@@ -70,8 +72,43 @@ func startKubeCP(t *testing.T, k *kube, hookAddr, hookURL string, env ...string)
 	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t), env: env,
 		args: []string{"--environment", "kubernetes", "--kubeconfig", k.srv.Kubeconfig, "--system-namespace", "meshca-system",
 			"--webhook-address", hookAddr, "--webhook-url", hookURL}}
+	cp.args = append(cp.args, extra...)
 	cp.launch(t)
 	return cp
+}
+
+// serviceProxy stands in for the Service in front of the replicas'
+// webhooks: it forwards each TCP connection to the first of backends that
+// accepts it (TLS passes through). It returns its address.
+func serviceProxy(t *testing.T, backends ...string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for _, b := range backends {
+					up, err := net.DialTimeout("tcp", b, time.Second)
+					if err != nil {
+						continue
+					}
+					defer up.Close()
+					go func() { _, _ = io.Copy(up, c); up.Close() }()
+					_, _ = io.Copy(c, up)
+					return
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
 }
 
 // kumaSecret is a meshca Secret as Kuma keeps it on Kubernetes.
@@ -107,6 +144,24 @@ spec:
 `, name, namespace, port, service)
 }
 
+// startSAAgent runs meshca-dp for Dataplane name.namespace authenticated as
+// a pod of ServiceAccount sa would be: by a token the TokenRequest API
+// minted for it (`kubectl create token`, what kubelet projects into the pod),
+// given with --token-file. cpAddrs are the control planes to try, caDir the
+// data directory of the one whose dp-server CA to trust.
+func startSAAgent(t *testing.T, k *kube, caDir, cpAddrs, namespace, sa, name string) *agent {
+	t.Helper()
+	dir := t.TempDir()
+	tok := strings.TrimSpace(k.must(t, "create", "token", sa, "-n", namespace))
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	return &agent{proc: start(t, "meshca-dp", nil, "run", "--cp-address", cpAddrs, "--cp-ca-cert", filepath.Join(caDir, "dp-server-ca.pem"),
+		"--token-file", tokFile, "--mesh", "default", "--name", name+"."+namespace, "--out", out), out: out}
+}
+
 // TestKubernetesSeed is the seed's Kubernetes Mesh applied with kubectl to a
 // real API server that is meshca-cp's store: its Secrets sec-1 and sec-2 as
 // core/v1 Secrets in the system namespace, two Dataplanes, two meshca-dp
@@ -137,8 +192,10 @@ func TestKubernetesSeed(t *testing.T) {
 	k.apply(t, string(crds))
 	k.must(t, "create", "namespace", "meshca-system")
 	k.must(t, "create", "namespace", "kuma-demo")
+	k.must(t, "create", "serviceaccount", "backend", "-n", "kuma-demo")
+	k.must(t, "create", "serviceaccount", "web", "-n", "kuma-demo")
 
-	cp := startKubeCP(t, k, "", "", "AWS_ENDPOINT_URL_ACM_PCA="+emu.url, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true")
+	cp := startKubeCP(t, k, "", "", []string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"})
 
 	// The Mesh first (mesh-scoped Secrets belong to an existing Mesh), its
 	// Secrets, then the seed's Mesh byte for byte: the ARN is the
@@ -155,9 +212,9 @@ func TestKubernetesSeed(t *testing.T) {
 	k.apply(t, kubeDataplane("backend-1", "kuma-demo", "backend", 9001)+"---\n"+kubeDataplane("web-1", "kuma-demo", "web", 9002))
 
 	// A namespaced Dataplane is <name>.<namespace> to the control plane,
-	// as in Kuma.
-	backend := startAgent(t, cp, "default", "backend-1.kuma-demo", "backend-1.kuma-demo")
-	web := startAgent(t, cp, "default", "web-1.kuma-demo", "web-1.kuma-demo")
+	// as in Kuma; the agents authenticate with their ServiceAccount tokens.
+	backend := startSAAgent(t, k, cp.dataDir, cp.dp, "kuma-demo", "backend", "backend-1")
+	web := startSAAgent(t, k, cp.dataDir, cp.dp, "kuma-demo", "web", "web-1")
 	b0, w0 := backend.waitCert(t), web.waitCert(t)
 	if spiffeOf(b0) != "spiffe://default/backend" || spiffeOf(w0) != "spiffe://default/web" {
 		t.Errorf("SANs %q %q", spiffeOf(b0), spiffeOf(w0))
@@ -264,4 +321,75 @@ func TestKubernetesSeed(t *testing.T) {
 			t.Errorf("the Secret is gone: %v", err)
 		}
 	})
+}
+
+// TestKubernetesLeaderFailover runs two meshca-cp replicas against one API
+// server, as a Deployment of two would: one leads (the coordination.k8s.io
+// Lease); kill -9 of the leader hands the lead to the other, which keeps
+// rotating; and acmpca-local sold exactly one certificate per data plane per
+// rotation throughout.
+func TestKubernetesLeaderFailover(t *testing.T) {
+	k := startKube(t)
+	if old, err := os.ReadFile(seedKeyFile); err == nil {
+		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
+	} else {
+		t.Cleanup(func() { os.Remove(seedKeyFile) })
+	}
+	if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emu := startEmulator(t,
+		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
+		"--credentials", "AKIDFROMSEC2:secret-from-file")
+	crds, err := exec.Command(bin("meshctl"), "install", "crds").Output()
+	if err != nil {
+		t.Fatalf("meshctl install crds: %v", err)
+	}
+	k.apply(t, string(crds))
+	k.must(t, "create", "namespace", "meshca-system")
+	k.must(t, "create", "namespace", "kuma-demo")
+	k.must(t, "create", "serviceaccount", "backend", "-n", "kuma-demo")
+	k.must(t, "create", "serviceaccount", "web", "-n", "kuma-demo")
+
+	env := []string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"}
+	// One webhook URL for both, as one Service: whichever replica is up
+	// answers the API server.
+	hooks := []string{freePort(t), freePort(t)}
+	svc := "https://" + serviceProxy(t, hooks...)
+	lease := []string{"--leader-lease-duration", haLease.String(), "--leader-renew-interval", haRenew.String()}
+	cps := []*controlPlane{startKubeCP(t, k, hooks[0], svc, env, lease...), startKubeCP(t, k, hooks[1], svc, env, lease...)}
+	var first int
+	waitFor(t, 30*time.Second, "one replica to lead", func() bool { first = leaderOf(t, cps, nil); return first >= 0 })
+
+	k.apply(t, "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata:\n  name: default\n")
+	k.apply(t, kumaSecret("sec-1", emu.chain(t, seedARN))+"---\n"+kumaSecret("sec-2", []byte("AKIDFROMSEC2")))
+	k.must(t, "apply", "-f", filepath.Join("..", "..", "examples", "acmpca", "mesh-kubernetes.yaml"))
+	k.apply(t, kubeDataplane("backend-1", "kuma-demo", "backend", 9001)+"---\n"+kubeDataplane("web-1", "kuma-demo", "web", 9002))
+
+	// The agents know both replicas, the leader first.
+	addrs := cps[first].dp + "," + cps[1-first].dp
+	backend := startSAAgent(t, k, cps[first].dataDir, addrs, "kuma-demo", "backend", "backend-1")
+	web := startSAAgent(t, k, cps[first].dataDir, addrs, "kuma-demo", "web", "web-1")
+	b0, w0 := backend.waitCert(t), web.waitCert(t)
+	if got := emu.stats(t).Issued; got != 2 {
+		t.Errorf("emulator issued %d certificates for 2 data planes, want 2", got)
+	}
+
+	cps[first].kill()
+	waitFor(t, 4*haLease, "the other replica to lead", func() bool { return leaderOf(t, cps, map[int]bool{first: true}) == 1-first })
+	k.apply(t, strings.Replace(mustRead(t, filepath.Join("..", "..", "examples", "acmpca", "mesh-kubernetes.yaml")), "expiration: 1d", "expiration: 23h", 1))
+	waitFor(t, 60*time.Second, "both certificates rotated by the new leader", func() bool {
+		return rotatedFrom(backend.leaf(), b0) && rotatedFrom(web.leaf(), w0)
+	})
+	if _, serverSaw := handshake(t, backend.tlsConfig(t), web.tlsConfig(t)); serverSaw != "spiffe://default/web" {
+		t.Errorf("after failover the server saw %q", serverSaw)
+	}
+	// Give a wrongly duplicated issuance time to show, then count.
+	time.Sleep(2 * time.Second)
+	if got := emu.stats(t).Issued; got != 4 {
+		t.Errorf("emulator issued %d certificates for 2 data planes and one rotation across a failover, want 4", got)
+	}
+	if n := cps[1-first].metric(t, `meshca_certificates_issued_total{backend_type="acmpca",result="success"}`); n != 2 {
+		t.Errorf("the new leader issued %v certificates, want the 2 of the rotation", n)
+	}
 }
