@@ -148,7 +148,7 @@ func (s *Store) check(ctx context.Context, ops []store.Op) ([]*step, map[store.K
 			continue
 		}
 		key := op.Record.Key
-		loc, err := s.m.locate(key)
+		loc, err := s.where(op.Record)
 		if err != nil {
 			return nil, nil, fmt.Errorf("op %d: %w", i, err)
 		}
@@ -195,6 +195,20 @@ func (s *Store) check(ctx context.Context, ops []store.Op) ([]*step, map[store.K
 		steps = append(steps, stp)
 	}
 	return steps, bases, nil
+}
+
+// where is where rec lives: where its object is, if the informers hold
+// it; else where a create puts it.
+func (s *Store) where(rec store.Record) (location, error) {
+	s.mu.Lock()
+	e, ok := s.index[rec.Key]
+	s.mu.Unlock()
+	if !ok {
+		return s.m.locate(rec.Key, rec.Labels)
+	}
+	src := s.m.sources[e.ref.src]
+	derived := src.secretType == SecretTypeState || (src.res != nil && src.res.Namespaced && e.rec.Name != e.ref.name+"."+e.ref.namespace)
+	return location{src: src, namespace: e.ref.namespace, name: e.ref.name, derived: derived}, nil
 }
 
 // describe names what holds loc instead of the record asked for.

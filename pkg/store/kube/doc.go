@@ -7,10 +7,11 @@
 //     record's Spec. A Dataplane is namespaced and carries its mesh in a
 //     top-level `mesh` field; Dataplane `web-1` in namespace `demo` is the
 //     record named `web-1.demo`, Kuma's <name>.<namespace>. A record whose
-//     name is not of that form (written through the store by a tool or a
-//     zone sync) is kept in the system namespace under a name derived from
-//     its key, the key itself in the meshca.io/name and meshca.io/mesh
-//     annotations.
+//     name is not of that form (written through the store by a tool), or
+//     that a zone synced to its global control plane (label kuma.io/zone;
+//     named <name>.<zone>), is kept in the system namespace under a name
+//     derived from its key, the key itself in the meshca.io/name and
+//     meshca.io/mesh annotations, as Kuma's global keeps zones' resources.
 //   - Secret and GlobalSecret are core/v1 Secrets in the system namespace,
 //     of type system.kuma.io/secret (label kuma.io/mesh) and
 //     system.kuma.io/global-secret, their bytes in data.value. The record's

@@ -270,6 +270,27 @@ func testShapes(t *testing.T, srv *kubetest.Server, dyn dynamic.Interface, s *ku
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A zone's Dataplane synced to global is named <name>.<zone>: the
+	// suffix is no namespace, and it is kept in the system namespace.
+	synced := store.Record{Key: store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-1.demo.zone-1"},
+		Labels: map[string]string{"kuma.io/zone": "zone-1"}, Spec: []byte(`{"networking":{"address":"10.0.0.3"}}`)}
+	if err := store.Create(ctx, s, synced); err != nil {
+		t.Fatalf("create a zone's Dataplane: %v", err)
+	}
+	if out := kubectl(t, srv, "", "get", "dataplanes", "-n", systemNS, "-o", "jsonpath={.items[*].metadata.annotations.meshca\\.io/name}"); out != "web-1.demo.zone-1" {
+		t.Errorf("zone's Dataplane in the system namespace: %q", out)
+	}
+	got, err := s.Get(ctx, synced.Key)
+	if err != nil || got.Labels["kuma.io/zone"] != "zone-1" {
+		t.Fatalf("Get the zone's Dataplane: %+v, %v", got, err)
+	}
+	got.Spec = []byte(`{"networking":{"address":"10.0.0.4"}}`)
+	if err := store.Update(ctx, s, got); err != nil {
+		t.Fatalf("update the zone's Dataplane: %v", err)
+	}
+	if err := store.Delete(ctx, s, synced.Key); err != nil {
+		t.Fatalf("delete the zone's Dataplane: %v", err)
+	}
 	if out := kubectl(t, srv, "", "get", "meshes", "-o", "jsonpath={.items[*].spec.mtls.enabledBackend}"); out != "ca-1" {
 		t.Errorf("kubectl get meshes: %q", out)
 	}

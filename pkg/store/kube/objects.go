@@ -62,6 +62,9 @@ const (
 
 	// defaultMesh is Kuma's mesh of a Dataplane that names none.
 	defaultMesh = "default"
+
+	// labelZone marks a record a zone synced to its global control plane.
+	labelZone = "kuma.io/zone"
 )
 
 var secretsGVR = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
@@ -148,8 +151,12 @@ func (m *mapping) classOf(typ string) class {
 	}
 }
 
-// locate returns where the record of key lives, or why it cannot.
-func (m *mapping) locate(key store.Key) (location, error) {
+// locate returns where the record of key is created, or why it cannot be.
+// A namespaced custom resource named <name>.<namespace> is created there,
+// unless a zone synced it (label kuma.io/zone): on a global control plane
+// the suffix is the zone's name, not a namespace, and the record is kept
+// in the system namespace, as Kuma's global keeps zones' resources.
+func (m *mapping) locate(key store.Key, labels map[string]string) (location, error) {
 	switch m.classOf(key.Type) {
 	case classCustom:
 		src := m.custom[key.Type]
@@ -159,7 +166,7 @@ func (m *mapping) locate(key store.Key) (location, error) {
 		if !src.res.Namespaced {
 			return location{src: src, name: key.Name}, nil
 		}
-		if name, ns, ok := splitNamespaced(key.Name); ok {
+		if name, ns, ok := splitNamespaced(key.Name); ok && labels[labelZone] == "" {
 			return location{src: src, namespace: ns, name: name}, nil
 		}
 		return location{src: src, namespace: m.systemNS, name: derivedName(key, false), derived: true}, nil
