@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg, Leader: elector,
 		NoProvision: cfg.mode() == ModeZone, FailoverBudget: failoverBudget(cfg)})
 	toks := tokens.New(st, time.Now)
-	dpAuth, err := dataplaneAuthenticator(cfg, toks)
+	dpAuth, err := dataplaneAuthenticator(cfg, toks, reg)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
 	"meshca/pkg/kube/tokenreview"
@@ -16,7 +17,7 @@ import (
 // there. Dataplane tokens stay accepted on Kubernetes: only an admin of
 // meshca's API can generate them, and they let a data plane outside the
 // cluster (a VM) join.
-func dataplaneAuthenticator(cfg Config, toks *tokens.Tokens) (sds.Authenticator, error) {
+func dataplaneAuthenticator(cfg Config, toks *tokens.Tokens, reg prometheus.Registerer) (sds.Authenticator, error) {
 	byToken := sds.TokenAuthenticator{Tokens: toks, UnknownKeyIsTransient: cfg.mode() == ModeZone}
 	if !cfg.kubernetes() {
 		return byToken, nil
@@ -25,7 +26,9 @@ func dataplaneAuthenticator(cfg Config, toks *tokens.Tokens) (sds.Authenticator,
 	if err != nil {
 		return nil, err
 	}
-	return tokenreview.New(client, tokenreview.Options{DataplaneTokens: byToken}), nil
+	a := tokenreview.New(client, tokenreview.Options{DataplaneTokens: byToken})
+	reg.MustRegister(a.Collectors()...)
+	return a, nil
 }
 
 // kubeClientset is a typed client of the Kubernetes API of --kubeconfig

@@ -3,6 +3,7 @@ package tokenreview
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -48,6 +49,7 @@ type Authenticator struct {
 	reviews authenticationclient.TokenReviewInterface
 	opts    Options
 	cache   *cache
+	m       *metrics
 }
 
 var (
@@ -67,7 +69,7 @@ func New(client kubernetes.Interface, opts Options) *Authenticator {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Authenticator{reviews: client.AuthenticationV1().TokenReviews(), opts: opts, cache: newCache(opts.CacheSize)}
+	return &Authenticator{reviews: client.AuthenticationV1().TokenReviews(), opts: opts, cache: newCache(opts.CacheSize), m: newMetrics()}
 }
 
 func rejected(format string, args ...any) error {
@@ -130,10 +132,30 @@ func (a *Authenticator) review(ctx context.Context, token string, c claims) (Ide
 	key := sha256.Sum256([]byte(token))
 	now := a.opts.Now()
 	if e, ok := a.cache.get(key, now); ok {
+		a.m.cacheHits.Inc()
 		return e.id, e.until, nil
 	}
+	id, until, err := a.ask(ctx, token, c, now)
+	switch {
+	case err == nil:
+		a.m.reviews.WithLabelValues(resultAuthenticated).Inc()
+		if now.Before(until) {
+			a.cache.put(key, entry{id: id, until: until}, now)
+		}
+	case errors.Is(err, sds.ErrRejected):
+		a.m.reviews.WithLabelValues(resultRefused).Inc()
+	default:
+		a.m.reviews.WithLabelValues(resultError).Inc()
+	}
+	return id, until, err
+}
+
+// ask sends one TokenReview.
+func (a *Authenticator) ask(ctx context.Context, token string, c claims, now time.Time) (Identity, time.Time, error) {
+	start := time.Now()
 	tr, err := a.reviews.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: a.opts.Audiences}},
 		metav1.CreateOptions{})
+	a.m.latency.Observe(time.Since(start).Seconds())
 	switch {
 	case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
 		return Identity{}, time.Time{}, fmt.Errorf("cannot review the ServiceAccount token: the control plane may not create tokenreviews.authentication.k8s.io (its ClusterRole needs it): %w", err)
@@ -159,9 +181,6 @@ func (a *Authenticator) review(ctx context.Context, token string, c claims) (Ide
 	until := now.Add(a.opts.CacheTTL)
 	if c.ExpiresAt != nil && c.ExpiresAt.Before(until) {
 		until = c.ExpiresAt.Time
-	}
-	if now.Before(until) {
-		a.cache.put(key, entry{id: id, until: until}, now)
 	}
 	return id, until, nil
 }

@@ -48,7 +48,9 @@ type env struct {
 	reviews *atomic.Int64
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { return startTB(t) }
+
+func startTB(t testing.TB) *env {
 	t.Helper()
 	srv := kubetest.Start(t)
 	cfg := rest.CopyConfig(srv.Config)
@@ -69,7 +71,7 @@ func start(t *testing.T) *env {
 
 // token creates ServiceAccount ns/sa (if need be) and mints a token for it
 // with the TokenRequest API, as kubelet does for a pod.
-func (e *env) token(t *testing.T, ns, sa string, audiences ...string) string {
+func (e *env) token(t testing.TB, ns, sa string, audiences ...string) string {
 	t.Helper()
 	_, err := e.client.CoreV1().ServiceAccounts(ns).Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
 	if err != nil && !strings.Contains(err.Error(), "already exists") {
@@ -93,6 +95,8 @@ func TestServiceAccountTokens(t *testing.T) {
 		t0 := time.Now()
 		now.Store(&t0)
 		a := tokenreview.New(e.client, tokenreview.Options{Now: func() time.Time { return *now.Load() }})
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(a.Collectors()...)
 
 		before := e.reviews.Load()
 		mesh, name, until, err := a.VerifyNode(t.Context(), web, "default.web-1.payments")
@@ -151,6 +155,20 @@ func TestServiceAccountTokens(t *testing.T) {
 				t.Fatalf("deleted ServiceAccount's token after the cache TTL: %v, want refused", err)
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		// Cache hits: web's second verification, gone's within the TTL.
+		// Refused: garbage, then gone once deleted.
+		if hits := metric(t, reg, "meshca_sds_token_review_cache_hits_total", ""); hits != 2 {
+			t.Errorf("%v cache hits, want 2", hits)
+		}
+		if n := metric(t, reg, "meshca_sds_token_reviews_total", "refused"); n != 2 {
+			t.Errorf("%v refused reviews, want 2", n)
+		}
+		if n := metric(t, reg, "meshca_sds_token_reviews_total", "authenticated"); n < 3 {
+			t.Errorf("%v authenticated reviews, want at least 3", n)
+		}
+		if n := metric(t, reg, "meshca_sds_token_reviews_total", "error"); n != 0 {
+			t.Errorf("%v failed reviews, want none", n)
 		}
 	})
 
@@ -253,4 +271,31 @@ func writeFile(t *testing.T, path, s string) {
 	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// metric returns the value of name (with label result, if given) in reg.
+func metric(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := result == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					match = true
+				}
+			}
+			if match {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s{result=%q}", name, result)
+	return 0
 }
