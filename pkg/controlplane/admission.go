@@ -46,6 +46,11 @@ type WebhookConfig struct {
 	TLSCert, TLSKey string
 }
 
+// webhookRecheckFor is admission.Options.RecheckFor: the store's informers
+// show a write within milliseconds; seconds cover a busy control plane, well
+// within the configuration's 10 s timeout.
+const webhookRecheckFor = 2 * time.Second
+
 func webhookServerFiles() sds.ServerFiles {
 	return sds.ServerFiles{CA: "webhook-server-ca.pem", CAKey: "webhook-server-ca.key", Cert: "webhook-server.pem", CertKey: "webhook-server.key",
 		Name: "meshca admission webhook"}
@@ -90,7 +95,7 @@ func startAdmission(ctx context.Context, cfg Config, kc *rest.Config, namespace 
 	if err != nil {
 		return nil, nil, fmt.Errorf("webhook: %w", err)
 	}
-	opts := admission.Options{SystemNamespace: namespace, MeshExists: admission.LiveMeshExists(dyn), Logger: logger}
+	opts := admission.Options{SystemNamespace: namespace, MeshExists: admission.LiveMeshExists(dyn), RecheckFor: webhookRecheckFor, Logger: logger}
 	// The control plane's own writes were validated by its manager; a
 	// ServiceAccount is its own, while a kubeconfig's user (out of
 	// cluster) is likely a person's, whose kubectl must stay checked.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +48,14 @@ type Options struct {
 	// whatever a cache that has not seen its deletion yet says (the
 	// control plane deletes a Mesh's Secrets right after the Mesh).
 	MeshExists func(ctx context.Context, name string) (bool, error)
+	// RecheckFor, when positive, is how long a write that passes its own
+	// structural checks but is refused for what the store holds (a Secret
+	// or Mesh it names is not there) is checked again before being refused:
+	// a store that reads through a cache (informers) may not show yet what
+	// kubectl wrote a moment before, as a Secret and the Mesh using it
+	// applied from one file. Invalid writes of that kind are refused that
+	// much later.
+	RecheckFor time.Duration
 	Logger     *slog.Logger
 }
 
@@ -197,13 +206,31 @@ func (h *Handler) validateApply(ctx context.Context, req *admissionv1.AdmissionR
 		meta.Name += "." + req.Namespace
 	}
 	typ := meta.Type
-	// Synced: the write is kubectl's, to the Kubernetes API, where the
-	// control plane's own API may refuse writes of these resources.
-	if _, err := h.v.Apply(ctx, r, resources.ApplyOptions{DryRun: true, Synced: true}); err != nil {
+	// The resource's own structure first: no store can change that verdict.
+	if err := r.Validate(); err != nil {
 		return h.denyErr(req, typ, kubeFields(typ, err))
 	}
-	return allowed()
+	deadline := time.Now().Add(h.opts.RecheckFor)
+	for {
+		// Synced: the write is kubectl's, to the Kubernetes API, where the
+		// control plane's own API may refuse writes of these resources.
+		_, err := h.v.Apply(ctx, r, resources.ApplyOptions{DryRun: true, Synced: true})
+		var ve *api.ValidationError
+		if err == nil || !errors.As(err, &ve) || !time.Now().Before(deadline) {
+			return h.denyErr(req, typ, kubeFields(typ, err))
+		}
+		// Refused for what the store holds (a Mesh or Secret it does not
+		// show): it may be behind what kubectl wrote a moment ago.
+		select {
+		case <-ctx.Done():
+			return h.denyErr(req, typ, kubeFields(typ, err))
+		case <-time.After(recheckInterval):
+		}
+	}
 }
+
+// recheckInterval spaces the checks of Options.RecheckFor.
+const recheckInterval = 100 * time.Millisecond
 
 // apiForm rewrites an object as the API server stored it into the document
 // pkg/api's Kubernetes codec reads: metadata keeps only what the codec

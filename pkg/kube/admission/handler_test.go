@@ -238,3 +238,44 @@ func TestReadOnlyAPI(t *testing.T) {
 		t.Errorf("Mesh deletion denied: %+v", resp.Result)
 	}
 }
+
+// TestRecheck: a Secret of a Mesh the store does not show yet is allowed
+// once it does within Options.RecheckFor, and refused when it never does;
+// a structurally invalid one is refused without waiting for anything.
+func TestRecheck(t *testing.T) {
+	mgr := newManager(t)
+	h := admission.NewHandler(mgr, admission.Options{SystemNamespace: "meshca-system", RecheckFor: 30 * time.Second})
+	sec := func(mesh, value string) admissionv1.AdmissionRequest {
+		return admissionv1.AdmissionRequest{Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Secret"}, Namespace: "meshca-system", Name: "s",
+			Operation: admissionv1.Create,
+			Object: runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Secret","type":"system.kuma.io/secret",
+				"metadata":{"name":"s","labels":{"kuma.io/mesh":"` + mesh + `"}},"data":{"value":"` + value + `"}}`)}}
+	}
+	// The Mesh reaches the store while the review waits.
+	reviewed := make(chan *admissionv1.AdmissionResponse, 1)
+	go func() { reviewed <- review(t, h, sec("late", "aGk=")) }()
+	time.Sleep(300 * time.Millisecond)
+	if _, err := mgr.Apply(t.Context(), mustDecode(t, "type: Mesh\nname: late\n"), resources.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := <-reviewed; !resp.Allowed {
+		t.Errorf("Secret of a Mesh the store showed late: %+v", resp.Result)
+	}
+	// Invalid on its own: refused at once (a 30 s recheck would time the
+	// test out).
+	done := make(chan *admissionv1.AdmissionResponse, 1)
+	go func() { done <- review(t, h, sec("late", "not base64!")) }()
+	select {
+	case resp := <-done:
+		if resp.Allowed || !strings.Contains(resp.Result.Message, "data.value: not valid base64") {
+			t.Errorf("invalid Secret: %+v", resp.Result)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a structurally invalid Secret waited for the store")
+	}
+	// A Mesh that never comes: refused once the recheck time is over.
+	short := admission.NewHandler(mgr, admission.Options{SystemNamespace: "meshca-system", RecheckFor: 200 * time.Millisecond})
+	if resp := review(t, short, sec("never", "aGk=")); resp.Allowed || !strings.Contains(resp.Result.Message, `mesh "never" does not exist`) {
+		t.Errorf("Secret of a missing Mesh: %+v", resp.Result)
+	}
+}
