@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-kube.sh DIR: builds kube-apiserver, etcd and kubectl from the pinned
 # tool module tools/kube, and cert-manager-controllers (cert-manager's own
-# issuer, CA signer and approver controllers) from tools/certmanager, into
+# Issuer, ClusterIssuer, CA signer and approver controllers) from tools/certmanager, into
 # DIR, and copies cert-manager's CRDs (from its module, at the version pinned
 # below) into DIR/crds/cert-manager, for the Kubernetes tests
 # (KUBEBUILDER_ASSETS=DIR). Binaries already in DIR that were built from the

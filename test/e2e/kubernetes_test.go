@@ -165,11 +165,13 @@ func startSAAgent(t *testing.T, k *kube, caDir, cpAddrs, namespace, sa, name str
 // TestKubernetesSeed is the seed's Kubernetes Mesh applied with kubectl to a
 // real API server that is meshca-cp's store: its Secrets sec-1 and sec-2 as
 // core/v1 Secrets in the system namespace, two Dataplanes, two meshca-dp
-// agents certified by acmpca-local with a working mutual-TLS pair;
-// kubectl get and describe; a Mesh changed by `kubectl edit` rotating both
-// certificates; one certificate per data plane per rotation bought from the
-// CA, none on a control-plane restart; and what `kubectl delete` of a
-// Secret the backend uses does.
+// agents authenticated by their pods' ServiceAccount tokens and certified
+// by acmpca-local with a working mutual-TLS pair; kubectl get and describe;
+// a Mesh changed by `kubectl edit` rotating both certificates; one
+// certificate per data plane per rotation bought from the CA, none on a
+// control-plane restart, and no agent sent secrets it refuses; and
+// `kubectl delete` of a Secret the backend uses refused by meshca's
+// admission webhook with the API's message.
 func TestKubernetesSeed(t *testing.T) {
 	k := startKube(t)
 	if old, err := os.ReadFile(seedKeyFile); err == nil {

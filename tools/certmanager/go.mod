@@ -1,5 +1,5 @@
 // Module meshca/tools/certmanager builds cert-manager-controllers: cert-manager
-// v1.20.3's own Issuer, CertificateRequest CA signer and approver controllers
+// v1.20.3's own Issuer, ClusterIssuer, CertificateRequest CA signer and approver controllers
 // from its root module (its cmd/controller module is not served by the module
 // proxy), for the certmanager backend's tests. It keeps cert-manager's own
 // dependency versions, apart from the main module and from tools/kube.
