@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"meshca/pkg/api"
+	"meshca/pkg/kube/crd"
 	"meshca/pkg/store"
 	"meshca/pkg/store/internal/storeutil"
 )
@@ -392,6 +393,7 @@ func (s *Store) write(ctx context.Context, st *step, base *unstructured.Unstruct
 		if err != nil {
 			return nil, err
 		}
+		s.setOwner(obj, st.loc, st.rec.Mesh)
 		res, err := r.Create(ctx, obj, metav1.CreateOptions{FieldManager: s.opts.FieldManager})
 		return res, apiError("create", st.loc, err)
 	case actUpdate:
@@ -407,6 +409,23 @@ func (s *Store) write(ctx context.Context, st *step, base *unstructured.Unstruct
 		err := r.Delete(ctx, st.loc.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 		return nil, apiError("delete", st.loc, err)
 	}
+}
+
+// setOwner makes the Mesh the owner of a Secret created for it, as Kuma
+// does, so that Kubernetes' garbage collector deletes the mesh's CA roots,
+// signing keys and issued identities with it (kubectl delete mesh). A
+// Mesh created in the same commit is not known yet: nothing is set then.
+func (s *Store) setOwner(obj *unstructured.Unstructured, loc location, mesh string) {
+	if loc.src.secretType == "" || mesh == "" {
+		return
+	}
+	s.mu.Lock()
+	e, ok := s.index[store.Key{Type: api.TypeMesh, Name: mesh}]
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	obj.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: crd.Group + "/" + crd.Version, Kind: api.TypeMesh, Name: mesh, UID: e.uid}})
 }
 
 // recheck reads again, after the writes, what the commit required, so that

@@ -24,6 +24,10 @@
 //     and kuma.io/mesh for kubectl, the Spec in data.spec. Secrets, because
 //     several hold private keys.
 //
+// A Secret the store creates for a mesh the informers know is owned by
+// that Mesh (an ownerReference), so Kubernetes' garbage collector deletes
+// it with the Mesh, as Kuma's do.
+//
 // # Versions
 //
 // A record's Version is its object's resourceVersion read as an integer

@@ -270,6 +270,21 @@ func testShapes(t *testing.T, srv *kubetest.Server, dyn dynamic.Interface, s *ku
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A Secret created for a known Mesh is owned by it (the garbage
+	// collector deletes it with the Mesh, as Kuma's).
+	key := store.Key{Type: "DataplaneInsight", Mesh: "default", Name: "web-3.demo"}
+	if err := store.Create(ctx, s, store.Record{Key: key, Spec: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	mesh, err := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "meshes"}).Get(ctx, "default", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := kubectl(t, srv, "", "get", "secrets", "-n", systemNS, "-l", "meshca.io/type=DataplaneInsight", "-o",
+		"jsonpath={range .items[*]}{.metadata.annotations.meshca\\.io/name}={.metadata.ownerReferences[*].kind}/{.metadata.ownerReferences[*].uid} {end}"); !strings.Contains(out, "web-3.demo=Mesh/"+string(mesh.GetUID())) {
+		t.Errorf("owner of a Secret created for mesh default: %q", out)
+	}
+
 	// A zone's Dataplane synced to global is named <name>.<zone>: the
 	// suffix is no namespace, and it is kept in the system namespace.
 	synced := store.Record{Key: store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-1.demo.zone-1"},
