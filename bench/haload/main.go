@@ -59,6 +59,9 @@ type config struct {
 	// PostgreSQL over the first profileFor of its certification.
 	profileDir string
 	profileFor time.Duration
+	// pgPID, when set, is the PostgreSQL server's postmaster: its CPU time
+	// (and its backends') over the certification is reported.
+	pgPID int
 }
 
 func main() {
@@ -74,6 +77,7 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "bound on the whole run")
 	flag.StringVar(&c.profileDir, "profile", "", "directory for CPU profiles (pprof) of the instances on PostgreSQL during their certification")
 	flag.DurationVar(&c.profileFor, "profile-for", 8*time.Second, "how much of the certification -profile records")
+	flag.IntVar(&c.pgPID, "pg-pid", 0, "PID of the PostgreSQL server's postmaster (head -1 DATADIR/postmaster.pid), to report the CPU time it and its backends used")
 	flag.Parse()
 	if c.dsn == "" {
 		fmt.Fprintln(os.Stderr, "haload: -dsn (or MESHCA_TEST_POSTGRES_DSN) is required")
@@ -122,12 +126,12 @@ func run(ctx context.Context, c config) (err error) {
 		return err
 	}
 	took, err := certify(ctx, c, []*instance{single})
-	rss := vmHWM(single)
+	rss, cpu := vmHWM(single), cpuTime(single.cmd.Process.Pid, false)
 	single.stop()
 	if err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	fmt.Printf("1 instance, SQLite:      all %d certified in %v; peak RSS %s\n", c.n, took.Round(time.Millisecond), rss)
+	fmt.Printf("1 instance, SQLite:      all %d certified in %v; peak RSS %s; CPU %.1f s\n", c.n, took.Round(time.Millisecond), rss, cpu.Seconds())
 
 	// 2. N instances on PostgreSQL.
 	if err := emptyDatabase(ctx, c.dsn); err != nil {
@@ -165,6 +169,14 @@ func run(ctx context.Context, c config) (err error) {
 			})
 		}
 	}
+	cpuBefore := make([]time.Duration, len(cps))
+	for i, cp := range cps {
+		cpuBefore[i] = cpuTime(cp.cmd.Process.Pid, false)
+	}
+	var pgBefore time.Duration
+	if c.pgPID != 0 {
+		pgBefore = cpuTime(c.pgPID, true)
+	}
 	took2, err := certify(ctx, c, cps)
 	if perr := profiles.Wait(); perr != nil && err == nil {
 		err = perr
@@ -172,12 +184,16 @@ func run(ctx context.Context, c config) (err error) {
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	var rsses []string
-	for _, cp := range cps {
+	var rsses, cpus []string
+	for i, cp := range cps {
 		rsses = append(rsses, cp.name+" "+vmHWM(cp))
+		cpus = append(cpus, fmt.Sprintf("%s %.1f s", cp.name, (cpuTime(cp.cmd.Process.Pid, false)-cpuBefore[i]).Seconds()))
 	}
-	fmt.Printf("%d instances, PostgreSQL: all %d certified (served by every instance) in %v (%.2fx the SQLite time); peak RSS %s\n",
-		c.instances, c.n, took2.Round(time.Millisecond), took2.Seconds()/took.Seconds(), strings.Join(rsses, ", "))
+	if c.pgPID != 0 {
+		cpus = append(cpus, fmt.Sprintf("PostgreSQL %.1f s", (cpuTime(c.pgPID, true)-pgBefore).Seconds()))
+	}
+	fmt.Printf("%d instances, PostgreSQL: all %d certified (served by every instance) in %v (%.2fx the SQLite time); peak RSS %s; CPU %s\n",
+		c.instances, c.n, took2.Round(time.Millisecond), took2.Seconds()/took.Seconds(), strings.Join(rsses, ", "), strings.Join(cpus, ", "))
 
 	// 3. SDS: every data plane streaming from one of the instances, a
 	// rotation of all, measured as the clients see it.
@@ -435,6 +451,50 @@ func vmHWM(cp *instance) string {
 		}
 	}
 	return "?"
+}
+
+// cpuTime is the user and system CPU time process pid used; with server,
+// also that of its children: the ones it reaped (a PostgreSQL backend that
+// ended) and the ones alive.
+func cpuTime(pid int, server bool) time.Duration {
+	ticks := func(pid int, reaped bool) int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		// Fields after the command name (in parentheses, may hold spaces):
+		// state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 15 {
+			return 0
+		}
+		var sum int64
+		last := 12
+		if reaped {
+			last = 14
+		}
+		for _, v := range f[11 : last+1] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			sum += n
+		}
+		return sum
+	}
+	total := ticks(pid, server)
+	if server {
+		procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+				child, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				total += ticks(child, false)
+			}
+		}
+	}
+	return time.Duration(total) * time.Second / 100 // USER_HZ
 }
 
 func numCPU() int {

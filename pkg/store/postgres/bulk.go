@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -79,21 +80,23 @@ func applyBulk(ctx context.Context, tx pgx.Tx, now time.Time, group []*storeutil
 	b.Queue(`SET LOCAL lock_timeout = '` + lockTimeout + `'`)
 	// One statement per record, pipelined: each is a primary-key lookup
 	// whatever the table's statistics say (one query over an array of keys
-	// is planned as a scan of the whole table while they are stale).
-	for _, set := range []struct {
-		keys map[store.Key]bool
-		lock string
-	}{{written, " FOR UPDATE"}, {required, " FOR SHARE"}} {
-		for _, k := range sortedKeys(set.keys) {
-			b.Queue(getQuery+set.lock, k.Type, k.Mesh, k.Name).Query(func(rows pgx.Rows) error {
-				recs, err := storeutil.CollectRecords(rows)
-				for i := range recs {
-					r := recs[i]
-					state[r.Key] = &slot{stored: &r, cur: &r}
-				}
-				return err
-			})
+	// is planned as a scan of the whole table while they are stale). All in
+	// key order, whatever the lock, so that groups lock alike.
+	all := maps.Clone(written)
+	maps.Copy(all, required)
+	for _, k := range sortedKeys(all) {
+		lock := " FOR UPDATE"
+		if required[k] {
+			lock = " FOR SHARE"
 		}
+		b.Queue(getQuery+lock, k.Type, k.Mesh, k.Name).Query(func(rows pgx.Rows) error {
+			recs, err := storeutil.CollectRecords(rows)
+			for i := range recs {
+				r := recs[i]
+				state[r.Key] = &slot{stored: &r, cur: &r}
+			}
+			return err
+		})
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, errBulkRetry{fmt.Errorf("read: %w", err)}
