@@ -1,8 +1,9 @@
 // Package store persists meshca resources. It offers one small interface with
 // optimistic concurrency (every record carries a version; a write with a stale
 // version is refused with ErrConflict), atomic multi-record commits, and change
-// events. Implementations: memory (tests), sqlite (embedded default), and
-// postgres (several control planes on one database).
+// events. Implementations: memory (tests), sqlite (embedded default),
+// postgres (several control planes on one database), and kube (the
+// Kubernetes API, for a control plane in a cluster).
 //
 // The store never interprets a record's Spec: validation belongs to callers.
 package store
@@ -47,7 +48,9 @@ func (k Key) String() string {
 // Record is one stored resource. Spec is opaque bytes (JSON by convention).
 type Record struct {
 	Key
-	// Version starts at 1 on create and grows by one on every update.
+	// Version starts at 1 on create and grows by one on every update (in
+	// the kube store it is the object's resourceVersion: it only grows).
+	// Callers compare it for equality, never compute the next one.
 	Version          int64
 	Spec             []byte
 	Labels           map[string]string
