@@ -42,7 +42,14 @@ type Options struct {
 // Identity is the ServiceAccount a token authenticates.
 type Identity struct {
 	Namespace, ServiceAccount string
+	// Pod is the pod the token is bound to (a token kubelet projects into
+	// a pod), "" for a token bound to none.
+	Pod string
 }
+
+// podNameKey is the TokenReview's user.extra entry naming the pod a token
+// is bound to.
+const podNameKey = "authentication.kubernetes.io/pod-name"
 
 // Authenticator is an sds.NodeAuthenticator of ServiceAccount tokens.
 type Authenticator struct {
@@ -108,7 +115,7 @@ func (a *Authenticator) VerifyNode(ctx context.Context, token, node string) (str
 	if i <= 0 || i == len(name)-1 {
 		return "", "", time.Time{}, rejected("dataplane %q of mesh %q is not named <name>.<namespace>: a ServiceAccount token authenticates only Dataplanes of its own namespace", name, mesh)
 	}
-	ns := name[i+1:]
+	pod, ns := name[:i], name[i+1:]
 	id, until, err := a.review(ctx, token, c)
 	if err != nil {
 		return "", "", time.Time{}, err
@@ -116,6 +123,13 @@ func (a *Authenticator) VerifyNode(ctx context.Context, token, node string) (str
 	if id.Namespace != ns {
 		return "", "", time.Time{}, rejected("the ServiceAccount token is of namespace %q (system:serviceaccount:%s:%s), not of dataplane %q's namespace %q",
 			id.Namespace, id.Namespace, id.ServiceAccount, name, ns)
+	}
+	// A pod's own token serves only the Dataplane named after that pod,
+	// as Kuma names them: another pod of the namespace cannot take its
+	// identity.
+	if id.Pod != "" && id.Pod != pod {
+		return "", "", time.Time{}, rejected("the ServiceAccount token is bound to pod %q, not to pod %q of dataplane %q (a pod's token serves the Dataplane named after it, <pod>.<namespace>)",
+			id.Pod, pod, name)
 	}
 	return mesh, name, until, nil
 }
@@ -178,6 +192,9 @@ func (a *Authenticator) ask(ctx context.Context, token string, c claims, now tim
 		return Identity{}, time.Time{}, rejected("the ServiceAccount token is not for any of the audiences %q", a.opts.Audiences)
 	}
 	id := Identity{Namespace: parts[2], ServiceAccount: parts[3]}
+	if pods := st.User.Extra[podNameKey]; len(pods) == 1 {
+		id.Pod = pods[0]
+	}
 	until := now.Add(a.opts.CacheTTL)
 	if c.ExpiresAt != nil && c.ExpiresAt.Before(until) {
 		until = c.ExpiresAt.Time

@@ -5,7 +5,12 @@
 // ServiceAccount (system:serviceaccount:<namespace>:<name>) of the
 // namespace of the stream's Dataplane — the Kubernetes store names a
 // Dataplane `<name>.<namespace>`, so the node id is
-// `<mesh>.<name>.<namespace>`.
+// `<mesh>.<name>.<namespace>`. A token bound to a pod (the one kubelet
+// projects into it) serves only the Dataplane named after that pod,
+// `<pod>.<namespace>`, as Kuma names them, so that another pod of the
+// namespace cannot take its identity; Kuma gets there by reading the pod
+// and comparing its ServiceAccount. A token bound to no pod (`kubectl
+// create token`) is checked by namespace only.
 //
 // Audiences: by default none are sent, so the API server checks the token
 // against its own audiences — the token kubelet mounts at

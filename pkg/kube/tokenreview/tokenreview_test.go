@@ -172,6 +172,36 @@ func TestServiceAccountTokens(t *testing.T) {
 		}
 	})
 
+	// A token bound to a pod, as kubelet projects it, serves the Dataplane
+	// named after that pod only.
+	t.Run("pod-bound token", func(t *testing.T) {
+		pod, err := e.client.CoreV1().Pods("payments").Create(t.Context(), &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "web-1"},
+			Spec:       corev1.PodSpec{ServiceAccountName: "web", Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := e.client.CoreV1().ServiceAccounts("payments").CreateToken(t.Context(), "web", &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}}},
+			metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := tokenreview.New(e.client, tokenreview.Options{})
+		if _, _, _, err := a.VerifyNode(t.Context(), tr.Status.Token, "default.web-1.payments"); err != nil {
+			t.Fatalf("pod web-1's token for Dataplane web-1.payments: %v", err)
+		}
+		_, _, _, err = a.VerifyNode(t.Context(), tr.Status.Token, "default.db-1.payments")
+		if !errors.Is(err, sds.ErrRejected) || !strings.Contains(err.Error(), `bound to pod "web-1"`) {
+			t.Fatalf("pod web-1's token for Dataplane db-1.payments: %v, want refused naming the pod", err)
+		}
+		id, _, err := a.Review(t.Context(), tr.Status.Token)
+		if err != nil || id != (tokenreview.Identity{Namespace: "payments", ServiceAccount: "web", Pod: "web-1"}) {
+			t.Fatalf("Review = %+v, %v", id, err)
+		}
+	})
+
 	t.Run("audiences", func(t *testing.T) {
 		a := tokenreview.New(e.client, tokenreview.Options{Audiences: []string{"meshca"}})
 		if _, _, _, err := a.VerifyNode(t.Context(), web, "default.web-1.payments"); !errors.Is(err, sds.ErrRejected) {
