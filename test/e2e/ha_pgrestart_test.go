@@ -236,7 +236,7 @@ func TestHAPostgresRestarted(t *testing.T) {
 				refused[why]++
 			}
 			ackMu.Unlock()
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 	}()
 	ackedCount := func() int {
