@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -91,6 +92,13 @@ func startAdmission(ctx context.Context, cfg Config, kc *rest.Config, namespace 
 	if err != nil {
 		return nil, nil, fmt.Errorf("webhook TLS: %w", err)
 	}
+	if !operatorCert {
+		// A pod may run longer than the certificate's year.
+		tlsConf = renewingTLS(tlsConf, func(now func() time.Time) (*tls.Config, error) {
+			c, _, err := sds.LoadOrCreateTLS(files, cfg.DataDir, "", "", hosts, now)
+			return c, err
+		}, time.Now, logger)
+	}
 	dyn, err := dynamic.NewForConfig(kc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("webhook: %w", err)
@@ -141,4 +149,42 @@ func startAdmission(ctx context.Context, cfg Config, kc *rest.Config, namespace 
 	}
 	logger.Info("admission webhook serving", "address", lis.Addr().String(), "url", wc.URL, "service", svc, "exemptUser", opts.ExemptUser)
 	return lis.Addr(), stop, nil
+}
+
+// renewingTLS serves conf's certificate until it is within sds.RenewBefore
+// of expiring, then the one load issues again from the same CA (which
+// still verifies against the registered caBundle), checked at most once a
+// minute.
+func renewingTLS(conf *tls.Config, load func(now func() time.Time) (*tls.Config, error), now func() time.Time, logger *slog.Logger) *tls.Config {
+	r := &certRenewer{cert: &conf.Certificates[0], load: load, now: now, logger: logger}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.get}
+}
+
+type certRenewer struct {
+	load   func(now func() time.Time) (*tls.Config, error)
+	now    func() time.Time
+	logger *slog.Logger
+
+	mu        sync.Mutex
+	cert      *tls.Certificate
+	lastCheck time.Time
+}
+
+func (r *certRenewer) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	if now.Add(sds.RenewBefore).Before(r.cert.Leaf.NotAfter) || now.Sub(r.lastCheck) < time.Minute {
+		return r.cert, nil
+	}
+	r.lastCheck = now
+	conf, err := r.load(r.now)
+	if err != nil {
+		// Keep serving the current one while it lasts; say why.
+		r.logger.Error("webhook: could not renew the server certificate", "notAfter", r.cert.Leaf.NotAfter, "error", err)
+		return r.cert, nil
+	}
+	r.cert = &conf.Certificates[0]
+	r.logger.Info("webhook: server certificate renewed", "notAfter", r.cert.Leaf.NotAfter)
+	return r.cert, nil
 }

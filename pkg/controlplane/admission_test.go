@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"log/slog"
 	"net"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"meshca/pkg/kube/admission"
 	"meshca/pkg/kube/crd"
 	"meshca/pkg/resources"
+	"meshca/pkg/sds"
 	"meshca/pkg/store/kube"
 )
 
@@ -197,4 +199,56 @@ func TestServerCASharedOnKubernetesRace(t *testing.T) {
 			t.Errorf("%s holds another CA", d)
 		}
 	}
+}
+
+// TestWebhookCertificateRenewed: a webhook running past its certificate's
+// renewal time serves a new one, from the same CA, without a restart.
+func TestWebhookCertificateRenewed(t *testing.T) {
+	dir := t.TempDir()
+	files := webhookServerFiles()
+	clock := time.Now()
+	now := func() time.Time { return clock }
+	load := func(now func() time.Time) (*tls.Config, error) {
+		c, _, err := sds.LoadOrCreateTLS(files, dir, "", "", []string{"meshca-control-plane.meshca-system.svc"}, now)
+		return c, err
+	}
+	first, err := load(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := renewingTLS(first, load, now, slog.New(slog.DiscardHandler))
+	serve := func() *x509.Certificate {
+		t.Helper()
+		c, err := conf.GetCertificate(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Leaf
+	}
+	a := serve()
+	if b := serve(); b.SerialNumber.Cmp(a.SerialNumber) != 0 {
+		t.Error("renewed a fresh certificate")
+	}
+	clock = a.NotAfter.Add(-sds.RenewBefore + time.Hour) // inside the renewal window
+	b := serve()
+	if b.SerialNumber.Cmp(a.SerialNumber) == 0 || !b.NotAfter.After(a.NotAfter) {
+		t.Fatalf("not renewed: serial %v → %v, notAfter %v → %v", a.SerialNumber, b.SerialNumber, a.NotAfter, b.NotAfter)
+	}
+	if err := b.CheckSignatureFrom(caOf(t, dir, files)); err != nil {
+		t.Errorf("the renewed certificate is not from the same CA: %v", err)
+	}
+}
+
+func caOf(t *testing.T, dir string, files sds.ServerFiles) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, files.CA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
