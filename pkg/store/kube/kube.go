@@ -11,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -94,6 +95,13 @@ func Open(ctx context.Context, cfg *rest.Config, opts Options) (*Store, error) {
 	s := &Store{
 		dyn: dyn, m: newMapping(opts.Namespace), opts: opts, logger: opts.Logger, hub: storeutil.NewHub(), closing: make(chan struct{}),
 		index: map[store.Key]*entry{}, byRef: map[objRef]*entry{}, objects: map[types.UID]int64{},
+	}
+	// Listing Secrets in a namespace that does not exist succeeds (empty):
+	// say so now rather than at the first write. Without the right to read
+	// namespaces (the installed Role has none), the writes will tell.
+	nsGVR := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	if _, err := dyn.Resource(nsGVR).Get(ctx, opts.Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("the system namespace %q does not exist: create it (kubectl create namespace %s) or name another", opts.Namespace, opts.Namespace)
 	}
 	for _, src := range s.m.sources {
 		if err := s.preflight(ctx, src); err != nil {

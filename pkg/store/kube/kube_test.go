@@ -89,6 +89,12 @@ func TestKubernetesStore(t *testing.T) {
 			t.Fatalf("after reopening: %+v, %v; want %+v", got, err, before)
 		}
 	})
+	t.Run("NoSystemNamespace", func(t *testing.T) {
+		_, err := kube.Open(t.Context(), fast, kube.Options{Namespace: "nope"})
+		if err == nil || !strings.Contains(err.Error(), `the system namespace "nope" does not exist`) {
+			t.Fatalf("Open with a missing namespace: %v", err)
+		}
+	})
 	t.Run("Forbidden", func(t *testing.T) {
 		cfg := rest.CopyConfig(srv.Config)
 		cfg.Impersonate = rest.ImpersonationConfig{UserName: "nobody"}
