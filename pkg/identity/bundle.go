@@ -107,6 +107,7 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 	m.mu.Unlock()
 
 	fetched := map[string][]byte{}
+	failed := false
 	for _, b := range want {
 		if _, ok := have[b.Name]; ok {
 			continue
@@ -124,6 +125,7 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 		cancel()
 		if err != nil {
 			m.logger.Warn("trust bundle unavailable", "mesh", mesh, "backend", b.Name, "error", err)
+			failed = true
 			continue
 		}
 		fetched[b.Name] = tb
@@ -134,6 +136,7 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 	if m.meshes[mesh] != ms {
 		return // replaced meanwhile; its own refresh follows
 	}
+	m.retryBundleLocked(ctx, mesh, ms, failed)
 	// What was fetched is kept unless the bundles were reset meanwhile (a
 	// Secret changed: what was fetched may be the old CA's).
 	if ms.bundlesEpoch == epoch {
@@ -166,6 +169,39 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 			notify(st)
 		}
 	}
+}
+
+// Retries of a trust bundle that could not be fetched: without them, a
+// control plane that restarted while its CA was unreachable would serve its
+// data planes nothing until some other change of the mesh.
+const (
+	bundleRetryMin = 500 * time.Millisecond
+	bundleRetryMax = 30 * time.Second
+)
+
+// retryBundleLocked schedules the mesh's refresh again, with a backoff that
+// doubles up to bundleRetryMax, when this one failed to fetch a bundle it
+// needs; one retry is pending per mesh state at a time, and a success resets
+// the backoff.
+func (m *Manager) retryBundleLocked(ctx context.Context, mesh string, ms *meshState, failed bool) {
+	if !failed {
+		ms.bundleRetry = 0
+		return
+	}
+	if ms.bundleRetryPending || ctx.Err() != nil {
+		return
+	}
+	ms.bundleRetry = min(max(2*ms.bundleRetry, bundleRetryMin), bundleRetryMax)
+	ms.bundleRetryPending = true
+	time.AfterFunc(ms.bundleRetry, func() {
+		m.mu.Lock()
+		ms.bundleRetryPending = false
+		current := m.meshes[mesh] == ms
+		m.mu.Unlock()
+		if current && ctx.Err() == nil {
+			m.refreshBundle(ctx, mesh)
+		}
+	})
 }
 
 func dedupePEM(parts ...[]byte) []byte {

@@ -99,10 +99,14 @@ type meshState struct {
 	// bundlesEpoch counts resets of bundles, so a refresh that fetched
 	// before a reset does not put back what it fetched.
 	bundlesEpoch uint64
-	bundle       []byte         // what peers must trust now
-	inUse        map[string]int // backend name -> data planes holding its certificate
-	version      int64
-	lastErr      string
+	bundle       []byte // what peers must trust now
+	// bundleRetry is the backoff of the next retry of a bundle that could
+	// not be fetched; bundleRetryPending, that one is scheduled (bundle.go).
+	bundleRetry        time.Duration
+	bundleRetryPending bool
+	inUse              map[string]int // backend name -> data planes holding its certificate
+	version            int64
+	lastErr            string
 	// enabledRoots is the enabled backend's bundle last seen; rootGen counts
 	// its changes, so an issuance that straddles one (signed by a root
 	// replaced meanwhile) is known to be stale when it settles.

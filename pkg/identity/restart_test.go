@@ -37,6 +37,18 @@ func (u *unknownBundle) TrustBundle(ctx context.Context, mesh string, b api.MTLS
 // data plane refuses secrets whose trust bundle is empty), and it tells
 // the subscribers once it knows.
 func TestRestartServesNothingWithoutTheTrustBundle(t *testing.T) {
+	// Once the CA answers, the bundle is fetched again when a Secret of the
+	// mesh changes, or by the refresh's own retry when nothing happens.
+	for _, secretChanges := range []bool{true, false} {
+		name := "a Secret changes"
+		if !secretChanges {
+			name = "nothing happens"
+		}
+		t.Run(name, func(t *testing.T) { testRestartWithoutBundle(t, secretChanges) })
+	}
+}
+
+func testRestartWithoutBundle(t *testing.T, secretChanges bool) {
 	st := memory.New()
 	run := func(be *unknownBundle) (*identity.Manager, *resources.Manager) {
 		reg, err := ca.NewRegistry(ca.Deps{Store: st, Sources: datasource.New(st), Now: time.Now}, map[string]ca.Constructor{
@@ -105,10 +117,10 @@ func TestRestartServesNothingWithoutTheTrustBundle(t *testing.T) {
 	if sec, ok := restarted.Current("default", "backend-1"); ok {
 		t.Fatalf("served without a trust bundle: %q", sec.TrustBundlePEM)
 	}
-	// The CA answers; a Secret of the mesh changing makes the bundle be
-	// fetched again.
 	be.down.Store(false)
-	apply(res, "type: Secret\nmesh: default\nname: unrelated\ndata: aGVsbG8=\n")
+	if secretChanges {
+		apply(res, "type: Secret\nmesh: default\nname: unrelated\ndata: aGVsbG8=\n")
+	}
 	waitFor("backend-1 served once the bundle is known", func() bool {
 		_, ok := restarted.Current("default", "backend-1")
 		return ok
