@@ -428,3 +428,74 @@ func TestHADatabaseConnectionsLost(t *testing.T) {
 		t.Error("no leader after the database came back")
 	}
 }
+
+// A zone of two meshca-cp on one PostgreSQL: only the leader runs the sync
+// with global (its writes fenced by its term); kill -9 of it: the other
+// leads and syncs, what global changes next reaches the zone, the zone's new
+// data planes reach global, and the agent on the survivor never holds an
+// expired certificate.
+func TestHAZone(t *testing.T) {
+	dsn, keyFile := haDatabase(t)
+	f := startGlobal(t)
+	f.global.apply(t, builtinMeshWith("10s"))
+	tokenFile := f.zoneToken(t, "zone-1")
+	startZone := func() *controlPlane {
+		cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
+			env: []string{"MESHCA_MODE=zone", "MESHCA_ZONE=zone-1", "MESHCA_GLOBAL_ADDRESS=" + f.kds,
+				"MESHCA_GLOBAL_CA_CERT=" + filepath.Join(f.global.dataDir, "kds-server-ca.pem"), "MESHCA_ZONE_TOKEN_FILE=" + tokenFile,
+				"MESHCA_STORE=postgres", "MESHCA_STORE_DSN=" + dsn},
+			args: []string{"--encryption-key-file", keyFile, "--leader-lease-duration", haLease.String(), "--leader-renew-interval", haRenew.String()}}
+		cp.launch(t)
+		return cp
+	}
+	zs := []*controlPlane{startZone()}
+	waitFor(t, 10*time.Second, "the first zone instance leads", func() bool { return zs[0].metric(t, "meshca_leader") == 1 })
+	zs = append(zs, startZone())
+	waitFor(t, 20*time.Second, "the mesh synced to the zone", func() bool {
+		_, err := zs[1].meshctl("get", "mesh", "default")
+		return err == nil
+	})
+	if connected, _ := zoneStatus(t, zs[0]); !connected {
+		t.Error("the zone's leader is not connected to global")
+	}
+	if connected, _ := zoneStatus(t, zs[1]); connected {
+		t.Error("the zone's follower runs a sync with global too")
+	}
+
+	zs[1].apply(t, dataplane("default", "backend-1", "backend", 9001))
+	tok := strings.TrimSpace(f.global.mustMeshctl(t, "generate", "dataplane-token", "--mesh", "default", "--name", "backend-1"))
+	backend := startAgentWithToken(t, zs[1], "default", "backend-1", tok)
+	backend.waitCert(t)
+	onGlobal := func(name string) bool {
+		out, err := f.global.meshctl("inspect", "dataplanes", "-m", "default")
+		return err == nil && strings.Contains(out, name) && strings.Contains(out, "zone-1")
+	}
+	waitFor(t, 20*time.Second, "backend-1 on global", func() bool { return onGlobal("backend-1") })
+
+	zs[0].kill()
+	waitFor(t, 2*haLease+2*time.Second, "the other zone instance leads", func() bool { return zs[1].metric(t, "meshca_leader") == 1 })
+	waitFor(t, 20*time.Second, "the new leader's sync connected to global", func() bool {
+		connected, _ := zoneStatus(t, zs[1])
+		return connected
+	})
+	f.global.apply(t, "type: Mesh\nname: other\n")
+	zs[1].apply(t, dataplane("default", "backend-2", "backend", 9002))
+	waitFor(t, 20*time.Second, "global's new Mesh in the zone after the failover", func() bool {
+		_, err := zs[1].meshctl("get", "mesh", "other")
+		return err == nil
+	})
+	waitFor(t, 20*time.Second, "the zone's new data plane on global after the failover", func() bool { return onGlobal("backend-2") })
+
+	// 12s of 10s certificates on the survivor: every sample valid, rotated.
+	first := backend.leaf()
+	end := time.Now().Add(12 * time.Second)
+	for time.Now().Before(end) {
+		if c := backend.leaf(); c != nil && time.Now().After(c.NotAfter) {
+			t.Fatalf("backend-1's certificate expired at %v", c.NotAfter)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !rotatedFrom(backend.leaf(), first) {
+		t.Error("backend-1's certificate did not rotate in 12s after the failover")
+	}
+}
