@@ -40,8 +40,8 @@ type step struct {
 	rec    store.Record  // what to write (create, update)
 	prev   *store.Record // the record before the step (update, delete)
 	// first is set on the first write of the key in the commit: its base
-	// is the object read live, which another writer may change before the
-	// write; later steps build on this commit's own writes.
+	// is the object as check read it, which another writer may have changed
+	// since; later steps build on this commit's own writes.
 	first bool
 }
 
