@@ -1,13 +1,15 @@
 // Package postgres is the shared-database store.Store backend (pgx/v5), for
 // several control planes on one database.
 //
-// Commits run in one transaction that locks the touched rows with SELECT ...
-// FOR UPDATE and checks versions. A commit that changes anything then takes
-// the next number of a per-database commit sequence (one row, updated last in
-// the transaction, so its lock orders commits and numbers follow commit
-// order), writes each event under (sequence, index) to the changes table and
-// sends it with pg_notify('meshca_resources', <json>); the notification is
-// delivered only if the commit succeeds, in commit order. Every Store LISTENs
+// Concurrent Commit calls of a process share a transaction (group commit,
+// groupcommit.go and bulk.go) that locks the touched rows with SELECT ...
+// FOR UPDATE (FOR SHARE for records only required) and checks versions. A
+// transaction that changes anything then takes the next number of a
+// per-database commit sequence (one row, updated by its last statement, so
+// its lock orders commits and numbers follow commit order), writes each
+// event under (sequence, index) to the changes table and sends it with
+// pg_notify('meshca_resources', <json>); the notification is delivered only
+// if the commit succeeds, in commit order. Every Store LISTENs
 // on the channel and feeds its watchers from it, so watchers see the commits
 // of every process, including their own. The payload carries the full record;
 // when it would exceed PostgreSQL's 8000-byte limit the spec (and labels) are
