@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -322,64 +324,120 @@ func (s *Store) anyLive(ctx context.Context, typ, mesh string, state map[store.K
 	return "", false, nil
 }
 
-// apply writes the steps in order, each conditional on the resourceVersion
-// its check read (or this commit's previous write of the key). It returns
-// the writes done, also when one fails.
+// parallelWrites bounds the writes of one commit sent at once.
+const parallelWrites = 16
+
+// apply writes the steps, each conditional on the resourceVersion its check
+// read (or this commit's previous write of the key). When every write is
+// to a different object (a batch of issued identities), they are sent
+// concurrently, parallelWrites at a time: Kubernetes orders nothing across
+// objects, and the commit's events are still published in op order. Writes
+// to one object are sent in op order, one after the other. After a failure
+// no further write is started. It returns the writes done, in op order,
+// also when one failed, and the first error in op order.
 func (s *Store) apply(ctx context.Context, steps []*step, bases map[store.Key]*unstructured.Unstructured, expect *[]expectation) ([]written, error) {
-	var done []written
+	var writes []*step
+	seen := map[store.Key]bool{}
+	distinct := true
 	for _, st := range steps {
 		if st.action == actNone {
 			continue
 		}
-		key := st.op.Record.Key
-		base := bases[key]
-		checked := st.op.Record.Version != 0 && st.op.Kind != store.OpUpsert
-		var after *unstructured.Unstructured
-		var err error
-		for attempt := 0; ; attempt++ {
-			after, err = s.write(ctx, st, base)
-			retry := err != nil && st.first && !checked && attempt < unchangedRetries &&
-				(errors.Is(err, store.ErrConflict) || (errors.Is(err, store.ErrNotFound) && st.op.Kind == store.OpUpsert) ||
-					(errors.Is(err, store.ErrAlreadyExists) && st.op.Kind == store.OpUpsert))
-			if !retry {
+		k := st.op.Record.Key
+		distinct = distinct && !seen[k]
+		seen[k] = true
+		writes = append(writes, st)
+	}
+	results := make([]*written, len(writes))
+	errs := make([]error, len(writes))
+	if !distinct || len(writes) == 1 {
+		for i, st := range writes {
+			w, err := s.applyOne(ctx, st, bases[st.op.Record.Key])
+			if err != nil {
+				errs[i] = err
 				break
 			}
-			// Another writer changed the object since the check, and this op
-			// does not care which version it replaces: read it again.
-			obj, rec, lerr := s.live(ctx, key, st.loc)
-			if lerr != nil {
-				err = lerr
-				break
-			}
-			base, st.prev = obj, rec
-			switch {
-			case rec == nil && st.action == actDelete:
-				err = fmt.Errorf("delete %s: %w", key, store.ErrNotFound)
-			case rec == nil && st.op.Kind == store.OpUpsert:
-				st.action, base = actCreate, nil
-				continue
-			case rec == nil:
-				err = fmt.Errorf("update %s: %w", key, store.ErrNotFound)
-			case st.action == actCreate:
-				st.action = actUpdate
-			}
-			if rec == nil {
-				break
-			}
+			results[i] = &w
+			bases[st.op.Record.Key] = w.after
 		}
+	} else {
+		var failed atomic.Bool
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, parallelWrites)
+		for i, st := range writes {
+			sem <- struct{}{}
+			if failed.Load() {
+				<-sem
+				break
+			}
+			base := bases[st.op.Record.Key]
+			wg.Go(func() {
+				defer func() { <-sem }()
+				w, err := s.applyOne(ctx, st, base)
+				if err != nil {
+					errs[i] = err
+					failed.Store(true)
+					return
+				}
+				results[i] = &w
+			})
+		}
+		wg.Wait()
+	}
+	var done []written
+	for _, w := range results {
+		if w == nil {
+			continue
+		}
+		done = append(done, *w)
+		if w.after != nil {
+			rv, _ := parseVersion(w.after.GetResourceVersion())
+			*expect = append(*expect, expectation{uid: w.after.GetUID(), rv: rv})
+		} else {
+			*expect = append(*expect, expectation{uid: w.before.GetUID(), deleted: true})
+		}
+	}
+	for _, err := range errs {
 		if err != nil {
 			return done, err
 		}
-		done = append(done, written{step: st, before: base, after: after})
-		if after != nil {
-			rv, _ := parseVersion(after.GetResourceVersion())
-			*expect = append(*expect, expectation{uid: after.GetUID(), rv: rv})
-		} else {
-			*expect = append(*expect, expectation{uid: base.GetUID(), deleted: true})
-		}
-		bases[key] = after
 	}
 	return done, nil
+}
+
+// applyOne writes one step on top of base. An op without a version that
+// meets another writer's change since the check reads the object again and
+// is retried.
+func (s *Store) applyOne(ctx context.Context, st *step, base *unstructured.Unstructured) (written, error) {
+	key := st.op.Record.Key
+	checked := st.op.Record.Version != 0 && st.op.Kind != store.OpUpsert
+	for attempt := 0; ; attempt++ {
+		after, err := s.write(ctx, st, base)
+		if err == nil {
+			return written{step: st, before: base, after: after}, nil
+		}
+		retry := st.first && !checked && attempt < unchangedRetries &&
+			(errors.Is(err, store.ErrConflict) || (errors.Is(err, store.ErrNotFound) && st.op.Kind == store.OpUpsert) ||
+				(errors.Is(err, store.ErrAlreadyExists) && st.op.Kind == store.OpUpsert))
+		if !retry {
+			return written{}, err
+		}
+		obj, rec, lerr := s.live(ctx, key, st.loc)
+		if lerr != nil {
+			return written{}, lerr
+		}
+		base, st.prev = obj, rec
+		switch {
+		case rec == nil && st.action == actDelete:
+			return written{}, fmt.Errorf("delete %s: %w", key, store.ErrNotFound)
+		case rec == nil && st.op.Kind == store.OpUpsert:
+			st.action, base = actCreate, nil
+		case rec == nil:
+			return written{}, fmt.Errorf("update %s: %w", key, store.ErrNotFound)
+		case st.action == actCreate:
+			st.action = actUpdate
+		}
+	}
 }
 
 // write applies one step on top of base (the object as the check read

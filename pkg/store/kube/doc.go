@@ -50,9 +50,12 @@
 //     OpRequireNone, is read from the API server; the rest from the
 //     informers' view, since the API server refuses a write whose
 //     precondition a stale view got wrong (step 4 then undoes the commit);
-//  2. applies the writes in order, each conditional on the resourceVersion
-//     checked (an op without a version that meets another writer's change
-//     is read again and retried);
+//  2. applies the writes, each conditional on the resourceVersion checked
+//     (an op without a version that meets another writer's change is read
+//     again and retried): in op order when two touch one object, else
+//     concurrently, 16 at a time (a batch of issued identities), since
+//     Kubernetes orders nothing across objects; no write is started after
+//     one failed;
 //  3. reads again what it required, in the same places, unless it wrote it
 //     itself;
 //  4. if a write or step 3 fails, undoes the writes already applied, last

@@ -389,6 +389,22 @@ func testUndo(t *testing.T, s *kube.Store) {
 	if _, err := s.Get(ctx, first.Key); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the first write was not undone: Get = %v", err)
 	}
+	// A batch of writes to different objects goes out concurrently: one
+	// refused among them undoes all those that were made.
+	var ops []store.Op
+	for i := range 40 {
+		r := store.Record{Key: store.Key{Type: "Zone", Name: "batch-" + strconv.Itoa(i)}, Spec: []byte("{}")}
+		if i == 20 {
+			r = bad
+		}
+		ops = append(ops, store.Op{Kind: store.OpCreate, Record: r})
+	}
+	if err := s.Commit(ctx, ops...); err == nil || !strings.Contains(err.Error(), "Not_A_DNS_Name") {
+		t.Fatalf("batch commit = %v, want the API server's refusal", err)
+	}
+	if zones, err := s.List(ctx, "Zone", ""); err != nil || len(zones) != 0 {
+		t.Fatalf("after the failed batch: %d records (%v), want none", len(zones), err)
+	}
 	marker := store.Record{Key: store.Key{Type: "Zone", Name: "marker"}}
 	if err := store.Create(ctx, s, marker); err != nil {
 		t.Fatal(err)
