@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +29,11 @@ const (
 	haRenew = 500 * time.Millisecond
 )
 
-// haDatabase returns the DSN of an emptied database for HA tests, and the
-// encryption key file the instances share (secrets in the store are sealed
-// with it; an instance with another key refuses to start).
+// haDatabase returns the DSN of a new database for one HA test (dropped at
+// its end: several runs of these tests on one server, or one test's
+// instances still listed in the next one's, must not see each other), and
+// the encryption key file the instances share (secrets in the store are
+// sealed with it; an instance with another key refuses to start).
 func haDatabase(t *testing.T) (string, string) {
 	t.Helper()
 	key, err := secretbox.NewRandomKey()
@@ -41,22 +44,30 @@ func haDatabase(t *testing.T) (string, string) {
 	if err := secretbox.WriteKeyFile(keyFile, key); err != nil {
 		t.Fatal(err)
 	}
-	dsn := pgtest.DSN(t, "meshca_test_e2e_ha")
+	name := fmt.Sprintf("meshca_test_e2e_ha_%d_%d", os.Getpid(), haDatabases.Add(1))
+	dsn := pgtest.DSN(t, name)
+	t.Cleanup(func() {
+		// Last (registered first): the instances have stopped.
+		conn, err := pgx.Connect(context.Background(), os.Getenv("MESHCA_TEST_POSTGRES_DSN"))
+		if err != nil {
+			t.Logf("dropping %s: %v", name, err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`); err != nil {
+			t.Logf("dropping %s: %v", name, err)
+		}
+	})
 	st, err := postgres.Open(t.Context(), dsn, nil) // migrates
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = st.Close()
-	conn, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(t.Context(), `TRUNCATE resources, changes, leader_lease, control_planes`); err != nil {
-		t.Fatal(err)
-	}
 	return dsn, keyFile
 }
+
+// haDatabases numbers the databases of this process's HA tests.
+var haDatabases atomic.Int64
 
 func startHACP(t *testing.T, dsn, keyFile string) *controlPlane {
 	t.Helper()
