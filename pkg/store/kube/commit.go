@@ -219,7 +219,7 @@ func describe(m *mapping, loc location, obj *unstructured.Unstructured) string {
 	if t, ok := obj.Object["type"].(string); ok && loc.src.secretType != "" && t != loc.src.secretType {
 		return "a Secret of type " + t
 	}
-	if rec, err := m.record(loc.src, obj); err == nil {
+	if rec, err := m.recordOf(loc.src, obj); err == nil {
 		return rec.Key.String() + " (on Kubernetes, its name is unique in its namespace whatever its mesh)"
 	}
 	return "an object that is not a meshca record"
@@ -269,7 +269,7 @@ func (s *Store) asRecord(key store.Key, loc location, obj *unstructured.Unstruct
 			return obj, nil, nil
 		}
 	}
-	rec, err := s.m.record(loc.src, obj)
+	rec, err := s.m.recordOf(loc.src, obj)
 	if err != nil || rec.Key != key {
 		return obj, nil, nil
 	}
@@ -572,16 +572,20 @@ func (s *Store) undo(ctx context.Context, applied []written, expect *[]expectati
 				*expect = append(*expect, expectation{uid: uid, deleted: true})
 			}
 		case w.before != nil && now != nil: // updated: put the content back
-			obj := cleanCopy(w.before)
-			obj.SetResourceVersion(now.GetResourceVersion())
-			obj.SetUID(now.GetUID())
-			res, err = r.Update(ctx, obj, metav1.UpdateOptions{FieldManager: s.opts.FieldManager})
-		case w.before != nil: // deleted: create it again
-			obj := cleanCopy(w.before)
-			for _, f := range []string{"resourceVersion", "uid", "creationTimestamp", "generation"} {
-				unstructured.RemoveNestedField(obj.Object, "metadata", f)
+			var obj *unstructured.Unstructured
+			if obj, err = s.m.object(w.step.loc, *w.step.prev, w.before, s.opts.Now().UTC()); err == nil {
+				obj.SetResourceVersion(now.GetResourceVersion())
+				obj.SetUID(now.GetUID())
+				res, err = r.Update(ctx, obj, metav1.UpdateOptions{FieldManager: s.opts.FieldManager})
 			}
-			res, err = r.Create(ctx, obj, metav1.CreateOptions{FieldManager: s.opts.FieldManager})
+		case w.before != nil: // deleted: create it again
+			var obj *unstructured.Unstructured
+			if obj, err = s.m.object(w.step.loc, *w.step.prev, w.before, s.opts.Now().UTC()); err == nil {
+				for _, f := range []string{"resourceVersion", "uid", "creationTimestamp", "generation"} {
+					unstructured.RemoveNestedField(obj.Object, "metadata", f)
+				}
+				res, err = r.Create(ctx, obj, metav1.CreateOptions{FieldManager: s.opts.FieldManager})
+			}
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("undo %s of %s: %w", verbOf(w.step.action), w.step.op.Record.Key, apiError("write", w.step.loc, err)))

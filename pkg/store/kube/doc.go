@@ -74,8 +74,9 @@
 //
 // # Reads and events
 //
-// Get and List read what the informers (one per custom resource, one per
-// Secret type, no polling) hold. A Commit returns only once the informers
+// Get and List read the records the informers (one per custom resource,
+// one per Secret type, no polling) converted; the informers themselves keep
+// only the objects' metadata. A Commit returns only once the informers
 // have shown its writes, so a process reads its own writes. The events of
 // a commit are published when it returns, in the order of its ops; changes
 // made by others are published as the informers deliver them (Deleted with

@@ -118,7 +118,7 @@ func Open(ctx context.Context, cfg *rest.Config, opts Options) (*Store, error) {
 			tweak = func(o *metav1.ListOptions) { o.FieldSelector = sel }
 		}
 		inf := dynamicinformer.NewFilteredDynamicInformer(dyn, src.gvr, src.namespace, 0, cache.Indexers{}, tweak).Informer()
-		if err := inf.SetTransform(slim); err != nil {
+		if err := inf.SetTransform(s.m.slim(src)); err != nil {
 			stop()
 			return nil, err
 		}

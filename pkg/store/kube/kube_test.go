@@ -75,7 +75,7 @@ func TestKubernetesStore(t *testing.T) {
 	t.Run("Kubectl", func(t *testing.T) { testKubectl(t, srv, fresh(t)) })
 	t.Run("StoreWritesAsKumaDoes", func(t *testing.T) { testShapes(t, srv, dyn, fresh(t)) })
 	t.Run("KubectlEditConflicts", func(t *testing.T) { testExternalEdit(t, dyn, fresh(t)) })
-	t.Run("FailedWriteIsUndone", func(t *testing.T) { testUndo(t, fresh(t)) })
+	t.Run("FailedWriteIsUndone", func(t *testing.T) { testUndo(t, fresh(t), open) })
 	t.Run("RestartKeepsRecords", func(t *testing.T) {
 		s := fresh(t)
 		r := store.Record{Key: store.Key{Type: "DataplaneIdentity", Mesh: "default", Name: "web-1.demo"}, Spec: []byte("key material")}
@@ -376,7 +376,7 @@ func testExternalEdit(t *testing.T, dyn dynamic.Interface, s *kube.Store) {
 
 // testUndo: when the API server refuses a later write of a commit, the
 // earlier ones are undone and nothing is published.
-func testUndo(t *testing.T, s *kube.Store) {
+func testUndo(t *testing.T, s *kube.Store, open func(*testing.T) *kube.Store) {
 	ctx := t.Context()
 	ch := s.Watch(ctx)
 	first := store.Record{Key: store.Key{Type: "Zone", Name: "zone-1"}, Spec: []byte("{}")}
@@ -405,12 +405,51 @@ func testUndo(t *testing.T, s *kube.Store) {
 	if zones, err := s.List(ctx, "Zone", ""); err != nil || len(zones) != 0 {
 		t.Fatalf("after the failed batch: %d records (%v), want none", len(zones), err)
 	}
+	// Updates and deletions are undone too: the content comes back (from
+	// the records, the informers keeping no payload), with newer versions.
+	u := store.Record{Key: store.Key{Type: "Zone", Name: "u"}, Spec: []byte("orig"), Labels: map[string]string{"k": "v"}}
+	d := store.Record{Key: store.Key{Type: api.TypeSecret, Mesh: "default", Name: "d"}, Spec: []byte(`{"data":"a2VlcA=="}`)}
+	if err := s.Commit(ctx, store.Op{Kind: store.OpCreate, Record: u}, store.Op{Kind: store.OpCreate, Record: d}); err != nil {
+		t.Fatal(err)
+	}
+	u1, _ := s.Get(ctx, u.Key)
+	changed, changed2 := u, u
+	changed.Spec, changed2.Spec = []byte("changed"), []byte("changed2")
+	err = s.Commit(ctx,
+		store.Op{Kind: store.OpUpdate, Record: changed},
+		store.Op{Kind: store.OpUpdate, Record: changed2}, // the same key: written in order
+		store.Op{Kind: store.OpDelete, Record: store.Record{Key: d.Key}},
+		store.Op{Kind: store.OpCreate, Record: bad})
+	if err == nil {
+		t.Fatal("commit with a refused write succeeded")
+	}
+	for _, want := range []store.Record{u, d} {
+		got, err := s.Get(ctx, want.Key)
+		if err != nil || string(got.Spec) != string(want.Spec) || len(got.Labels) != len(want.Labels) {
+			t.Fatalf("%s after the undo: %+v, %v; want spec %s", want.Key, got, err, want.Spec)
+		}
+	}
+	if got, _ := s.Get(ctx, u.Key); got.Version <= u1.Version {
+		t.Errorf("restored record's version %d, not after %d", got.Version, u1.Version)
+	}
+	reopened := open(t) // reads everything from the API server again
+	if got, err := reopened.Get(ctx, d.Key); err != nil || string(got.Spec) != string(d.Spec) {
+		t.Fatalf("re-created Secret as the API server has it: %+v, %v", got, err)
+	}
+	if got, err := reopened.Get(ctx, u.Key); err != nil || string(got.Spec) != "orig" || got.Labels["k"] != "v" {
+		t.Fatalf("restored record as the API server has it: %+v, %v", got, err)
+	}
+
 	marker := store.Record{Key: store.Key{Type: "Zone", Name: "marker"}}
 	if err := store.Create(ctx, s, marker); err != nil {
 		t.Fatal(err)
 	}
-	if ev := next(t, ch); ev.Record.Key != marker.Key {
-		t.Fatalf("first event after the failed commit: %v %s, want the marker's", ev.Kind, ev.Record.Key)
+	// Nothing of the failed commits was published: only the creations of
+	// u and d, then the marker's.
+	for _, want := range []store.Key{u.Key, d.Key, marker.Key} {
+		if ev := next(t, ch); ev.Record.Key != want || ev.Kind != store.EventCreated {
+			t.Fatalf("event %v %s, want the creation of %s", ev.Kind, ev.Record.Key, want)
+		}
 	}
 }
 

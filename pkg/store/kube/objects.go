@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/cache"
 
 	"meshca/pkg/api"
 	"meshca/pkg/kube/crd"
@@ -468,29 +469,71 @@ func lastWrite(obj *unstructured.Unstructured, created time.Time) time.Time {
 	return last
 }
 
-// slim is the informers' transform: it replaces an object's managedFields
-// by the time of its last write.
-func slim(raw any) (any, error) {
-	obj, ok := raw.(*unstructured.Unstructured)
-	if !ok || len(obj.GetManagedFields()) == 0 {
-		return raw, nil
+// fieldRecord holds, in the informers' copies only, what the object
+// converted to before slim dropped its payload. It is never sent.
+const fieldRecord = "meshca.io/record"
+
+// converted is the record of an informed object, or why it is none.
+type converted struct {
+	rec store.Record
+	err error
+}
+
+// slim is the informers' transform for src. It converts each object to its
+// record once, keeps that beside it, and drops what the record holds
+// (spec, data) and the managedFields (keeping the time of the last write):
+// the informers then hold little more than the objects' metadata, the
+// records being in the store's index. The informers never copy their
+// objects; the store copies them only through cleanCopy.
+func (m *mapping) slim(src *source) cache.TransformFunc {
+	return func(raw any) (any, error) {
+		obj, ok := raw.(*unstructured.Unstructured)
+		if !ok {
+			return raw, nil
+		}
+		if _, done := obj.Object[fieldRecord]; done {
+			return obj, nil
+		}
+		if len(obj.GetManagedFields()) > 0 {
+			last := lastWrite(obj, obj.GetCreationTimestamp().Time)
+			unstructured.RemoveNestedField(obj.Object, "metadata", "managedFields")
+			ann := obj.GetAnnotations()
+			if ann == nil {
+				ann = map[string]string{}
+			}
+			ann[annotationObserved] = last.UTC().Format(time.RFC3339)
+			obj.SetAnnotations(ann)
+		}
+		rec, err := m.record(src, obj)
+		obj.Object[fieldRecord] = &converted{rec: rec, err: err}
+		if err == nil {
+			delete(obj.Object, "spec")
+			delete(obj.Object, "data")
+		}
+		return obj, nil
 	}
-	last := lastWrite(obj, obj.GetCreationTimestamp().Time)
-	unstructured.RemoveNestedField(obj.Object, "metadata", "managedFields")
-	ann := obj.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
+}
+
+// recordOf is record for an object that may come from an informer.
+func (m *mapping) recordOf(src *source, obj *unstructured.Unstructured) (store.Record, error) {
+	if c, ok := obj.Object[fieldRecord].(*converted); ok {
+		return c.rec, c.err
 	}
-	ann[annotationObserved] = last.UTC().Format(time.RFC3339)
-	obj.SetAnnotations(ann)
-	return obj, nil
+	return m.record(src, obj)
 }
 
 // cleanCopy copies an object read (from the API server or an informer) to
 // be written back: without managedFields (the server keeps them) and
-// without what slim added.
+// without what slim added. An informer's copy has no payload: object()
+// puts it back from the record.
 func cleanCopy(obj *unstructured.Unstructured) *unstructured.Unstructured {
-	c := obj.DeepCopy()
+	top := make(map[string]any, len(obj.Object))
+	for k, v := range obj.Object {
+		if k != fieldRecord {
+			top[k] = v
+		}
+	}
+	c := (&unstructured.Unstructured{Object: top}).DeepCopy()
 	unstructured.RemoveNestedField(c.Object, "metadata", "managedFields")
 	if ann := c.GetAnnotations(); ann != nil {
 		if _, ok := ann[annotationObserved]; ok {

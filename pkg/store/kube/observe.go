@@ -81,7 +81,7 @@ func (s *Store) observe(src *source, raw any, deleted bool) {
 			return // a relist's unchanged object
 		}
 		s.objects[uid] = rv
-		rec, err := s.m.record(src, obj)
+		rec, err := s.m.recordOf(src, obj)
 		if err == nil {
 			if other, ok := s.index[rec.Key]; ok && other.ref != ref {
 				// Two objects claim one key (a derived name and a
