@@ -6,7 +6,11 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
 	"meshca/internal/kubetest"
@@ -88,8 +92,20 @@ subjects:
 	reader := rest.CopyConfig(srv.Config)
 	reader.Impersonate = rest.ImpersonationConfig{UserName: "reader"}
 	logger := slog.New(slog.DiscardHandler)
+	// The API server's authorizer learns the binding from its own cache.
+	dyn, err := dynamic.NewForConfig(reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, err := dyn.Resource(crdGVR).Get(ctx, "meshes.kuma.io", metav1.GetOptions{}); apierrors.IsForbidden(err); _, err = dyn.Resource(crdGVR).Get(ctx, "meshes.kuma.io", metav1.GetOptions{}) {
+		if time.Now().After(deadline) {
+			t.Fatal("the reader's ClusterRoleBinding never took effect")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
-	err := ensureCRDs(ctx, reader, logger)
+	err = ensureCRDs(ctx, reader, logger)
 	if err == nil || !strings.Contains(err.Error(), "meshctl install crds") {
 		t.Fatalf("restricted start without CRDs: %v, want the way to install them", err)
 	}

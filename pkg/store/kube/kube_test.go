@@ -108,7 +108,12 @@ func TestKubernetesStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Impersonate.UserName = "reader"
-		s, err := kube.Open(t.Context(), cfg, kube.Options{Namespace: systemNS})
+		// The API server's authorizer learns the binding from its own cache.
+		var s *kube.Store
+		deadline := time.Now().Add(30 * time.Second)
+		for s, err = kube.Open(t.Context(), cfg, kube.Options{Namespace: systemNS}); errors.Is(err, kube.ErrForbidden) && time.Now().Before(deadline); s, err = kube.Open(t.Context(), cfg, kube.Options{Namespace: systemNS}) {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if err != nil {
 			t.Fatalf("Open as a reader: %v", err)
 		}
