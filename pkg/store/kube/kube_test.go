@@ -259,6 +259,16 @@ func testKubectl(t *testing.T, srv *kubetest.Server, s *kube.Store) {
 		t.Fatalf("Dataplane spec: %v", err)
 	}
 
+	// Moving a Dataplane to another mesh changes its key: the record in
+	// the old mesh is gone, one in the new mesh exists.
+	kubectl(t, srv, "", "patch", "dataplane", "web-1", "-n", "demo", "--type", "merge", "-p", `{"mesh":"other"}`)
+	if ev := next(t, dps); ev.Kind != store.EventDeleted || ev.Record.Key != (store.Key{Type: api.TypeDataplane, Mesh: "default", Name: "web-1.demo"}) {
+		t.Fatalf("event %v %s, want web-1.demo gone from mesh default", ev.Kind, ev.Record.Key)
+	}
+	if ev := next(t, dps); ev.Kind != store.EventCreated || ev.Record.Key != (store.Key{Type: api.TypeDataplane, Mesh: "other", Name: "web-1.demo"}) {
+		t.Fatalf("event %v %s, want web-1.demo in mesh other", ev.Kind, ev.Record.Key)
+	}
+
 	kubectl(t, srv, "", "delete", "mesh", "default")
 	ev = next(t, meshes)
 	if ev.Kind != store.EventDeleted || ev.Record.Name != "default" || ev.Record.Version != got.Version || len(ev.Record.Spec) == 0 {
