@@ -126,7 +126,8 @@ func newRunCmd(stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Fetch and keep the dataplane's certificate, key and trust bundle up to date",
-		Long: `Connects to the control plane over TLS, authenticates with the dataplane token,
+		Long: `Connects to the control plane over TLS, authenticates with the dataplane token
+(in a Kubernetes pod given none: the pod's ServiceAccount token),
 and writes DIR/cert.pem (certificate chain), DIR/key.pem (0600) and DIR/ca.pem
 (trust bundle), rewriting them on every rotation and then running --on-rotate
 (via sh -c, with MESHCA_DP_OUT=DIR). Flags can also be set as MESHCA_DP_<FLAG>

@@ -19,3 +19,11 @@ func WithoutPoller(t *testing.T) {
 	usePoller = false
 	t.Cleanup(func() { usePoller = true })
 }
+
+// SetFirstRequestTimeout sets how long a NodeAuthenticator's stream may
+// wait for its first request, for the test.
+func SetFirstRequestTimeout(t *testing.T, d time.Duration) {
+	old := firstRequestTimeout
+	firstRequestTimeout = d
+	t.Cleanup(func() { firstRequestTimeout = old })
+}

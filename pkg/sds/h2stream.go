@@ -68,6 +68,7 @@ type h2Stream struct {
 	p           xdsProtocol
 	unsubscribe func()      // guarded by qmu
 	deadline    *time.Timer // grpc-timeout; guarded by qmu
+	firstReq    *time.Timer // ends a stream whose first request does not come (NodeAuthenticator); guarded by qmu
 }
 
 func newStream(h *h2Conn, id uint32, kind streamKind, authz string) *h2Stream {
@@ -241,6 +242,10 @@ func (st *h2Stream) work() {
 	}
 }
 
+// firstRequestTimeout bounds how long a stream of a NodeAuthenticator's
+// server may stay open, unauthenticated, before its first request.
+var firstRequestTimeout = 30 * time.Second
+
 // firstNode returns the node id of the stream's first request when the
 // server's authenticator is a NodeAuthenticator (which needs it to tell
 // which dataplane the credential must be good for), "" otherwise. false:
@@ -261,9 +266,18 @@ func (st *h2Stream) firstNode() (string, bool) {
 			st.end(nil, true)
 			return "", false
 		}
+		// Not authenticated yet: such a stream may wait only so long.
+		if st.firstReq == nil {
+			st.firstReq = time.AfterFunc(firstRequestTimeout, func() {
+				st.end(status.Errorf(codes.Unauthenticated, "no request within %s: a stream is authenticated by its first request's node id", firstRequestTimeout), true)
+			})
+		}
 		st.running = false
 		st.qmu.Unlock()
 		return "", false
+	}
+	if st.firstReq != nil {
+		st.firstReq.Stop()
 	}
 	msg := st.queue[0] // handled as usual once the stream is open
 	st.qmu.Unlock()
@@ -346,6 +360,9 @@ func (st *h2Stream) end(err error, trailers bool) {
 	c, unsubscribe := st.c, st.unsubscribe
 	if st.deadline != nil {
 		st.deadline.Stop()
+	}
+	if st.firstReq != nil {
+		st.firstReq.Stop()
 	}
 	st.qmu.Unlock()
 	if unsubscribe != nil {

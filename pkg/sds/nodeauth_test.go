@@ -113,6 +113,17 @@ func TestNodeAuthenticator(t *testing.T) {
 			wantCode(t, err, c.code)
 		})
 	}
+	// A stream that never sends its first request is not kept open for
+	// ever unauthenticated.
+	t.Run("no first request", func(t *testing.T) {
+		sds.SetFirstRequestTimeout(t, 100*time.Millisecond)
+		s, err := e.client.StreamSecrets(authCtx(t, "ns:payments"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Recv()
+		wantCode(t, err, codes.Unauthenticated)
+	})
 	// The server asks VerifyNode, never Verify: a dataplane token that
 	// this NodeAuthenticator does not take is refused although the
 	// embedded TokenAuthenticator's Verify would accept it.

@@ -22,7 +22,9 @@
 //     It is verified before the stream is served; a missing or rejected token
 //     ends the stream with codes.Unauthenticated. With a NodeAuthenticator
 //     (Kubernetes ServiceAccount tokens, pkg/kube/tokenreview) the token is
-//     verified once the first request arrived, for the node id it carries.
+//     verified once the first request arrived, for the node id it carries
+//     (a stream whose first request does not come within 30 s ends with
+//     codes.Unauthenticated).
 //   - Authorization. The node id must be `<mesh>.<name>` of the token's
 //     dataplane (Kuma's convention); any other node id ends the stream with
 //     codes.PermissionDenied. The node is checked on every request carrying one.
