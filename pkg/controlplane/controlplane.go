@@ -202,7 +202,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer elector.Close()
 	reg.MustRegister(elector.Collectors()...)
 	ids := identity.New(st, cas, identity.Options{Logger: logger, Workers: cfg.Workers, Registerer: reg, Leader: elector,
-		NoProvision: cfg.mode() == ModeZone, FailoverBudget: failoverBudget(cfg)})
+		NoProvision: cfg.mode() == ModeZone, FailoverBudget: failoverBudget(cfg),
+		MeshesWrittenElsewhere: cfg.kubernetes()})
 	toks := tokens.New(st, time.Now)
 	dpAuth, err := dataplaneAuthenticator(cfg, toks, reg)
 	if err != nil {

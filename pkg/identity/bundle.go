@@ -72,6 +72,8 @@ func (m *Manager) ensure(ctx context.Context, mesh string, b api.MTLSBackend, be
 		return fmt.Errorf("mesh %q backend %q: CA state is missing: %w", mesh, b.Name, err)
 	}
 	switch err := m.store.Commit(ctx, ops...); {
+	case err == nil && m.opts.MeshesWrittenElsewhere:
+		m.logger.Info("created the CA state of a mesh", "mesh", mesh, "backend", b.Name)
 	case err == nil:
 		m.logger.Warn("CA state of a mesh was missing; created it again", "mesh", mesh, "backend", b.Name)
 	case errors.Is(err, store.ErrAlreadyExists):

@@ -43,6 +43,11 @@ type Options struct {
 	// (the builtin root) comes from the global control plane and is never
 	// created here; until it has been synced, issuance waits and says so.
 	NoProvision bool
+	// MeshesWrittenElsewhere is set when Meshes reach the store without
+	// their CA state (kubectl on Kubernetes writes them, not the API's
+	// provisioner): the loop creating it is then the normal path, logged
+	// at Info, not the repair of a deleted root it is elsewhere.
+	MeshesWrittenElsewhere bool
 	// FailoverBudget is how long the instances may be without a leader
 	// (two lease periods): a certificate is renewed at least that long
 	// before it expires, if that is after half its lifetime (0: no bound).
