@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
-	"meshca/internal/kubetest"
 	"meshca/pkg/kube/install"
 )
 
@@ -22,24 +20,10 @@ import (
 // with Dataplanes cannot be deleted, and with the control plane down
 // kuma.io writes are refused (failurePolicy Fail).
 func TestKubernetesAdmission(t *testing.T) {
-	srv := kubetest.Start(t)
-	kubectlBin := srv.Kubectl(t)
-	kubectl := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", srv.Kubeconfig}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	mustKubectl := func(stdin string, args ...string) string {
-		t.Helper()
-		out, err := kubectl(stdin, args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
-	mustKubectl("", "create", "namespace", "meshca-system")
-	mustKubectl("", "create", "namespace", "demo")
+	k := startKube(t)
+	srv := k.srv
+	k.must(t, "create", "namespace", "meshca-system")
+	k.must(t, "create", "namespace", "demo")
 
 	webhook := freePort(t)
 	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
@@ -51,9 +35,9 @@ func TestKubernetesAdmission(t *testing.T) {
 	// within a moment: until an invalid Mesh is refused, it may pass.
 	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: bad}\nspec: {mtls: {enabledBackend: nope}}\n"
 	waitFor(t, 30*time.Second, "an invalid Mesh refused", func() bool {
-		out, err := kubectl(bad, "apply", "-f", "-")
+		out, err := k.run(nil, bad, "apply", "-f", "-")
 		if err == nil {
-			_, _ = kubectl("", "delete", "mesh", "bad")
+			_, _ = k.run(nil, "", "delete", "mesh", "bad")
 			return false
 		}
 		if !strings.Contains(out, `spec.mtls.enabledBackend: backend "nope" is not among mtls.backends`) {
@@ -76,7 +60,7 @@ spec:
         rotation:
           expiration: EXPIRATION
 `
-	mustKubectl(strings.Replace(mesh, "EXPIRATION", "1d", 1)+`---
+	k.mustIn(t, strings.Replace(mesh, "EXPIRATION", "1d", 1)+`---
 apiVersion: kuma.io/v1alpha1
 kind: Dataplane
 metadata:
@@ -95,7 +79,7 @@ spec:
 	// The control plane writes the builtin CA's root as a Kuma Secret,
 	// through its own webhook.
 	waitFor(t, 30*time.Second, "the builtin root Secret", func() bool {
-		_, err := kubectl("", "get", "secret", "-n", "meshca-system", "default.ca-builtin-cert-ca-1")
+		_, err := k.run(nil, "", "get", "secret", "-n", "meshca-system", "default.ca-builtin-cert-ca-1")
 		return err == nil
 	})
 	a := startAgent(t, cp, "default", "web-1.demo", "web-1.demo")
@@ -103,21 +87,21 @@ spec:
 		t.Fatalf("certificate URIs %v", leaf.URIs)
 	}
 
-	out, err := kubectl(strings.Replace(mesh, "EXPIRATION", "soon", 1), "apply", "-f", "-")
+	out, err := k.run(nil, strings.Replace(mesh, "EXPIRATION", "soon", 1), "apply", "-f", "-")
 	if err == nil || !strings.Contains(out, `The Mesh "default" is invalid: spec.mtls.backends[0].dpCert.rotation.expiration`) {
 		t.Errorf("an invalid edit: %v\n%s", err, out)
 	}
-	if got := mustKubectl("", "get", "mesh", "default", "-o", "jsonpath={.spec.mtls.backends[0].dpCert.rotation.expiration}"); got != "1d" {
+	if got := k.must(t, "get", "mesh", "default", "-o", "jsonpath={.spec.mtls.backends[0].dpCert.rotation.expiration}"); got != "1d" {
 		t.Errorf("the refused edit changed the Mesh: expiration %q", got)
 	}
-	out, err = kubectl("", "delete", "mesh", "default")
+	out, err = k.run(nil, "", "delete", "mesh", "default")
 	if err == nil || !strings.Contains(out, `mesh "default" still has 1 dataplane(s)`) {
 		t.Errorf("kubectl delete of a Mesh with a Dataplane: %v\n%s", err, out)
 	}
 
 	// Fail closed: with no control plane to ask, nothing unvalidated goes in.
 	cp.proc.stop()
-	out, err = kubectl("apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: other}\n", "apply", "-f", "-")
+	out, err = k.run(nil, "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: other}\n", "apply", "-f", "-")
 	if err == nil || !strings.Contains(out, "failed calling webhook") {
 		t.Errorf("a Mesh applied with the control plane down: %v\n%s", err, out)
 	}
@@ -131,22 +115,16 @@ spec:
 // Dataplane, its own writes pass the webhook unchecked (its
 // ServiceAccount), and kubectl's invalid writes are still refused.
 func TestKubernetesInstalledRBAC(t *testing.T) {
-	srv := kubetest.Start(t)
-	kubectlBin := srv.Kubectl(t)
-	kubectl := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", srv.Kubeconfig}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	k := startKube(t)
+	srv := k.srv
 	manifest, err := install.Manifest(install.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := kubectl(string(manifest), "apply", "-f", "-"); err != nil {
+	if out, err := k.run(nil, string(manifest), "apply", "-f", "-"); err != nil {
 		t.Fatalf("kubectl apply of the installation: %v\n%s", err, out)
 	}
-	if out, err := kubectl("", "create", "namespace", "demo"); err != nil {
+	if out, err := k.run(nil, "", "create", "namespace", "demo"); err != nil {
 		t.Fatal(err, out)
 	}
 
@@ -172,14 +150,14 @@ func TestKubernetesInstalledRBAC(t *testing.T) {
 
 	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {mtls: {enabledBackend: nope}}\n"
 	waitFor(t, 30*time.Second, "an invalid Mesh refused", func() bool {
-		out, err := kubectl(bad, "apply", "-f", "-")
+		out, err := k.run(nil, bad, "apply", "-f", "-")
 		if err == nil {
-			_, _ = kubectl("", "delete", "mesh", "default")
+			_, _ = k.run(nil, "", "delete", "mesh", "default")
 			return false
 		}
 		return strings.Contains(out, "spec.mtls.enabledBackend")
 	})
-	if out, err := kubectl(`apiVersion: kuma.io/v1alpha1
+	if out, err := k.run(nil, `apiVersion: kuma.io/v1alpha1
 kind: Mesh
 metadata: {name: default}
 spec:

@@ -3,13 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"meshca/internal/kubetest"
 )
 
 // TestKubernetesReplicas runs two meshca-cp replicas with --environment
@@ -20,23 +17,13 @@ import (
 // to the other within two lease periods, which takes over without issuing
 // again what was issued.
 func TestKubernetesReplicas(t *testing.T) {
-	srv := kubetest.Start(t)
-	kubectlBin := srv.Kubectl(t)
-	kubectl := func(stdin string, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", srv.Kubeconfig}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	k := startKube(t)
+	srv := k.srv
 	for _, ns := range []string{"meshca-system", "demo", "other"} {
-		kubectl("", "create", "namespace", ns)
+		k.must(t, "create", "namespace", ns)
 	}
-	kubectl("", "create", "serviceaccount", "web", "-n", "demo")
-	kubectl("", "create", "serviceaccount", "intruder", "-n", "other")
+	k.must(t, "create", "serviceaccount", "web", "-n", "demo")
+	k.must(t, "create", "serviceaccount", "intruder", "-n", "other")
 
 	newCP := func() *controlPlane {
 		cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
@@ -66,7 +53,7 @@ func TestKubernetesReplicas(t *testing.T) {
 		t.Fatalf("leader %d, want the first replica", i)
 	}
 
-	kubectl(`apiVersion: kuma.io/v1alpha1
+	k.mustIn(t, `apiVersion: kuma.io/v1alpha1
 kind: Mesh
 metadata:
   name: default
@@ -97,7 +84,7 @@ spec:
 	// it at /var/run/secrets/kubernetes.io/serviceaccount/token.
 	saAgent := func(ns, sa string) *agent {
 		dir := t.TempDir()
-		tok := strings.TrimSpace(kubectl("", "create", "token", sa, "-n", ns))
+		tok := strings.TrimSpace(k.must(t, "create", "token", sa, "-n", ns))
 		tokFile := filepath.Join(dir, "token")
 		if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
 			t.Fatal(err)
@@ -135,7 +122,7 @@ spec:
 	if took > 2*haLease+haRenew {
 		t.Errorf("failover took %s, want within two lease periods (%s) and a renew interval", took, 2*haLease)
 	}
-	if out := kubectl("", "get", "lease", "meshca-cp-leader", "-n", "meshca-system", "-o", "jsonpath={.spec.holderIdentity}"); out == "" {
+	if out := k.must(t, "get", "lease", "meshca-cp-leader", "-n", "meshca-system", "-o", "jsonpath={.spec.holderIdentity}"); out == "" {
 		t.Error("the Lease names no holder")
 	}
 	waitFor(t, 10*time.Second, "the new leader's identity loop", func() bool { return strings.Contains(cps[1].out.String(), "issuing as the leader") })

@@ -3,13 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"meshca/internal/kubetest"
 )
 
 // TestKubernetesStore runs the real meshca-cp with --environment kubernetes
@@ -19,24 +16,10 @@ import (
 // and a restart with an empty data directory (a new pod) issues nothing
 // again: every piece of state is in the API server.
 func TestKubernetesStore(t *testing.T) {
-	srv := kubetest.Start(t)
-	kubectlBin := srv.Kubectl(t)
-	kubectl := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", srv.Kubeconfig}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	mustKubectl := func(stdin string, args ...string) string {
-		t.Helper()
-		out, err := kubectl(stdin, args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
-	mustKubectl("", "create", "namespace", "meshca-system")
-	mustKubectl("", "create", "namespace", "demo")
+	k := startKube(t)
+	srv := k.srv
+	k.must(t, "create", "namespace", "meshca-system")
+	k.must(t, "create", "namespace", "demo")
 
 	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
 		args: []string{"--environment", "kubernetes", "--kubeconfig", srv.Kubeconfig, "--system-namespace", "meshca-system",
@@ -44,14 +27,14 @@ func TestKubernetesStore(t *testing.T) {
 			// end-to-end test serves it by URL).
 			"--webhook-address", ""}}
 	cp.launch(t)
-	if !strings.Contains(mustKubectl("", "get", "crd", "-o", "name"), "meshes.kuma.io") {
+	if !strings.Contains(k.must(t, "get", "crd", "-o", "name"), "meshes.kuma.io") {
 		t.Fatal("meshca-cp did not register its CRDs")
 	}
 	if _, err := os.Stat(filepath.Join(cp.dataDir, "encryption.key")); err == nil {
 		t.Error("an encryption key was created: on Kubernetes secrets are the API server's to keep, unless --encryption-key-file is given")
 	}
 
-	mustKubectl(`apiVersion: kuma.io/v1alpha1
+	k.mustIn(t, `apiVersion: kuma.io/v1alpha1
 kind: Mesh
 metadata:
   name: default
@@ -83,7 +66,7 @@ spec:
 
 	// The builtin CA's root and key are Kuma Secrets in the system namespace.
 	waitFor(t, 30*time.Second, "the builtin root Secret", func() bool {
-		out, err := kubectl("", "get", "secret", "-n", "meshca-system", "default.ca-builtin-cert-ca-1", "-o", "jsonpath={.type} {.metadata.labels.kuma\\.io/mesh}")
+		out, err := k.run(nil, "", "get", "secret", "-n", "meshca-system", "default.ca-builtin-cert-ca-1", "-o", "jsonpath={.type} {.metadata.labels.kuma\\.io/mesh}")
 		return err == nil && out == "system.kuma.io/secret default"
 	})
 
@@ -93,7 +76,7 @@ spec:
 		t.Fatalf("certificate URIs %v, want spiffe://default/web", leaf.URIs)
 	}
 	// The issued identity (with its private key) is a state Secret.
-	if out := mustKubectl("", "get", "secrets", "-n", "meshca-system", "-l", "meshca.io/type=DataplaneIdentity", "-o", "jsonpath={.items[*].metadata.annotations.meshca\\.io/name}"); out != "web-1.demo" {
+	if out := k.must(t, "get", "secrets", "-n", "meshca-system", "-l", "meshca.io/type=DataplaneIdentity", "-o", "jsonpath={.items[*].metadata.annotations.meshca\\.io/name}"); out != "web-1.demo" {
 		t.Errorf("DataplaneIdentity Secrets name %q, want web-1.demo", out)
 	}
 
@@ -105,7 +88,7 @@ spec:
 	if err == nil || !strings.Contains(err.Error(), "kubectl") {
 		t.Errorf("meshctl apply of a Mesh on Kubernetes: %v, want a refusal pointing at kubectl", err)
 	}
-	if out, _ := kubectl("", "get", "mesh", "other"); !strings.Contains(out, "NotFound") {
+	if out, _ := k.run(nil, "", "get", "mesh", "other"); !strings.Contains(out, "NotFound") {
 		t.Errorf("the refused Mesh exists: %s", out)
 	}
 

@@ -42,7 +42,13 @@ func (k *kube) run(env []string, stdin string, args ...string) (string, error) {
 
 func (k *kube) must(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := k.run(nil, "", args...)
+	return k.mustIn(t, "", args...)
+}
+
+// mustIn runs kubectl with stdin and fails the test if it fails.
+func (k *kube) mustIn(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := k.run(nil, stdin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +57,7 @@ func (k *kube) must(t *testing.T, args ...string) string {
 
 func (k *kube) apply(t *testing.T, manifest string) string {
 	t.Helper()
-	out, err := k.run(nil, manifest, "apply", "-f", "-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return k.mustIn(t, manifest, "apply", "-f", "-")
 }
 
 // startKubeCP runs meshca-cp with its store in the test API server. The API
