@@ -173,8 +173,13 @@ func startSAAgent(t *testing.T, k *kube, caDir, cpAddrs, namespace, sa, name str
 // certificate per data plane per rotation bought from the CA, none on a
 // control-plane restart, and no agent sent secrets it refuses; and
 // `kubectl delete` of a Secret the backend uses refused by meshca's
-// admission webhook with the API's message.
-func TestKubernetesSeed(t *testing.T) {
+
+// startSeedCluster starts the test API server with what the seed's example
+// needs: acmpca-local serving the seed's CA with the credentials its Secret
+// file holds, meshca's CRDs (meshctl install crds), the system namespace and
+// the namespace kuma-demo with the ServiceAccounts of its two data planes.
+func startSeedCluster(t *testing.T) (*kube, *emulator) {
+	t.Helper()
 	k := startKube(t)
 	if old, err := os.ReadFile(seedKeyFile); err == nil {
 		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
@@ -187,8 +192,6 @@ func TestKubernetesSeed(t *testing.T) {
 	emu := startEmulator(t,
 		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
 		"--credentials", "AKIDFROMSEC2:secret-from-file")
-
-	// What a cluster needs first: meshca's CRDs and the system namespace.
 	crds, err := exec.Command(bin("meshctl"), "install", "crds").Output()
 	if err != nil {
 		t.Fatalf("meshctl install crds: %v", err)
@@ -198,6 +201,12 @@ func TestKubernetesSeed(t *testing.T) {
 	k.must(t, "create", "namespace", "kuma-demo")
 	k.must(t, "create", "serviceaccount", "backend", "-n", "kuma-demo")
 	k.must(t, "create", "serviceaccount", "web", "-n", "kuma-demo")
+	return k, emu
+}
+
+// admission webhook with the API's message.
+func TestKubernetesSeed(t *testing.T) {
+	k, emu := startSeedCluster(t)
 
 	cp := startKubeCP(t, k, "", "", []string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"})
 
@@ -333,27 +342,7 @@ func TestKubernetesSeed(t *testing.T) {
 // rotating; and acmpca-local sold exactly one certificate per data plane per
 // rotation throughout.
 func TestKubernetesLeaderFailover(t *testing.T) {
-	k := startKube(t)
-	if old, err := os.ReadFile(seedKeyFile); err == nil {
-		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
-	} else {
-		t.Cleanup(func() { os.Remove(seedKeyFile) })
-	}
-	if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	emu := startEmulator(t,
-		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
-		"--credentials", "AKIDFROMSEC2:secret-from-file")
-	crds, err := exec.Command(bin("meshctl"), "install", "crds").Output()
-	if err != nil {
-		t.Fatalf("meshctl install crds: %v", err)
-	}
-	k.apply(t, string(crds))
-	k.must(t, "create", "namespace", "meshca-system")
-	k.must(t, "create", "namespace", "kuma-demo")
-	k.must(t, "create", "serviceaccount", "backend", "-n", "kuma-demo")
-	k.must(t, "create", "serviceaccount", "web", "-n", "kuma-demo")
+	k, emu := startSeedCluster(t)
 
 	env := []string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"}
 	// One webhook URL for both, as one Service: whichever replica is up
