@@ -245,22 +245,7 @@ func TestHAPostgresRestarted(t *testing.T) {
 		return len(acked)
 	}
 
-	serials := map[string]map[string]bool{"web": {}, "backend": {}}
-	watch := func(d time.Duration) {
-		t.Helper()
-		end := time.Now().Add(d)
-		for time.Now().Before(end) {
-			for name, a := range map[string]*agent{"web": web, "backend": backend} {
-				if c := a.leaf(); c != nil {
-					if time.Now().After(c.NotAfter) {
-						t.Fatalf("%s's certificate expired at %v", name, c.NotAfter)
-					}
-					serials[name][c.SerialNumber.String()] = true
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	serials, watch := watchAgents(t, map[string]*agent{"web": web, "backend": backend})
 	issued := `meshca_certificates_issued_total{backend_type="builtin",result="success"}`
 	issuedBy := func() float64 {
 		var sum float64

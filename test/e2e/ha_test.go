@@ -211,21 +211,8 @@ func TestHAFailover(t *testing.T) {
 	}
 
 	// 25s of 10s certificates: every sample valid, several rotations each.
-	serials := map[string]map[string]bool{"web": {}, "backend": {}}
-	end := time.Now().Add(25 * time.Second)
-	for time.Now().Before(end) {
-		for name, a := range map[string]*agent{"web": web, "backend": backend} {
-			c := a.leaf()
-			if c == nil {
-				continue // between the two renames of a rotation
-			}
-			if now := time.Now(); now.After(c.NotAfter) {
-				t.Fatalf("%s's certificate expired %v ago (notAfter %v)", name, now.Sub(c.NotAfter), c.NotAfter)
-			}
-			serials[name][c.SerialNumber.String()] = true
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	serials, watch := watchAgents(t, map[string]*agent{"web": web, "backend": backend})
+	watch(25 * time.Second)
 	for name, s := range serials {
 		if len(s) < 3 {
 			t.Errorf("%s rotated %d times in 25s after the failover, want at least 3 certificates", name, len(s))
@@ -402,22 +389,7 @@ func TestHADatabaseConnectionsLost(t *testing.T) {
 		}
 		t.Logf("cut %d connections", n)
 	}
-	serials := map[string]map[string]bool{"web": {}, "backend": {}}
-	watch := func(d time.Duration) {
-		t.Helper()
-		end := time.Now().Add(d)
-		for time.Now().Before(end) {
-			for name, a := range map[string]*agent{"web": web, "backend": backend} {
-				if c := a.leaf(); c != nil {
-					if time.Now().After(c.NotAfter) {
-						t.Fatalf("%s's certificate expired at %v", name, c.NotAfter)
-					}
-					serials[name][c.SerialNumber.String()] = true
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	serials, watch := watchAgents(t, map[string]*agent{"web": web, "backend": backend})
 	cut()
 	watch(8 * time.Second)
 	cut()
@@ -508,5 +480,32 @@ func TestHAZone(t *testing.T) {
 	}
 	if !rotatedFrom(backend.leaf(), first) {
 		t.Error("backend-1's certificate did not rotate in 12s after the failover")
+	}
+}
+
+// watchAgents returns the serials each agent was seen holding and a watch
+// that samples the agents' certificates every 100 ms for a while, failing
+// the test if one is ever held past its expiry.
+func watchAgents(t *testing.T, agents map[string]*agent) (map[string]map[string]bool, func(time.Duration)) {
+	serials := map[string]map[string]bool{}
+	for name := range agents {
+		serials[name] = map[string]bool{}
+	}
+	return serials, func(d time.Duration) {
+		t.Helper()
+		end := time.Now().Add(d)
+		for time.Now().Before(end) {
+			for name, a := range agents {
+				c := a.leaf()
+				if c == nil {
+					continue // between the two renames of a rotation
+				}
+				if now := time.Now(); now.After(c.NotAfter) {
+					t.Fatalf("%s's certificate expired %v ago (notAfter %v)", name, now.Sub(c.NotAfter), c.NotAfter)
+				}
+				serials[name][c.SerialNumber.String()] = true
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 }
