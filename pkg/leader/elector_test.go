@@ -56,14 +56,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		c.st = append(c.st, st)
 		c.el = append(c.el, el)
 	}
-	for _, el := range c.el {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = el.Run(ctx) }()
-		c.cancels = append(c.cancels, cancel)
-		c.done = append(c.done, done)
-		t.Cleanup(func() { cancel(); <-done })
-	}
+	c.run(t)
 	return c
 }
 
@@ -216,5 +209,17 @@ func TestStatic(t *testing.T) {
 	ins, _ := e.Instances(t.Context())
 	if len(ins) != 1 || !ins[0].Leader || ins[0].ID != "solo" {
 		t.Fatalf("instances = %+v", ins)
+	}
+}
+
+// run starts every elector of the cluster until the test ends.
+func (c *cluster) run(t *testing.T) {
+	for _, el := range c.el {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = el.Run(ctx) }()
+		c.cancels = append(c.cancels, cancel)
+		c.done = append(c.done, done)
+		t.Cleanup(func() { cancel(); <-done })
 	}
 }

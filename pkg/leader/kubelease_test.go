@@ -1,7 +1,6 @@
 package leader
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -54,14 +53,7 @@ func newKubeCluster(t *testing.T, client kubernetes.Interface, ns string, n int,
 		c.st = append(c.st, nil)
 		c.el = append(c.el, el)
 	}
-	for _, el := range c.el {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = el.Run(ctx) }()
-		c.cancels = append(c.cancels, cancel)
-		c.done = append(c.done, done)
-		t.Cleanup(func() { cancel(); <-done })
-	}
+	c.run(t)
 	return c
 }
 
