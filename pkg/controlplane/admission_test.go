@@ -25,7 +25,6 @@ import (
 	"meshca/pkg/ca"
 	"meshca/pkg/datasource"
 	"meshca/pkg/kube/admission"
-	"meshca/pkg/kube/crd"
 	"meshca/pkg/resources"
 	"meshca/pkg/sds"
 	"meshca/pkg/store/kube"
@@ -38,17 +37,8 @@ import (
 // Mesh is refused.
 func TestAdmissionWebhookStarts(t *testing.T) {
 	srv := kubetest.Start(t)
+	srv.Prepare(t, "meshca-system")
 	ctx := t.Context()
-	manifest, err := crd.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.Apply(ctx, srv.Config, manifest); err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.CreateNamespace(ctx, srv.Config, "meshca-system"); err != nil {
-		t.Fatal(err)
-	}
 	logger := slog.New(slog.DiscardHandler)
 
 	var addrs []net.Addr
@@ -148,17 +138,8 @@ func freePort(t *testing.T) string {
 // its cache has not shown the winner's yet.
 func TestServerCASharedOnKubernetesRace(t *testing.T) {
 	srv := kubetest.Start(t)
+	srv.Prepare(t, "meshca-system")
 	ctx := t.Context()
-	manifest, err := crd.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.Apply(ctx, srv.Config, manifest); err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.CreateNamespace(ctx, srv.Config, "meshca-system"); err != nil {
-		t.Fatal(err)
-	}
 	logger := slog.New(slog.DiscardHandler)
 	const replicas = 4
 	var stores []*kube.Store

@@ -13,7 +13,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"meshca/internal/kubetest"
-	"meshca/pkg/kube/crd"
 	"meshca/pkg/store"
 	"meshca/pkg/store/kube"
 	"meshca/pkg/store/memory"
@@ -206,13 +205,7 @@ func TestKubernetesLeaseFencesKubernetesStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	manifest, err := crd.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.Apply(t.Context(), srv.Config, manifest); err != nil {
-		t.Fatal(err)
-	}
+	srv.Prepare(t)
 	const ns = "meshca-system"
 	// newKubeCluster creates the namespace before it opens the stores.
 	c := newKubeCluster(t, client, ns, 2, time.Second, 200*time.Millisecond, func(t *testing.T) store.Store {

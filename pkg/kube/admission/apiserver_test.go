@@ -24,7 +24,6 @@ import (
 	"meshca/pkg/controlplane"
 	"meshca/pkg/datasource"
 	"meshca/pkg/kube/admission"
-	"meshca/pkg/kube/crd"
 	"meshca/pkg/resources"
 	"meshca/pkg/sds"
 	"meshca/pkg/store"
@@ -85,16 +84,7 @@ func TestWebhookOnAPIServer(t *testing.T) {
 	kubectl := srv.Kubectl(t)
 	ctx := t.Context()
 
-	crds, err := crd.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.Apply(ctx, srv.Config, crds); err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.CreateNamespace(ctx, srv.Config, systemNamespace); err != nil {
-		t.Fatal(err)
-	}
+	srv.Prepare(t, systemNamespace)
 
 	st, err := kube.Open(ctx, srv.Config, kube.Options{Namespace: systemNamespace, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -45,13 +45,7 @@ func BenchmarkReviewDataplane(b *testing.B) {
 func BenchmarkCreateDataplanes(b *testing.B) {
 	srv := kubetest.Start(b)
 	ctx := b.Context()
-	crds, err := crd.Manifest()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := kubetest.Apply(ctx, srv.Config, crds); err != nil {
-		b.Fatal(err)
-	}
+	srv.Prepare(b)
 	dyn, err := dynamic.NewForConfig(srv.Config)
 	if err != nil {
 		b.Fatal(err)

@@ -32,20 +32,7 @@ const systemNS = "meshca-system"
 // kubectl users see and do.
 func TestKubernetesStore(t *testing.T) {
 	srv := kubetest.Start(t)
-	ctx := t.Context()
-	manifest, err := crd.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.Apply(ctx, srv.Config, manifest); err != nil {
-		t.Fatalf("apply CRDs: %v", err)
-	}
-	if err := kubetest.CreateNamespace(ctx, srv.Config, systemNS); err != nil {
-		t.Fatal(err)
-	}
-	if err := kubetest.CreateNamespace(ctx, srv.Config, "demo"); err != nil {
-		t.Fatal(err)
-	}
+	srv.Prepare(t, systemNS, "demo")
 	dyn, err := dynamic.NewForConfig(srv.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -474,18 +461,7 @@ func testUndo(t *testing.T, s *kube.Store, open func(*testing.T) *kube.Store) {
 // API server, returned once the informer shows it.
 func BenchmarkCommit(b *testing.B) {
 	srv := kubetest.Start(b)
-	manifest, err := crd.Manifest()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := kubetest.Apply(b.Context(), srv.Config, manifest); err != nil {
-		b.Fatal(err)
-	}
-	for _, ns := range []string{systemNS, "demo"} {
-		if err := kubetest.CreateNamespace(b.Context(), srv.Config, ns); err != nil {
-			b.Fatal(err)
-		}
-	}
+	srv.Prepare(b, systemNS, "demo")
 	// The client's own rate limit, not the store, would be measured.
 	cfg := rest.CopyConfig(srv.Config)
 	cfg.QPS, cfg.Burst = 1e6, 1e6
