@@ -165,15 +165,9 @@ func runSQLite(ctx context.Context, c config, bin, dir string) (Result, error) {
 		_, err := client.Apply(ctx, dp, false)
 		return err
 	})
-	if err != nil {
+	if err := r.timeCertification(ctx, cp, c.n, t0, err); err != nil {
 		return r, err
 	}
-	r.Created = time.Since(t0)
-	if err := waitCertified(ctx, cp, c.n); err != nil {
-		return r, err
-	}
-	r.Certified = time.Since(t0)
-	r.CPPeakRSS = benchproc.MiB(benchproc.Status(cp.PID(), "VmHWM"))
 	return r, nil
 }
 
@@ -257,15 +251,9 @@ func runKubernetes(ctx context.Context, c config, bin, dir string) (Result, erro
 		_, err := dyn.Resource(dataplanes).Namespace(ns).Create(ctx, dp, metav1.CreateOptions{})
 		return err
 	})
-	if err != nil {
+	if err := r.timeCertification(ctx, cp, c.n, t0, err); err != nil {
 		return r, err
 	}
-	r.Created = time.Since(t0)
-	if err := waitCertified(ctx, cp, c.n); err != nil {
-		return r, err
-	}
-	r.Certified = time.Since(t0)
-	r.CPPeakRSS = benchproc.MiB(benchproc.Status(cp.PID(), "VmHWM"))
 	r.APIServer = benchproc.MiB(benchproc.Status(srv.APIServerPID, "VmHWM")) + " / " + benchproc.MiB(benchproc.Status(srv.APIServerPID, "VmRSS"))
 	r.Etcd = benchproc.MiB(benchproc.Status(srv.EtcdPID, "VmHWM")) + " / " + benchproc.MiB(benchproc.Status(srv.EtcdPID, "VmRSS"))
 	return r, nil
@@ -288,6 +276,22 @@ func parallel(ctx context.Context, c config, create func(context.Context, int) e
 		})
 	}
 	return g.Wait()
+}
+
+// timeCertification records, once the creation of n Dataplanes that began
+// at t0 ended (with createErr), how long it took, how long until cp
+// certified them all, and cp's peak RSS.
+func (r *Result) timeCertification(ctx context.Context, cp *benchproc.CP, n int, t0 time.Time, createErr error) error {
+	if createErr != nil {
+		return createErr
+	}
+	r.Created = time.Since(t0)
+	if err := waitCertified(ctx, cp, n); err != nil {
+		return err
+	}
+	r.Certified = time.Since(t0)
+	r.CPPeakRSS = benchproc.MiB(benchproc.Status(cp.PID(), "VmHWM"))
+	return nil
 }
 
 // waitCertified waits until cp reports n Dataplanes with a valid certificate.
