@@ -21,30 +21,14 @@ import (
 // kuma.io writes are refused (failurePolicy Fail).
 func TestKubernetesAdmission(t *testing.T) {
 	k := startKube(t)
-	srv := k.srv
 	k.must(t, "create", "namespace", "meshca-system")
 	k.must(t, "create", "namespace", "demo")
 
-	webhook := freePort(t)
-	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
-		args: []string{"--environment", "kubernetes", "--kubeconfig", srv.Kubeconfig, "--system-namespace", "meshca-system",
-			"--webhook-address", webhook, "--webhook-url", "https://" + webhook}}
-	cp.launch(t)
+	cp := startKubeCP(t, k, "", "", nil)
 
 	// The API server reads the configuration the control plane registered
 	// within a moment: until an invalid Mesh is refused, it may pass.
-	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: bad}\nspec: {mtls: {enabledBackend: nope}}\n"
-	waitFor(t, 30*time.Second, "an invalid Mesh refused", func() bool {
-		out, err := k.run(nil, bad, "apply", "-f", "-")
-		if err == nil {
-			_, _ = k.run(nil, "", "delete", "mesh", "bad")
-			return false
-		}
-		if !strings.Contains(out, `spec.mtls.enabledBackend: backend "nope" is not among mtls.backends`) {
-			t.Fatalf("refusal:\n%s", out)
-		}
-		return true
-	})
+	k.awaitWebhook(t, "bad")
 
 	mesh := `apiVersion: kuma.io/v1alpha1
 kind: Mesh
@@ -148,15 +132,7 @@ func TestKubernetesInstalledRBAC(t *testing.T) {
 			"--webhook-address", webhook, "--webhook-url", "https://" + webhook, "--log-format", "json"}}
 	cp.launch(t)
 
-	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {mtls: {enabledBackend: nope}}\n"
-	waitFor(t, 30*time.Second, "an invalid Mesh refused", func() bool {
-		out, err := k.run(nil, bad, "apply", "-f", "-")
-		if err == nil {
-			_, _ = k.run(nil, "", "delete", "mesh", "default")
-			return false
-		}
-		return strings.Contains(out, "spec.mtls.enabledBackend")
-	})
+	k.awaitWebhook(t, "default")
 	if out, err := k.run(nil, `apiVersion: kuma.io/v1alpha1
 kind: Mesh
 metadata: {name: default}
@@ -186,4 +162,24 @@ spec: {networking: {address: 127.0.0.1, inbound: [{port: 9001, tags: {kuma.io/se
 			t.Errorf("meshca-cp as its ServiceAccount: %s", line)
 		}
 	}
+}
+
+// awaitWebhook waits until the API server sends kuma.io writes to the
+// control plane's webhook (it reads the configuration the control plane
+// registered within a moment; until then an invalid Mesh may pass, and is
+// deleted again): an invalid Mesh named name is refused with its field path.
+func (k *kube) awaitWebhook(t *testing.T, name string) {
+	t.Helper()
+	bad := "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata: {name: " + name + "}\nspec: {mtls: {enabledBackend: nope}}\n"
+	waitFor(t, 30*time.Second, "an invalid Mesh refused", func() bool {
+		out, err := k.run(nil, bad, "apply", "-f", "-")
+		if err == nil {
+			_, _ = k.run(nil, "", "delete", "mesh", name)
+			return false
+		}
+		if !strings.Contains(out, `spec.mtls.enabledBackend: backend "nope" is not among mtls.backends`) {
+			t.Fatalf("refusal:\n%s", out)
+		}
+		return true
+	})
 }
