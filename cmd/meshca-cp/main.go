@@ -88,6 +88,8 @@ func newRunCmd() *cobra.Command {
 		"with --environment kubernetes: the namespace of Kuma's Secrets and of the control plane's own state")
 	f.Float64Var(&cfg.KubeAPIQPS, "kube-api-qps", controlplane.DefaultKubeAPIQPS, "with --environment kubernetes: requests per second to the Kubernetes API server, sustained")
 	f.IntVar(&cfg.KubeAPIBurst, "kube-api-burst", controlplane.DefaultKubeAPIBurst, "with --environment kubernetes: requests to the Kubernetes API server at once")
+	f.BoolVar(&cfg.GenerateDataplanes, "generate-dataplanes", true,
+		"with --environment kubernetes: the leader keeps a Dataplane for every Pod with kuma.io/sidecar-injection enabled (false: Dataplanes are made with kubectl only)")
 	f.StringVar(&cfg.APIAddress, "api-address", envOr("MESHCA_API_ADDRESS", controlplane.DefaultAPIAddress), "HTTP API listen address")
 	f.Float64Var(&cfg.APIClientRate, "api-client-rate", apiserver.DefaultClientRate, "requests per second each client address may make on the HTTPS API, sustained (over it: 429 with Retry-After); negative: no limit")
 	f.IntVar(&cfg.APIClientBurst, "api-client-burst", apiserver.DefaultClientBurst, "requests each client address may make at once on the HTTPS API")

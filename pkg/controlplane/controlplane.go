@@ -51,6 +51,9 @@ type Config struct {
 	// (0: DefaultKubeAPIQPS, DefaultKubeAPIBurst).
 	KubeAPIQPS   float64
 	KubeAPIBurst int
+	// GenerateDataplanes, with Environment kubernetes, makes the leader
+	// keep a Dataplane for every Pod with sidecar injection (podgen.go).
+	GenerateDataplanes bool
 
 	APIAddress string
 	// APIClientRate and APIClientBurst bound each client address's requests
@@ -278,6 +281,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if zone != nil {
 		go runZoneSync(ctx, elector, zone)
+	}
+	if cfg.kubernetes() && cfg.GenerateDataplanes && cfg.mode() != ModeGlobal {
+		go runDataplaneGeneration(ctx, cfg, elector, logger)
 	}
 	electorDone := make(chan struct{})
 	go func() { defer close(electorDone); _ = elector.Run(ctx) }()

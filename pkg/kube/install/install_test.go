@@ -35,6 +35,8 @@ var allowed = []string{
 	"get admissionregistration.k8s.io/validatingwebhookconfigurations meshca-validating-webhook-configuration",
 	"update admissionregistration.k8s.io/validatingwebhookconfigurations meshca-validating-webhook-configuration",
 	"get cert-manager.io/clusterissuers",
+	"get /pods", "list /pods", "watch /pods", "get /services", "list /services", "watch /services",
+	"get /namespaces", "list /namespaces", "watch /namespaces",
 	"get /secrets in NS", "list /secrets in NS", "watch /secrets in NS", "create /secrets in NS", "update /secrets in NS", "delete /secrets in NS",
 	"get coordination.k8s.io/leases in NS", "list coordination.k8s.io/leases in NS", "create coordination.k8s.io/leases in NS",
 	"update coordination.k8s.io/leases in NS", "patch coordination.k8s.io/leases in NS", "delete coordination.k8s.io/leases in NS",
@@ -209,7 +211,11 @@ func TestInstallOnAPIServer(t *testing.T) {
 	canI(false, "update", "validatingwebhookconfigurations/another")
 	canI(false, "delete", "validatingwebhookconfigurations/"+admission.ConfigurationName)
 	canI(false, "create", "pods", "-n", "meshca-system")
-	canI(false, "list", "namespaces")
+	canI(true, "watch", "pods")    // the Dataplanes generated from Pods
+	canI(true, "list", "services") // select their inbounds
+	canI(true, "list", "namespaces")
+	canI(false, "update", "pods", "-n", "default")
+	canI(false, "delete", "namespaces")
 
 	// The control plane, as its ServiceAccount, puts its CA into the
 	// configuration; applying the manifest again leaves it there.

@@ -19,6 +19,9 @@ import (
 //   - cert-manager ClusterIssuers: the certmanager backend reads a
 //     ClusterIssuer's Ready condition to explain a request that stays
 //     pending.
+//   - pods, services, namespaces (read and watch only): the leader
+//     generates the Dataplanes of pods with sidecar injection from them
+//     (pkg/kube/podgen), writing through the kuma.io rule above.
 func ClusterRules() []rbacv1.PolicyRule {
 	var plurals []string
 	for _, r := range crd.Resources() {
@@ -30,6 +33,7 @@ func ClusterRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"},
 			ResourceNames: []string{admission.ConfigurationName}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"clusterissuers"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods", "services", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
 	}
 }
 
