@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKubernetesGeneratedDataplane: the real meshca-cp generates the
+// Dataplane of an injected pod from the pod and its Service, as Kuma does;
+// a meshca-dp with that pod's bound ServiceAccount token (what kubelet
+// projects into it) is certified as <pod>.<namespace>; the Dataplane goes
+// with the pod.
+func TestKubernetesGeneratedDataplane(t *testing.T) {
+	k := startKube(t)
+	k.must(t, "create", "namespace", "meshca-system")
+	k.must(t, "create", "namespace", "demo")
+	k.must(t, "create", "serviceaccount", "web", "-n", "demo")
+	k.must(t, "label", "namespace", "demo", "kuma.io/sidecar-injection=enabled")
+	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
+		args: []string{"--environment", "kubernetes", "--kubeconfig", k.srv.Kubeconfig, "--system-namespace", "meshca-system",
+			"--webhook-address", ""}}
+	cp.launch(t)
+
+	k.apply(t, `apiVersion: kuma.io/v1alpha1
+kind: Mesh
+metadata:
+  name: default
+spec:
+  mtls:
+    enabledBackend: ca-1
+    backends:
+    - name: ca-1
+      type: builtin
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: demo
+  labels:
+    app: web
+spec:
+  serviceAccountName: web
+  containers:
+  - name: app
+    image: app
+    ports:
+    - name: http
+      containerPort: 9001
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: demo
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: http
+`)
+	// No kubelet runs here: give the pod its IP as kubelet would.
+	k.must(t, "patch", "pod", "web-1", "-n", "demo", "--subresource=status", "--type=merge",
+		"-p", `{"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}]}}`)
+
+	const shape = `jsonpath={.mesh} {.spec.networking.address} {.spec.networking.inbound[0].port} {.spec.networking.inbound[0].tags.kuma\.io/service} {.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}`
+	var got string
+	waitFor(t, 30*time.Second, "the generated Dataplane web-1 in demo", func() bool {
+		got, _ = k.run(nil, "", "get", "dataplane", "web-1", "-n", "demo", "-o", shape)
+		return got == "default 127.0.0.1 9001 web_demo_svc_80 Pod/web-1"
+	})
+
+	// The pod's own token, bound to it, serves the Dataplane named after it.
+	dir := t.TempDir()
+	tok := strings.TrimSpace(k.must(t, "create", "token", "web", "-n", "demo", "--bound-object-kind", "Pod", "--bound-object-name", "web-1"))
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	a := &agent{proc: start(t, "meshca-dp", nil, "run", "--cp-address", cp.dp, "--cp-ca-cert", filepath.Join(cp.dataDir, "dp-server-ca.pem"),
+		"--token-file", tokFile, "--mesh", "default", "--name", "web-1.demo", "--out", out), out: out}
+	if leaf := a.waitCert(t); spiffeOf(leaf) != "spiffe://default/web_demo_svc_80" {
+		t.Errorf("certificate of web-1.demo: %q, want spiffe://default/web_demo_svc_80", spiffeOf(leaf))
+	}
+
+	// The pod goes, and its Dataplane with it.
+	k.must(t, "delete", "pod", "web-1", "-n", "demo")
+	waitFor(t, 30*time.Second, "the Dataplane deleted with its pod", func() bool {
+		out, err := k.run(nil, "", "get", "dataplanes", "-n", "demo", "-o", "name")
+		return err == nil && strings.TrimSpace(out) == ""
+	})
+}
