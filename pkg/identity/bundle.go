@@ -173,6 +173,18 @@ func (m *Manager) refreshBundle(ctx context.Context, mesh string) {
 	}
 }
 
+// inUseFlipped reports whether moving one certificate from backend from
+// (when had) to backend to (when has), its counts in ms.inUse already
+// updated, changed which backends are in use, and so what the mesh's data
+// planes must trust. Most moves change nothing (the 10,000th certificate of
+// a backend, a rotation): the bundle is then left as it is.
+func inUseFlipped(ms *meshState, had bool, from string, has bool, to string) bool {
+	if had && has && from == to {
+		return false
+	}
+	return (had && ms.inUse[from] <= 0) || (has && ms.inUse[to] == 1)
+}
+
 // Retries of a trust bundle that could not be fetched: without them, a
 // control plane that restarted while its CA was unreachable would serve its
 // data planes nothing until some other change of the mesh.

@@ -81,8 +81,10 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 		return false
 	}
 	old := st.cur
+	var oldBackend string
 	if old.issued() {
-		ms.inUse[old.rec.Backend]--
+		oldBackend = old.rec.Backend
+		ms.inUse[oldBackend]--
 	}
 	ms.inUse[c.rec.Backend]++
 	st.cur = c
@@ -102,7 +104,7 @@ func (m *Manager) settle(ctx context.Context, k dpKey, st *dpState, ms *meshStat
 		m.enqueueLocked(k, st, m.rotateAt(c.rec.IssuedAt, c.rec.NotAfter, c.rec.CertPEM))
 	}
 	notify(st)
-	return old == nil || old.rec.Backend != c.rec.Backend
+	return inUseFlipped(ms, old.issued(), oldBackend, true, c.rec.Backend)
 }
 
 // obtain runs one issuance and persists the result. On error it may return

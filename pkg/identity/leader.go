@@ -170,7 +170,10 @@ func (m *Manager) follow(ctx context.Context, ev store.Event) {
 
 // applyLocked makes a stored identity record the data plane's current one
 // (unless it is older than the one held) and tells its subscribers. It
-// reports whether the set of backends in use changed.
+// reports whether the set of backends in use changed (only then does the
+// mesh's trust bundle need recomputing: not for every certificate a
+// follower takes from the leader). force is the start of a term: the
+// record is applied whatever its version, its certificate parsed in full.
 func (m *Manager) applyLocked(k dpKey, st *dpState, r store.Record, force bool) bool {
 	if !force && r.Version <= st.idVersion {
 		return false
@@ -193,7 +196,7 @@ func (m *Manager) applyLocked(k dpKey, st *dpState, r store.Record, force bool) 
 			ms.inUse[oldBackend]--
 		}
 	}
-	m.restoreLocked(st, rec)
+	m.restoreLocked(st, rec, force)
 	if st.cur.issued() {
 		// As the leader recorded it, so every instance shows the same.
 		st.lastRotated = rec.IssuedAt
@@ -204,7 +207,7 @@ func (m *Manager) applyLocked(k dpKey, st *dpState, r store.Record, force bool) 
 		m.logger.Debug("certificate issued by the leader", "mesh", k.mesh, "dataplane", k.name, "serial", st.cur.serial)
 	}
 	notify(st)
-	return !had || oldBackend != st.cur.rec.Backend
+	return ms != nil && inUseFlipped(ms, had, oldBackend, st.cur.issued(), st.cur.rec.Backend)
 }
 
 // dropLocked forgets a data plane's certificate (its record was deleted).
@@ -213,12 +216,14 @@ func (m *Manager) dropLocked(k dpKey, st *dpState) bool {
 		st.cur = nil
 		return false
 	}
-	if ms := m.meshes[k.mesh]; ms != nil {
-		ms.inUse[st.cur.rec.Backend]--
+	backend := st.cur.rec.Backend
+	ms := m.meshes[k.mesh]
+	if ms != nil {
+		ms.inUse[backend]--
 	}
 	st.cur, st.idVersion = nil, 0
 	notify(st)
-	return true
+	return ms != nil && inUseFlipped(ms, true, backend, false, "")
 }
 
 // rotateAt is when a certificate is renewed: RotateAt, brought forward for

@@ -288,7 +288,7 @@ func (m *Manager) load(ctx context.Context) error {
 		st := &dpState{dp: dp}
 		m.dps[k] = st
 		if r, ok := saved[k]; ok {
-			m.restoreLocked(st, r)
+			m.restoreLocked(st, r, true)
 		}
 		m.considerLocked(k, st)
 	}
@@ -299,19 +299,34 @@ func (m *Manager) load(ctx context.Context) error {
 	return nil
 }
 
-func (m *Manager) restoreLocked(st *dpState, r record) {
+// restoreLocked makes a stored record the data plane's current one and
+// counts its backend in use. With parse, the certificate is parsed in full
+// (what a process reads from the store at start, or a new leader at the
+// start of its term, is checked before it is scheduled); without, only its
+// serial is read: a follower taking the leader's writes into service needs
+// nothing else of it, and does so for every certificate the leader issues.
+func (m *Manager) restoreLocked(st *dpState, r record, parse bool) {
 	if r.CertPEM == "" {
 		// Only a pending request was persisted: keep it for the retry.
 		st.cur = &current{rec: r}
 		return
 	}
-	certs, err := ca.ParseCertificates([]byte(r.CertPEM))
+	var serial string
+	var err error
+	if parse {
+		var certs []*x509.Certificate
+		if certs, err = ca.ParseCertificates([]byte(r.CertPEM)); err == nil {
+			serial = certs[0].SerialNumber.Text(16)
+		}
+	} else {
+		serial, err = pemSerial([]byte(r.CertPEM))
+	}
 	if err != nil {
 		m.logger.Warn("ignoring unreadable stored certificate", "mesh", st.dp.Mesh, "dataplane", st.dp.Name, "error", err)
 		st.cur = &current{rec: record{Generation: r.Generation, Rotations: r.Rotations, Pending: r.Pending}}
 		return
 	}
-	st.cur = &current{rec: r, serial: certs[0].SerialNumber.Text(16)}
+	st.cur = &current{rec: r, serial: serial}
 	if ms := m.meshes[st.dp.Mesh]; ms != nil {
 		ms.inUse[r.Backend]++
 	}

@@ -5,7 +5,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"meshca/pkg/store"
-	"meshca/pkg/store/internal/storeutil"
 )
 
 // maxListenerBackoff bounds the wait between reconnect attempts. Until the
@@ -94,8 +92,8 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos position) {
 			drop(err)
 			continue
 		}
-		var note notification
-		if err := json.Unmarshal([]byte(n.Payload), &note); err != nil {
+		note, err := decodeNotification(n.Payload)
+		if err != nil {
 			s.logger.Error("dropping undecodable change event", "err", err)
 			continue
 		}
@@ -179,8 +177,7 @@ func (s *Store) catchUp(ctx context.Context, conn *pgx.Conn, pos position) (posi
 			s.lost(pos, p.seq)
 		}
 		first = false
-		var note notification
-		if err := json.Unmarshal([]byte(payload), &note); err != nil {
+		if note, err := decodeNotification(payload); err != nil {
 			s.logger.Error("dropping undecodable change event", "err", err)
 		} else if ev, err := s.event(ctx, conn, note); err != nil {
 			s.logger.Error("dropping undecodable change event", "err", err)
@@ -228,8 +225,11 @@ func (s *Store) event(ctx context.Context, conn *pgx.Conn, n notification) (stor
 		var payload string
 		err := conn.QueryRow(ctx, `SELECT payload FROM changes WHERE seq = $1 AND idx = $2`, n.Commit, n.Seq).Scan(&payload)
 		var full notification
+		if err == nil {
+			full, err = decodeNotification(payload)
+		}
 		switch {
-		case err == nil && json.Unmarshal([]byte(payload), &full) == nil:
+		case err == nil:
 			n = full
 		case errors.Is(err, pgx.ErrNoRows):
 			s.logger.Warn("large change event no longer in the changes table; delivering without spec",
@@ -245,5 +245,14 @@ func (s *Store) event(ctx context.Context, conn *pgx.Conn, n notification) (stor
 		CreationTime:     time.Unix(0, n.Created).UTC(),
 		ModificationTime: time.Unix(0, n.Modified).UTC(),
 	}
-	return store.Event{Kind: n.Kind, Record: storeutil.Clone(r)}, nil
+	// The spec and labels were decoded for this event alone: no copy (the
+	// hub gives each watcher its own). Empty ones are nil, as every store
+	// delivers them.
+	if len(r.Spec) == 0 {
+		r.Spec = nil
+	}
+	if len(r.Labels) == 0 {
+		r.Labels = nil
+	}
+	return store.Event{Kind: n.Kind, Record: r}, nil
 }

@@ -160,6 +160,26 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 	if _, ok := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
 		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "10s"
 	}
+	// Every read of the store is by key (or key prefix), and must stay an
+	// index scan however the statistics looked when it was planned. pgx
+	// prepares each statement once per connection and PostgreSQL keeps its
+	// generic plan after five executions: planned while a fresh database's
+	// tables were analyzed nearly empty (autovacuum does that early), that
+	// plan was a sequential scan, kept as the table grew to 20,000 rows:
+	// each group's reads then scanned it all (350 million rows read while
+	// 10,000 data planes registered, 25 s of PostgreSQL CPU instead of
+	// 1.7 s; BENCHMARKS.md §12). With sequential scans off, the planner
+	// takes the primary key whenever it can; tables without a usable index
+	// (the one-row commit sequence, control_planes' expiry) are still
+	// scanned, at a cost the planner counts as huge: so JIT compilation,
+	// which PostgreSQL starts above a cost threshold, is off too (it took
+	// 100 ms to compile each commit's last statement; no statement of the
+	// store touches more than a few hundred rows, where JIT never pays).
+	for param, value := range map[string]string{"enable_seqscan": "off", "jit": "off"} {
+		if _, ok := cfg.ConnConfig.RuntimeParams[param]; !ok {
+			cfg.ConnConfig.RuntimeParams[param] = value
+		}
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: %w", err)

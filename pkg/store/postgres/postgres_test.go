@@ -13,10 +13,13 @@ package postgres
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"meshca/pkg/store"
 	"meshca/pkg/store/storetest"
@@ -111,5 +114,47 @@ func TestConcurrentCreateSameKey(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Errorf("%d creates succeeded, want 1", ok)
+	}
+}
+
+// The store's sessions plan for keyed work whatever the statistics say: a
+// keyed read is an index scan even on a table analyzed while nearly empty
+// (the plan is kept per connection, a prepared statement's generic plan,
+// while the table grows, and a sequential scan there reads every record
+// for each read of one); and a commit's statements are not JIT-compiled
+// (an unavoidable sequential scan is costed so high with them off that
+// PostgreSQL would compile each commit's last statement, 100 ms).
+func TestSessionsPlanForKeyedWork(t *testing.T) {
+	s := openEmpty(t)
+	for i := range 3 {
+		if err := store.Create(t.Context(), s, store.Record{Key: store.Key{Type: "T", Name: fmt.Sprintf("r%d", i)}, Spec: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.pool.Exec(t.Context(), `ANALYZE resources`); err != nil {
+		t.Fatal(err)
+	}
+	explain := func(query string, args ...any) string {
+		t.Helper()
+		rows, err := s.pool.Query(t.Context(), `EXPLAIN `+query, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(plan, "\n")
+	}
+	if plan := explain(`SELECT type, mesh, name, version, spec, labels, created_at, modified_at
+		FROM resources WHERE type = 'T' AND mesh = '' AND name = 'r1' FOR UPDATE`); !strings.Contains(plan, "Index Scan using resources_pkey") {
+		t.Errorf("a keyed read of the store is planned as:\n%s\nwant an index scan of the primary key", plan)
+	}
+	args, err := publishArgs(time.Now(), []store.Event{{Kind: store.EventCreated, Record: store.Record{Key: store.Key{Type: "T", Name: "r9"}, Spec: []byte(`{}`)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan := explain(publishQuery, args...); strings.Contains(plan, "JIT") {
+		t.Errorf("a commit's last statement is planned with JIT compilation:\n%s", plan)
 	}
 }
