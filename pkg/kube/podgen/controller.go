@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -138,7 +137,13 @@ func (r *run) next(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		r.logger.Warn("generating Dataplane: will retry", "pod", key, "error", err)
+		// A conflict or an existing object is the informers' copy lagging
+		// behind a write: retried, not worth a warning.
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			r.logger.Debug("generating Dataplane: retrying on a newer copy", "pod", key, "error", err)
+		} else {
+			r.logger.Warn("generating Dataplane: will retry", "pod", key, "error", err)
+		}
 		r.queue.AddRateLimited(key)
 		return true
 	}
@@ -269,9 +274,9 @@ func (r *run) reconcile(ctx context.Context, key string) error {
 		ns, _ := r.namespaces.Get(namespace)
 		svcs, _ := r.services.Services(namespace).List(labels.Everything())
 		if desired, err = Dataplane(pod, ns, svcs); err != nil {
-			// Its labels or Services make no valid Dataplane: say so once
-			// per change (it is queued again only when they change) and
-			// leave the existing one.
+			// Its labels or Services make no valid Dataplane: not retried
+			// (it is queued again when the pod, its Services or its
+			// Namespace change); the existing one is left as it is.
 			r.logger.Warn("pod's Dataplane not generated", "pod", key, "error", err)
 			return nil
 		}
@@ -299,23 +304,25 @@ func (r *run) reconcile(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	if existing != nil && same(existing, obj) {
+		return nil
+	}
+	if existing != nil {
+		if m, _, _ := unstructured.NestedString(existing.Object, "mesh"); m != desired.Mesh {
+			// A Dataplane does not move between meshes: this one goes and
+			// is created again in its new mesh.
+			if err := r.delete(ctx, client, existing); err != nil {
+				return err
+			}
+			existing = nil
+		}
+	}
 	if existing == nil {
 		if _, err := client.Create(ctx, obj, metav1.CreateOptions{FieldManager: FieldManager}); err != nil {
 			return fmt.Errorf("create Dataplane %s/%s: %w", namespace, name, err)
 		}
 		r.logger.Info("Dataplane generated", "dataplane", desired.Name, "mesh", desired.Mesh, "address", desired.Networking.Address, "inbounds", len(desired.Networking.Inbound))
 		return nil
-	}
-	if same(existing, obj) {
-		return nil
-	}
-	if m, _, _ := unstructured.NestedString(existing.Object, "mesh"); m != desired.Mesh {
-		// A Dataplane does not move between meshes: this one goes and the
-		// next reconcile creates it in its new mesh.
-		if err := r.delete(ctx, client, existing); err != nil {
-			return err
-		}
-		return errors.New("mesh changed: Dataplane deleted, to be created again")
 	}
 	upd := existing.DeepCopy()
 	upd.Object["mesh"] = obj.Object["mesh"]

@@ -182,6 +182,33 @@ func TestController(t *testing.T) {
 		return dp != nil && tags["kuma.io/service"] == "web_demo_svc_81" && tags["k8s.kuma.io/service-port"] == "81"
 	})
 
+	// Deleted by hand, a generated Dataplane comes back.
+	if err := dyn.Resource(dataplanes).Namespace("demo").Delete(t.Context(), "web-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDataplane(t, "web-1", func(dp *unstructured.Unstructured) bool {
+		return dp != nil && dp.GetUID() != "" && len(inbounds(dp)) == 1
+	})
+
+	// Injection enabled on the namespace: plain-1 gets one, in the
+	// namespace's mesh.
+	ns, err := client.CoreV1().Namespaces().Get(t.Context(), "demo", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels[podgen.InjectionKey] = "enabled"
+	ns.Annotations = map[string]string{podgen.MeshKey: "mesh-2"}
+	if _, err := client.CoreV1().Namespaces().Update(t.Context(), ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitDataplane(t, "plain-1", func(dp *unstructured.Unstructured) bool {
+		if dp == nil {
+			return false
+		}
+		m, _, _ := unstructured.NestedString(dp.Object, "mesh")
+		return m == "mesh-2"
+	})
+
 	// The pod goes: so does its Dataplane.
 	if err := client.CoreV1().Pods("demo").Delete(t.Context(), "web-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
