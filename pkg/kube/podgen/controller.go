@@ -72,8 +72,13 @@ type run struct {
 // starts from fresh informers, so it can be called again after a lost
 // term.
 func (c *Controller) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(c.client, 0)
+	// The informers hold every Pod and Service of the cluster: without
+	// their managedFields, often most of a small object's size.
+	factory := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTransform(dropManagedFields))
 	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(c.dyn, 0)
+	if err := dynFactory.ForResource(dataplanesGVR).Informer().SetTransform(dropManagedFields); err != nil {
+		return fmt.Errorf("podgen: %w", err)
+	}
 	r := &run{
 		Controller: c,
 		pods:       factory.Core().V1().Pods().Lister(),
@@ -125,6 +130,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	r.queue.ShutDown()
 	wg.Wait()
 	return nil
+}
+
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 func (r *run) next(ctx context.Context) bool {
