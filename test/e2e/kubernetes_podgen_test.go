@@ -12,17 +12,25 @@ import (
 // Dataplane of an injected pod from the pod and its Service, as Kuma does;
 // a meshca-dp with that pod's bound ServiceAccount token (what kubelet
 // projects into it) is certified as <pod>.<namespace>; the Dataplane goes
-// with the pod.
+// with the pod. Of two replicas only the leader generates, and the other
+// takes over when it stops.
 func TestKubernetesGeneratedDataplane(t *testing.T) {
 	k := startKube(t)
 	k.must(t, "create", "namespace", "meshca-system")
 	k.must(t, "create", "namespace", "demo")
 	k.must(t, "create", "serviceaccount", "web", "-n", "demo")
 	k.must(t, "label", "namespace", "demo", "kuma.io/sidecar-injection=enabled")
-	cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
-		args: []string{"--environment", "kubernetes", "--kubeconfig", k.srv.Kubeconfig, "--system-namespace", "meshca-system",
-			"--webhook-address", ""}}
-	cp.launch(t)
+	newCP := func() *controlPlane {
+		cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
+			args: []string{"--environment", "kubernetes", "--kubeconfig", k.srv.Kubeconfig, "--system-namespace", "meshca-system",
+				"--webhook-address", "", "--leader-lease-duration", haLease.String(), "--leader-renew-interval", haRenew.String()}}
+		cp.launch(t)
+		return cp
+	}
+	// Two replicas: the first leads, and only the leader generates.
+	cp := newCP()
+	waitFor(t, 10*time.Second, "the first replica leads", func() bool { return cp.metric(t, "meshca_leader") == 1 })
+	follower := newCP()
 
 	k.apply(t, `apiVersion: kuma.io/v1alpha1
 kind: Mesh
@@ -93,5 +101,38 @@ spec:
 	waitFor(t, 30*time.Second, "the Dataplane deleted with its pod", func() bool {
 		out, err := k.run(nil, "", "get", "dataplanes", "-n", "demo", "-o", "name")
 		return err == nil && strings.TrimSpace(out) == ""
+	})
+
+	// The follower generated nothing; once the leader stops, it takes over
+	// and generates the next pod's Dataplane.
+	if !strings.Contains(cp.out.String(), "Dataplane generated") {
+		t.Errorf("the leader's log does not say it generated the Dataplane:\n%s", cp.out.String())
+	}
+	if out := follower.out.String(); strings.Contains(out, "Dataplanes from Pods") || strings.Contains(out, "Dataplane generated") {
+		t.Errorf("the follower generated Dataplanes:\n%s", out)
+	}
+	cp.stop()
+	waitFor(t, 10*time.Second, "the follower leads", func() bool { return follower.metric(t, "meshca_leader") == 1 })
+	k.apply(t, `apiVersion: v1
+kind: Pod
+metadata:
+  name: web-2
+  namespace: demo
+  labels:
+    app: web
+spec:
+  serviceAccountName: web
+  containers:
+  - name: app
+    image: app
+    ports:
+    - name: http
+      containerPort: 9001
+`)
+	k.must(t, "patch", "pod", "web-2", "-n", "demo", "--subresource=status", "--type=merge",
+		"-p", `{"status":{"phase":"Running","podIP":"127.0.0.2","podIPs":[{"ip":"127.0.0.2"}]}}`)
+	waitFor(t, 30*time.Second, "the new leader's Dataplane for web-2", func() bool {
+		got, _ = k.run(nil, "", "get", "dataplane", "web-2", "-n", "demo", "-o", shape)
+		return got == "default 127.0.0.2 9001 web_demo_svc_80 Pod/web-2"
 	})
 }
