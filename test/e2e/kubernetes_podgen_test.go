@@ -12,7 +12,8 @@ import (
 // Dataplane of an injected pod from the pod and its Service, as Kuma does;
 // a meshca-dp with that pod's bound ServiceAccount token (what kubelet
 // projects into it) is certified as <pod>.<namespace>; the Dataplane goes
-// with the pod. Of two replicas only the leader generates, and the other
+// with the pod, and one of a Mesh applied later is generated once the Mesh
+// exists. Of two replicas only the leader generates, and the other
 // takes over when it stops.
 func TestKubernetesGeneratedDataplane(t *testing.T) {
 	k := startKube(t)
@@ -20,17 +21,15 @@ func TestKubernetesGeneratedDataplane(t *testing.T) {
 	k.must(t, "create", "namespace", "demo")
 	k.must(t, "create", "serviceaccount", "web", "-n", "demo")
 	k.must(t, "label", "namespace", "demo", "kuma.io/sidecar-injection=enabled")
-	newCP := func() *controlPlane {
-		cp := &controlPlane{dataDir: t.TempDir(), api: freePort(t), dp: freePort(t), apiTLS: freePort(t),
-			args: []string{"--environment", "kubernetes", "--kubeconfig", k.srv.Kubeconfig, "--system-namespace", "meshca-system",
-				"--webhook-address", "", "--leader-lease-duration", haLease.String(), "--leader-renew-interval", haRenew.String()}}
-		cp.launch(t)
-		return cp
-	}
-	// Two replicas: the first leads, and only the leader generates.
-	cp := newCP()
+	// Two replicas behind one webhook Service, so the generated Dataplanes
+	// pass meshca's admission as any other: the first leads, and only the
+	// leader generates.
+	hooks := []string{freePort(t), freePort(t)}
+	hookURL := "https://" + serviceProxy(t, hooks...)
+	lease := []string{"--leader-lease-duration", haLease.String(), "--leader-renew-interval", haRenew.String()}
+	cp := startKubeCP(t, k, hooks[0], hookURL, nil, lease...)
 	waitFor(t, 10*time.Second, "the first replica leads", func() bool { return cp.metric(t, "meshca_leader") == 1 })
-	follower := newCP()
+	follower := startKubeCP(t, k, hooks[1], hookURL, nil, lease...)
 
 	k.apply(t, `apiVersion: kuma.io/v1alpha1
 kind: Mesh
@@ -81,6 +80,37 @@ spec:
 		got, _ = k.run(nil, "", "get", "dataplane", "web-1", "-n", "demo", "-o", shape)
 		return got == "default 127.0.0.1 9001 web_demo_svc_80 Pod/web-1"
 	})
+
+	// A pod of a mesh that does not exist yet: admission refuses its
+	// Dataplane until the Mesh is applied, then it is generated.
+	k.apply(t, `apiVersion: v1
+kind: Pod
+metadata:
+  name: api-1
+  namespace: demo
+  labels:
+    app: web
+  annotations:
+    kuma.io/mesh: later
+spec:
+  containers:
+  - name: app
+    image: app
+    ports:
+    - name: http
+      containerPort: 9001
+`)
+	k.must(t, "patch", "pod", "api-1", "-n", "demo", "--subresource=status", "--type=merge",
+		"-p", `{"status":{"phase":"Running","podIP":"127.0.0.3","podIPs":[{"ip":"127.0.0.3"}]}}`)
+	waitFor(t, 30*time.Second, "admission to refuse api-1's Dataplane", func() bool {
+		return strings.Contains(cp.out.String(), `mesh \"later\" does not exist`) || strings.Contains(cp.out.String(), `mesh "later" does not exist`)
+	})
+	k.apply(t, "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata:\n  name: later\n")
+	waitFor(t, 30*time.Second, "api-1's Dataplane once its Mesh exists", func() bool {
+		got, _ = k.run(nil, "", "get", "dataplane", "api-1", "-n", "demo", "-o", shape)
+		return got == "later 127.0.0.3 9001 web_demo_svc_80 Pod/api-1"
+	})
+	k.must(t, "delete", "pod", "api-1", "-n", "demo")
 
 	// The pod's own token, bound to it, serves the Dataplane named after it.
 	dir := t.TempDir()

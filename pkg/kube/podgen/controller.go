@@ -27,7 +27,10 @@ import (
 	"meshca/pkg/kube/crd"
 )
 
-var dataplanesGVR = schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "dataplanes"}
+var (
+	dataplanesGVR = schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "dataplanes"}
+	meshesGVR     = schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "meshes"}
+)
 
 // Options configure a Controller.
 type Options struct {
@@ -98,6 +101,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		{factory.Core().V1().Services().Informer(), r.serviceHandler()},
 		{factory.Core().V1().Namespaces().Informer(), r.namespaceHandler()},
 		{dynFactory.ForResource(dataplanesGVR).Informer(), r.dataplaneHandler()},
+		{dynFactory.ForResource(meshesGVR).Informer(), r.meshHandler()},
 	}
 	for _, h := range handlers {
 		if _, err := h.inf.AddEventHandler(h.h); err != nil {
@@ -233,6 +237,26 @@ func (r *run) namespaceHandler() cache.ResourceEventHandler {
 			pods, _ := r.pods.Pods(n.Name).List(labels.Everything())
 			for _, p := range pods {
 				r.enqueue(p.Namespace, p.Name)
+			}
+		},
+	}
+}
+
+// meshHandler queues the Pods of a Mesh that appears: admission refuses a
+// Dataplane of a mesh that does not exist, so theirs may be waiting for it.
+func (r *run) meshHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			u, ok := obj.(*unstructured.Unstructured)
+			if !ok {
+				return
+			}
+			pods, _ := r.pods.List(labels.Everything())
+			for _, p := range pods {
+				ns, _ := r.namespaces.Get(p.Namespace)
+				if InjectionEnabled(p, ns) && MeshOf(p, ns) == u.GetName() {
+					r.enqueue(p.Namespace, p.Name)
+				}
 			}
 		},
 	}

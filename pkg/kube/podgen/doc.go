@@ -10,6 +10,6 @@
 //
 // Dataplane builds the desired resource from a Pod, its Namespace and
 // Services (no API calls); Controller keeps the cluster's Dataplanes equal
-// to it, on informers (Pods, Services, Namespaces, Dataplanes). Dataplanes
+// to it, on informers (Pods, Services, Namespaces, Dataplanes, Meshes). Dataplanes
 // not owned by a Pod (made by hand) are never touched.
 package podgen
