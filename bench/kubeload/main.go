@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,7 @@ type config struct {
 	n, concurrency, namespaces int
 	assets, systemNS           string
 	sqlite                     bool
+	cpArgs                     string
 	timeout                    time.Duration
 }
 
@@ -58,6 +60,7 @@ func main() {
 	flag.StringVar(&c.assets, "assets", os.Getenv(kubetest.EnvAssets), "directory of etcd and kube-apiserver (scripts/build-kube.sh DIR)")
 	flag.StringVar(&c.systemNS, "system-namespace", "meshca-system", "meshca-cp --system-namespace")
 	flag.BoolVar(&c.sqlite, "sqlite", true, "also run on SQLite, for comparison")
+	flag.StringVar(&c.cpArgs, "cp-args", "", "more meshca-cp run flags for the Kubernetes run, separated by spaces (e.g. --generate-dataplanes=false)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "bound on the whole run")
 	flag.Parse()
 	if c.assets == "" {
@@ -206,9 +209,9 @@ func runKubernetes(ctx context.Context, c config, bin, dir string) (Result, erro
 	// With its admission webhook, as installed: every Dataplane created is
 	// reviewed by the control plane (outside the cluster: --webhook-url).
 	hook := benchproc.FreeAddr()
-	cp, err := benchproc.StartCP(ctx, bin, dir, "kubernetes", nil,
-		"--environment", "kubernetes", "--kubeconfig", srv.Kubeconfig, "--system-namespace", c.systemNS,
-		"--webhook-address", hook, "--webhook-url", "https://"+hook)
+	args := []string{"--environment", "kubernetes", "--kubeconfig", srv.Kubeconfig, "--system-namespace", c.systemNS,
+		"--webhook-address", hook, "--webhook-url", "https://" + hook}
+	cp, err := benchproc.StartCP(ctx, bin, dir, "kubernetes", nil, append(args, strings.Fields(c.cpArgs)...)...)
 	if err != nil {
 		return Result{}, err
 	}

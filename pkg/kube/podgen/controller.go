@@ -79,7 +79,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	// their managedFields, often most of a small object's size.
 	factory := informers.NewSharedInformerFactoryWithOptions(c.client, 0, informers.WithTransform(dropManagedFields))
 	dynFactory := dynamicinformer.NewDynamicSharedInformerFactory(c.dyn, 0)
-	if err := dynFactory.ForResource(dataplanesGVR).Informer().SetTransform(dropManagedFields); err != nil {
+	if err := dynFactory.ForResource(dataplanesGVR).Informer().SetTransform(slimDataplane); err != nil {
 		return fmt.Errorf("podgen: %w", err)
 	}
 	r := &run{
@@ -141,6 +141,27 @@ func dropManagedFields(obj any) (any, error) {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
+}
+
+// slimDataplane is what the informer keeps of a Dataplane: a generated one
+// whole (without managedFields), since it is compared with what its Pod
+// makes and updated from it; of any other, which the generator only ever
+// leaves alone, its identity alone — the control plane's store already
+// keeps every Dataplane whole, and a cluster of hand-made ones would
+// otherwise be held twice.
+func slimDataplane(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || podOwner(u) != nil {
+		return dropManagedFields(obj)
+	}
+	slim := &unstructured.Unstructured{Object: map[string]any{}}
+	slim.SetAPIVersion(u.GetAPIVersion())
+	slim.SetKind(u.GetKind())
+	slim.SetNamespace(u.GetNamespace())
+	slim.SetName(u.GetName())
+	slim.SetUID(u.GetUID())
+	slim.SetResourceVersion(u.GetResourceVersion())
+	return slim, nil
 }
 
 func (r *run) next(ctx context.Context) bool {
