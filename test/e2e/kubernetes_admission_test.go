@@ -45,21 +45,7 @@ spec:
           expiration: EXPIRATION
 `
 	k.mustIn(t, strings.Replace(mesh, "EXPIRATION", "1d", 1)+`---
-apiVersion: kuma.io/v1alpha1
-kind: Dataplane
-metadata:
-  name: web-1
-  namespace: demo
-mesh: default
-spec:
-  networking:
-    address: 127.0.0.1
-    inbound:
-    - port: 9001
-      servicePort: 8001
-      tags:
-        kuma.io/service: web
-`, "apply", "-f", "-")
+`+kubeWebDataplane, "apply", "-f", "-")
 	// The control plane writes the builtin CA's root as a Kuma Secret,
 	// through its own webhook.
 	waitFor(t, 30*time.Second, "the builtin root Secret", func() bool {

@@ -64,20 +64,7 @@ spec:
     - name: ca-1
       type: builtin
 ---
-apiVersion: kuma.io/v1alpha1
-kind: Dataplane
-metadata:
-  name: web-1
-  namespace: demo
-mesh: default
-spec:
-  networking:
-    address: 127.0.0.1
-    inbound:
-    - port: 9001
-      tags:
-        kuma.io/service: web
-`, "apply", "-f", "-")
+`+kubeWebDataplane, "apply", "-f", "-")
 
 	// The pod's token, as kubelet would project it (here minted with
 	// `kubectl create token`), given with --token-file as a pod would find

@@ -48,21 +48,7 @@ spec:
         rotation:
           expiration: 1d
 ---
-apiVersion: kuma.io/v1alpha1
-kind: Dataplane
-metadata:
-  name: web-1
-  namespace: demo
-mesh: default
-spec:
-  networking:
-    address: 127.0.0.1
-    inbound:
-    - port: 9001
-      servicePort: 8001
-      tags:
-        kuma.io/service: web
-`, "apply", "-f", "-")
+`+kubeWebDataplane, "apply", "-f", "-")
 
 	// The builtin CA's root and key are Kuma Secrets in the system namespace.
 	waitFor(t, 30*time.Second, "the builtin root Secret", func() bool {

@@ -60,6 +60,24 @@ func (k *kube) apply(t *testing.T, manifest string) string {
 	return k.mustIn(t, manifest, "apply", "-f", "-")
 }
 
+// kubeWebDataplane is the Dataplane web-1 in namespace demo, of mesh
+// default, as kubectl applies it.
+const kubeWebDataplane = `apiVersion: kuma.io/v1alpha1
+kind: Dataplane
+metadata:
+  name: web-1
+  namespace: demo
+mesh: default
+spec:
+  networking:
+    address: 127.0.0.1
+    inbound:
+    - port: 9001
+      servicePort: 8001
+      tags:
+        kuma.io/service: web
+`
+
 // startKubeCP runs meshca-cp with its store in the test API server. The API
 // server reaches the admission webhook of a control plane outside the
 // cluster at --webhook-url: hookURL, or the replica's own listener when "".
