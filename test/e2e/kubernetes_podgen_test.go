@@ -43,22 +43,6 @@ spec:
       type: builtin
 ---
 apiVersion: v1
-kind: Pod
-metadata:
-  name: web-1
-  namespace: demo
-  labels:
-    app: web
-spec:
-  serviceAccountName: web
-  containers:
-  - name: app
-    image: app
-    ports:
-    - name: http
-      containerPort: 9001
----
-apiVersion: v1
 kind: Service
 metadata:
   name: web
@@ -70,9 +54,7 @@ spec:
   - port: 80
     targetPort: http
 `)
-	// No kubelet runs here: give the pod its IP as kubelet would.
-	k.must(t, "patch", "pod", "web-1", "-n", "demo", "--subresource=status", "--type=merge",
-		"-p", `{"status":{"phase":"Running","podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}]}}`)
+	k.runPod(t, "web-1", "", "127.0.0.1")
 
 	const shape = `jsonpath={.mesh} {.spec.networking.address} {.spec.networking.inbound[0].port} {.spec.networking.inbound[0].tags.kuma\.io/service} {.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}`
 	var got string
@@ -83,25 +65,7 @@ spec:
 
 	// A pod of a mesh that does not exist yet: admission refuses its
 	// Dataplane until the Mesh is applied, then it is generated.
-	k.apply(t, `apiVersion: v1
-kind: Pod
-metadata:
-  name: api-1
-  namespace: demo
-  labels:
-    app: web
-  annotations:
-    kuma.io/mesh: later
-spec:
-  containers:
-  - name: app
-    image: app
-    ports:
-    - name: http
-      containerPort: 9001
-`)
-	k.must(t, "patch", "pod", "api-1", "-n", "demo", "--subresource=status", "--type=merge",
-		"-p", `{"status":{"phase":"Running","podIP":"127.0.0.3","podIPs":[{"ip":"127.0.0.3"}]}}`)
+	k.runPod(t, "api-1", "later", "127.0.0.3")
 	waitFor(t, 30*time.Second, "admission to refuse api-1's Dataplane", func() bool {
 		return strings.Contains(cp.out.String(), `mesh \"later\" does not exist`) || strings.Contains(cp.out.String(), `mesh "later" does not exist`)
 	})
@@ -143,13 +107,31 @@ spec:
 	}
 	cp.stop()
 	waitFor(t, 10*time.Second, "the follower leads", func() bool { return follower.metric(t, "meshca_leader") == 1 })
+	k.runPod(t, "web-2", "", "127.0.0.2")
+	waitFor(t, 30*time.Second, "the new leader's Dataplane for web-2", func() bool {
+		got, _ = k.run(nil, "", "get", "dataplane", "web-2", "-n", "demo", "-o", shape)
+		return got == "default 127.0.0.2 9001 web_demo_svc_80 Pod/web-2"
+	})
+}
+
+// runPod creates the pod name in namespace demo (label app=web, the
+// ServiceAccount web, a container port named http 9001; annotated with
+// kuma.io/mesh when mesh is given) and, since no kubelet runs here, gives
+// it ip and the Running phase through the status subresource as a kubelet
+// would.
+func (k *kube) runPod(t *testing.T, name, mesh, ip string) {
+	t.Helper()
+	annotations := ""
+	if mesh != "" {
+		annotations = "\n  annotations:\n    kuma.io/mesh: " + mesh
+	}
 	k.apply(t, `apiVersion: v1
 kind: Pod
 metadata:
-  name: web-2
+  name: `+name+`
   namespace: demo
   labels:
-    app: web
+    app: web`+annotations+`
 spec:
   serviceAccountName: web
   containers:
@@ -159,10 +141,6 @@ spec:
     - name: http
       containerPort: 9001
 `)
-	k.must(t, "patch", "pod", "web-2", "-n", "demo", "--subresource=status", "--type=merge",
-		"-p", `{"status":{"phase":"Running","podIP":"127.0.0.2","podIPs":[{"ip":"127.0.0.2"}]}}`)
-	waitFor(t, 30*time.Second, "the new leader's Dataplane for web-2", func() bool {
-		got, _ = k.run(nil, "", "get", "dataplane", "web-2", "-n", "demo", "-o", shape)
-		return got == "default 127.0.0.2 9001 web_demo_svc_80 Pod/web-2"
-	})
+	k.must(t, "patch", "pod", name, "-n", "demo", "--subresource=status", "--type=merge",
+		"-p", `{"status":{"phase":"Running","podIP":"`+ip+`","podIPs":[{"ip":"`+ip+`"}]}}`)
 }
