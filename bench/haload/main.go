@@ -42,6 +42,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"meshca/bench/internal/sdsload"
 	"meshca/internal/promtext"
 	"meshca/pkg/api"
 	"meshca/pkg/meshctl"
@@ -520,18 +521,18 @@ func numCPU() int {
 // instance i%N, re-applies the mesh with another lifetime (every certificate
 // re-issued by the leader) and reports when the clients received theirs.
 func sdsRotation(ctx context.Context, c config, cps []*instance) error {
-	clients := make([]*sdsClient, c.n)
+	clients := make([]*sdsload.Client, c.n)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.concurrency)
 	for i := range clients {
-		clients[i] = &sdsClient{name: fmt.Sprintf("dp-%05d", i)}
+		clients[i] = &sdsload.Client{Mesh: "default", Name: fmt.Sprintf("dp-%05d", i)}
 		g.Go(func() error {
 			var tok []byte
-			body := map[string]string{"mesh": "default", "name": clients[i].name}
+			body := map[string]string{"mesh": "default", "name": clients[i].Name}
 			if _, err := cps[i%len(cps)].client.Do(gctx, http.MethodPost, "/tokens/dataplane", nil, body, &tok); err != nil {
-				return fmt.Errorf("token for %s: %w", clients[i].name, err)
+				return fmt.Errorf("token for %s: %w", clients[i].Name, err)
 			}
-			clients[i].token = strings.TrimSpace(string(tok))
+			clients[i].Token = strings.TrimSpace(string(tok))
 			return nil
 		})
 	}
@@ -540,11 +541,11 @@ func sdsRotation(ctx context.Context, c config, cps []*instance) error {
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var loads []*sdsLoad
+	var loads []*sdsload.Load
 	defer func() {
 		stop()
 		for _, l := range loads {
-			l.close()
+			l.Wait()
 		}
 	}()
 	for i, cp := range cps {
@@ -552,11 +553,11 @@ func sdsRotation(ctx context.Context, c config, cps []*instance) error {
 		if err != nil {
 			return err
 		}
-		var mine []*sdsClient
+		var mine []*sdsload.Client
 		for j := i; j < len(clients); j += len(cps) {
 			mine = append(mine, clients[j])
 		}
-		l, err := startSDS(sctx, cp.dp, caPEM, mine)
+		l, err := sdsload.Start(sctx, cp.dp, caPEM, mine, streamsPerConn, openLimit)
 		if l != nil {
 			loads = append(loads, l)
 		}
@@ -564,20 +565,20 @@ func sdsRotation(ctx context.Context, c config, cps []*instance) error {
 			return err
 		}
 	}
-	count := func(f func(*sdsLoad) int64) int64 {
+	count := func(f func(*sdsload.Load) int64) int64 {
 		var n int64
 		for _, l := range loads {
 			n += f(l)
 		}
 		return n
 	}
-	for count(func(l *sdsLoad) int64 { return l.gotFirst.Load() + l.failed.Load() }) < int64(c.n) {
+	for count(func(l *sdsload.Load) int64 { return l.GotFirst.Load() + l.Failed.Load() }) < int64(c.n) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if f := count(func(l *sdsLoad) int64 { return l.failed.Load() }); f > 0 {
+	if f := count(func(l *sdsload.Load) int64 { return l.Failed.Load() }); f > 0 {
 		return fmt.Errorf("%d SDS streams failed", f)
 	}
 	mesh := &api.Mesh{Meta: api.Meta{Type: api.TypeMesh, Name: "default"}, MeshSpec: api.MeshSpec{MTLS: &api.MTLS{
@@ -589,16 +590,16 @@ func sdsRotation(ctx context.Context, c config, cps []*instance) error {
 	if _, err := cps[0].client.Apply(ctx, mesh, false); err != nil {
 		return fmt.Errorf("re-apply mesh: %w", err)
 	}
-	for count(func(l *sdsLoad) int64 { return l.rotated.Load() + l.failed.Load() }) < int64(c.n) {
+	for count(func(l *sdsload.Load) int64 { return l.Rotated.Load() + l.Failed.Load() }) < int64(c.n) {
 		if ctx.Err() != nil {
-			return fmt.Errorf("%d of %d clients got their new certificate: %w", count(func(l *sdsLoad) int64 { return l.rotated.Load() }), c.n, ctx.Err())
+			return fmt.Errorf("%d of %d clients got their new certificate: %w", count(func(l *sdsload.Load) int64 { return l.Rotated.Load() }), c.n, ctx.Err())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	all := time.Since(trigger)
 	lat := make([]time.Duration, 0, len(clients))
 	for _, cl := range clients {
-		lat = append(lat, cl.rotatedAt.Sub(trigger))
+		lat = append(lat, cl.RotatedAt.Sub(trigger))
 	}
 	slices.Sort(lat)
 	q := func(f float64) time.Duration { return lat[int(f*float64(len(lat)-1))].Round(time.Millisecond) }
@@ -663,3 +664,10 @@ func bucketQuantile(before, after map[float64]float64, q float64) string {
 	}
 	return "?"
 }
+
+// The SDS clients' connections: streamsPerConn streams per gRPC connection,
+// at most openLimit awaiting their first secrets at a time.
+const (
+	streamsPerConn = 100
+	openLimit      = 128
+)

@@ -34,6 +34,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"meshca/bench/internal/sdsload"
 	"meshca/pkg/api"
 	"meshca/pkg/meshctl"
 	"meshca/pkg/sds"
@@ -478,19 +479,19 @@ func issuedSuccess(s samples) float64 {
 }
 
 // fetchTokens gets one dataplane token per client.
-func (r *runner) fetchTokens(ctx context.Context, clients []*sdsClient) error {
+func (r *runner) fetchTokens(ctx context.Context, clients []*sdsload.Client) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.concurrency)
 	for _, c := range clients {
 		g.Go(func() error {
 			var tok []byte
-			body := map[string]string{"mesh": c.mesh, "name": c.name}
+			body := map[string]string{"mesh": c.Mesh, "name": c.Name}
 			if _, err := r.api.Do(gctx, http.MethodPost, "/tokens/dataplane", nil, body, &tok); err != nil {
-				return fmt.Errorf("token for %s: %w", c.name, err)
+				return fmt.Errorf("token for %s: %w", c.Name, err)
 			}
-			c.token = strings.TrimSpace(string(tok))
-			if c.token == "" {
-				return fmt.Errorf("token for %s: empty answer", c.name)
+			c.Token = strings.TrimSpace(string(tok))
+			if c.Token == "" {
+				return fmt.Errorf("token for %s: empty answer", c.Name)
 			}
 			return nil
 		})
@@ -502,9 +503,9 @@ func (r *runner) fetchTokens(ctx context.Context, clients []*sdsClient) error {
 // certificate and measures delivery.
 func (r *runner) sdsRotation(ctx context.Context) error {
 	k := r.cfg.sdsClients
-	clients := make([]*sdsClient, k)
+	clients := make([]*sdsload.Client, k)
 	for i := range clients {
-		clients[i] = &sdsClient{mesh: r.cfg.mesh, name: dpName(i)}
+		clients[i] = &sdsload.Client{Mesh: r.cfg.mesh, Name: dpName(i)}
 	}
 	r.log.Info("fetching dataplane tokens", "n", k)
 	t := time.Now()
@@ -524,21 +525,21 @@ func (r *runner) sdsRotation(ctx context.Context) error {
 	sdsCtx, stopSDS := context.WithCancel(ctx)
 	defer stopSDS()
 	t = time.Now()
-	load, err := startSDS(sdsCtx, r.cp.sdsAddr, caPEM, clients, r.cfg.perConn, r.cfg.openLimit)
+	load, err := sdsload.Start(sdsCtx, r.cp.sdsAddr, caPEM, clients, r.cfg.perConn, r.cfg.openLimit)
 	if err != nil {
 		return fmt.Errorf("phase sds-connect: %w", err)
 	}
-	defer load.wait()
+	defer load.Wait()
 	defer stopSDS()
 
-	if err := waitCount(ctx, func() bool { return load.gotFirst.Load()+load.failed.Load() >= int64(k) }); err != nil {
+	if err := waitCount(ctx, func() bool { return load.GotFirst.Load()+load.Failed.Load() >= int64(k) }); err != nil {
 		return fmt.Errorf("phase sds-connect: %d of %d streams got their first secrets (%d failed): %w",
-			load.gotFirst.Load(), k, load.failed.Load(), err)
+			load.GotFirst.Load(), k, load.Failed.Load(), err)
 	}
-	if f := load.failed.Load(); f > 0 {
+	if f := load.Failed.Load(); f > 0 {
 		stopSDS()
-		load.wait()
-		return fmt.Errorf("phase sds-connect: %d of %d SDS streams failed, e.g.: %s", f, k, strings.Join(load.firstErrors(3), "; "))
+		load.Wait()
+		return fmt.Errorf("phase sds-connect: %d of %d SDS streams failed, e.g.: %s", f, k, strings.Join(load.FirstErrors(3), "; "))
 	}
 	r.rep.Phases.SDSConnectSeconds = time.Since(t).Seconds()
 	r.endPhase("sds-connect")
@@ -567,7 +568,7 @@ func (r *runner) sdsRotation(ctx context.Context) error {
 		}
 		reissued <- err
 	}()
-	waitErr := waitCount(ctx, func() bool { return load.rotated.Load()+load.failed.Load() >= int64(k) })
+	waitErr := waitCount(ctx, func() bool { return load.Rotated.Load()+load.Failed.Load() >= int64(k) })
 	clientsDone := time.Since(trigger)
 	if err := <-reissued; err != nil && waitErr == nil {
 		waitErr = fmt.Errorf("waiting for %d re-issuances: %w", r.cfg.n, err)
@@ -575,15 +576,15 @@ func (r *runner) sdsRotation(ctx context.Context) error {
 	after, scrapeErr := promtext.Scrape(ctx, r.hc, r.cp.apiURL)
 	r.endPhase("rotate")
 	stopSDS()
-	load.wait()
+	load.Wait()
 
 	var lat []time.Duration
 	early := 0
 	for _, c := range clients {
-		if c.rotatedAt.IsZero() {
+		if c.RotatedAt.IsZero() {
 			continue
 		}
-		d := c.rotatedAt.Sub(trigger)
+		d := c.RotatedAt.Sub(trigger)
 		if d < 0 {
 			early++
 		}
@@ -606,7 +607,7 @@ func (r *runner) sdsRotation(ctx context.Context) error {
 	}
 	if waitErr != nil {
 		return fmt.Errorf("phase rotate: %d of %d streams received a new certificate (%d failed: %s): %w",
-			load.rotated.Load(), k, load.failed.Load(), strings.Join(load.firstErrors(3), "; "), waitErr)
+			load.Rotated.Load(), k, load.Failed.Load(), strings.Join(load.FirstErrors(3), "; "), waitErr)
 	}
 	if scrapeErr != nil {
 		return fmt.Errorf("phase rotate: %w", scrapeErr)

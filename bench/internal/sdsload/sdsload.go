@@ -1,4 +1,8 @@
-package main
+// Package sdsload holds SDS streams the way Envoy does (SotW, both secrets
+// by name, every response ACKed), many multiplexed over a bounded number of
+// gRPC connections, and records when each received its first certificate
+// and its first different one: the load tools' simulated data planes.
+package sdsload
 
 import (
 	"bytes"
@@ -22,47 +26,47 @@ import (
 	"meshca/pkg/sds"
 )
 
-// sdsClient is one simulated data plane holding an SDS stream the way Envoy
+// Client is one simulated data plane holding an SDS stream the way Envoy
 // does (SotW, both secrets by name, every response ACKed).
-type sdsClient struct {
-	mesh, name, token string
+type Client struct {
+	Mesh, Name, Token string
 
 	// Written by the client's goroutine only; read after it has finished.
-	firstAt   time.Time // first response carrying the identity certificate
-	firstCert []byte
-	rotatedAt time.Time // first response with a different identity certificate
-	responses int
-	err       error
+	FirstAt   time.Time // first response carrying the identity certificate
+	FirstCert []byte
+	RotatedAt time.Time // first response with a different identity certificate
+	Responses int
+	Err       error
 }
 
-// sdsLoad runs many sdsClients multiplexed over a bounded number of gRPC
+// Load runs many Clients multiplexed over a bounded number of gRPC
 // connections.
-type sdsLoad struct {
-	clients []*sdsClient
+type Load struct {
+	clients []*Client
 	conns   []*grpc.ClientConn
 
-	gotFirst atomic.Int64
-	rotated  atomic.Int64
-	failed   atomic.Int64
+	GotFirst atomic.Int64
+	Rotated  atomic.Int64
+	Failed   atomic.Int64
 
 	wg sync.WaitGroup
 }
 
-// startSDS dials ceil(len(clients)/perConn) connections and opens one stream
+// Start dials ceil(len(clients)/perConn) connections and opens one stream
 // per client, at most openLimit awaiting their first response at a time.
 // Streams run until ctx is done.
-func startSDS(ctx context.Context, addr string, caPEM []byte, clients []*sdsClient, perConn, openLimit int) (*sdsLoad, error) {
+func Start(ctx context.Context, addr string, caPEM []byte, clients []*Client, perConn, openLimit int) (*Load, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("SDS server CA file holds no PEM certificate")
 	}
 	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
-	l := &sdsLoad{clients: clients}
+	l := &Load{clients: clients}
 	nConns := (len(clients) + perConn - 1) / perConn
 	for range nConns {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
-			l.close()
+			l.Close()
 			return nil, fmt.Errorf("dial SDS %s: %w", addr, err)
 		}
 		l.conns = append(l.conns, cc)
@@ -89,9 +93,9 @@ func startSDS(ctx context.Context, addr string, caPEM []byte, clients []*sdsClie
 					}
 				}
 				defer release()
-				c.err = l.stream(ctx, cli, c, release)
-				if c.err != nil {
-					l.failed.Add(1)
+				c.Err = l.stream(ctx, cli, c, release)
+				if c.Err != nil {
+					l.Failed.Add(1)
 				}
 			}()
 		}
@@ -100,35 +104,35 @@ func startSDS(ctx context.Context, addr string, caPEM []byte, clients []*sdsClie
 }
 
 // stream runs one client's stream until ctx ends (nil) or it fails.
-func (l *sdsLoad) stream(ctx context.Context, cli secretv3.SecretDiscoveryServiceClient, c *sdsClient, opened func()) error {
+func (l *Load) stream(ctx context.Context, cli secretv3.SecretDiscoveryServiceClient, c *Client, opened func()) error {
 	// Like Envoy's, the stream has no deadline (ctx's would travel as
 	// grpc-timeout and cost the server a timer per stream); it ends with ctx.
-	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.WithoutCancel(ctx), "authorization", "Bearer "+c.token))
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.WithoutCancel(ctx), "authorization", "Bearer "+c.Token))
 	stopOnEnd := context.AfterFunc(ctx, cancel)
 	defer stopOnEnd()
 	defer cancel()
 	st, err := cli.StreamSecrets(sctx)
 	if err != nil {
-		return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: open stream: %w", c.name, err))
+		return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: open stream: %w", c.Name, err))
 	}
-	node := &corev3.Node{Id: sds.NodeID(c.mesh, c.name)}
-	names := []string{sds.IdentityCertName(c.mesh), sds.MeshCAName(c.mesh)}
-	certName := sds.IdentityCertName(c.mesh)
+	node := &corev3.Node{Id: sds.NodeID(c.Mesh, c.Name)}
+	names := []string{sds.IdentityCertName(c.Mesh), sds.MeshCAName(c.Mesh)}
+	certName := sds.IdentityCertName(c.Mesh)
 	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, ResourceNames: names, TypeUrl: sds.SecretTypeURL}); err != nil {
-		return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: send request: %w", c.name, err))
+		return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: send request: %w", c.Name, err))
 	}
 	for {
 		resp, err := st.Recv()
 		if err != nil {
-			return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: %w", c.name, err))
+			return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: %w", c.Name, err))
 		}
 		now := time.Now()
-		c.responses++
+		c.Responses++
 		var chain []byte
 		for _, r := range resp.GetResources() {
 			var s tlsv3.Secret
 			if err := r.UnmarshalTo(&s); err != nil {
-				return fmt.Errorf("dataplane %s: decode secret: %w", c.name, err)
+				return fmt.Errorf("dataplane %s: decode secret: %w", c.Name, err)
 			}
 			if s.GetName() == certName {
 				chain = s.GetTlsCertificate().GetCertificateChain().GetInlineBytes()
@@ -136,18 +140,18 @@ func (l *sdsLoad) stream(ctx context.Context, cli secretv3.SecretDiscoveryServic
 		}
 		switch {
 		case chain == nil:
-		case c.firstCert == nil:
-			c.firstAt, c.firstCert = now, chain
-			l.gotFirst.Add(1)
+		case c.FirstCert == nil:
+			c.FirstAt, c.FirstCert = now, chain
+			l.GotFirst.Add(1)
 			opened()
-		case c.rotatedAt.IsZero() && !bytes.Equal(chain, c.firstCert):
-			c.rotatedAt = now
-			l.rotated.Add(1)
+		case c.RotatedAt.IsZero() && !bytes.Equal(chain, c.FirstCert):
+			c.RotatedAt = now
+			l.Rotated.Add(1)
 		}
 		ack := &discoveryv3.DiscoveryRequest{Node: node, ResourceNames: names, TypeUrl: sds.SecretTypeURL,
 			VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}
 		if err := st.Send(ack); err != nil {
-			return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: send ACK: %w", c.name, err))
+			return ignoreCanceled(ctx, fmt.Errorf("dataplane %s: send ACK: %w", c.Name, err))
 		}
 	}
 }
@@ -160,29 +164,30 @@ func ignoreCanceled(ctx context.Context, err error) error {
 	return err
 }
 
-// wait returns once every stream has ended (ctx of startSDS done), then
+// Wait returns once every stream has ended (ctx of Start done), then
 // closes the connections.
-func (l *sdsLoad) wait() {
+func (l *Load) Wait() {
 	l.wg.Wait()
-	l.close()
+	l.Close()
 }
 
-func (l *sdsLoad) close() {
+// Close closes the connections (the streams end with them).
+func (l *Load) Close() {
 	for _, cc := range l.conns {
 		_ = cc.Close()
 	}
 }
 
-// firstErrors returns up to n distinct stream errors.
-func (l *sdsLoad) firstErrors(n int) []string {
+// FirstErrors returns up to n distinct stream errors.
+func (l *Load) FirstErrors(n int) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, c := range l.clients {
-		if c.err == nil || seen[c.err.Error()] {
+		if c.Err == nil || seen[c.Err.Error()] {
 			continue
 		}
-		seen[c.err.Error()] = true
-		out = append(out, c.err.Error())
+		seen[c.Err.Error()] = true
+		out = append(out, c.Err.Error())
 		if len(out) == n {
 			break
 		}
