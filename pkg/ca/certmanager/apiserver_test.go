@@ -114,16 +114,7 @@ func TestRealAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Issue: %v", err)
 		}
-		leaf, err := ca.VerifyIssued(iss, bundle, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://default/backend" {
-			t.Errorf("URI SANs = %v, want spiffe://default/backend", leaf.URIs)
-		}
-		if got := leaf.NotAfter.Sub(leaf.NotBefore); got != req.Validity {
-			t.Errorf("validity = %s, want %s", got, req.Validity)
-		}
+		verifyBackendLeaf(t, iss, bundle, req)
 		reqs := signer.Requests()
 		if len(reqs) != 2 {
 			t.Fatalf("signer saw %d requests, want the CA probe and the data plane's", len(reqs))

@@ -170,16 +170,7 @@ spec: {ca: {secretName: no-such-cluster-secret}}
 		if err != nil {
 			t.Fatalf("Issue: %v", err)
 		}
-		leaf, err := ca.VerifyIssued(iss, bundle, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://default/backend" {
-			t.Errorf("URI SANs = %v, want spiffe://default/backend", leaf.URIs)
-		}
-		if got := leaf.NotAfter.Sub(leaf.NotBefore); got != req.Validity {
-			t.Errorf("validity = %s, want %s (spec.duration)", got, req.Validity)
-		}
+		leaf := verifyBackendLeaf(t, iss, bundle, req)
 		if err := leaf.CheckSignatureFrom(issuerCA); err != nil {
 			t.Errorf("not signed by the issuer's CA: %v", err)
 		}

@@ -99,6 +99,24 @@ func putSecret(t *testing.T, st store.Store, name string, data []byte) {
 
 // issueRequest builds a data-plane CSR with the SPIFFE URI SAN of service
 // and the key usage extensions meshca's identity layer requests.
+// verifyBackendLeaf checks that iss verifies against bundle as the leaf of
+// the data plane of service backend in mesh default (one SPIFFE URI SAN) with
+// the validity req asked for, and returns the leaf.
+func verifyBackendLeaf(t *testing.T, iss ca.Issued, bundle []byte, req ca.IssueRequest) *x509.Certificate {
+	t.Helper()
+	leaf, err := ca.VerifyIssued(iss, bundle, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://default/backend" {
+		t.Errorf("URI SANs = %v, want spiffe://default/backend", leaf.URIs)
+	}
+	if got := leaf.NotAfter.Sub(leaf.NotBefore); got != req.Validity {
+		t.Errorf("validity = %s, want %s (the request's, as spec.duration)", got, req.Validity)
+	}
+	return leaf
+}
+
 func issueRequest(t *testing.T, dataplane, service string) ca.IssueRequest {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -177,16 +195,7 @@ func TestIssue(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
 	}
-	leaf, err := ca.VerifyIssued(iss, bundle, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://default/backend" {
-		t.Errorf("URI SANs = %v, want spiffe://default/backend", leaf.URIs)
-	}
-	if got := leaf.NotAfter.Sub(leaf.NotBefore); got != req.Validity {
-		t.Errorf("validity = %s, want %s", got, req.Validity)
-	}
+	leaf := verifyBackendLeaf(t, iss, bundle, req)
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) || !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
 		t.Errorf("ext key usages = %v", leaf.ExtKeyUsage)
 	}
