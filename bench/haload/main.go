@@ -26,7 +26,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -42,6 +41,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"meshca/bench/internal/benchproc"
 	"meshca/bench/internal/sdsload"
 	"meshca/internal/promtext"
 	"meshca/pkg/api"
@@ -290,27 +290,11 @@ func (cp *instance) stop() {
 
 // cpuProfile saves cp's CPU profile over the next d.
 func cpuProfile(ctx context.Context, cp *instance, d time.Duration, file string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", cp.api, int(d.Seconds())), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", cp.api, int(d.Seconds()))
+	if err := benchproc.SaveURL(ctx, http.DefaultClient, url, file); err != nil {
 		return fmt.Errorf("profile %s: %w", cp.name, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile %s: %s", cp.name, resp.Status)
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return nil
 }
 
 func freeAddr() string {

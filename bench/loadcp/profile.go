@@ -1,11 +1,11 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"net/http"
+	"context"
 	"os"
 	"path/filepath"
+
+	"meshca/bench/internal/benchproc"
 )
 
 // saveProfiles fetches meshca-cp's heap profile (after a forced GC, so it
@@ -20,29 +20,9 @@ func (r *runner) saveProfiles(phase string) error {
 		{"/debug/pprof/heap?gc=1", phase + ".heap.pb.gz"},
 		{"/debug/pprof/goroutine", phase + ".goroutine.pb.gz"},
 	} {
-		if err := r.fetchTo(r.cp.apiURL+p.path, filepath.Join(r.cfg.profileDir, p.file)); err != nil {
+		if err := benchproc.SaveURL(context.Background(), r.hc, r.cp.apiURL+p.path, filepath.Join(r.cfg.profileDir, p.file)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func (r *runner) fetchTo(url, path string) error {
-	resp, err := r.hc.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
