@@ -55,7 +55,7 @@ func shareServerCA(ctx context.Context, st store.Store, files sds.ServerFiles, d
 			return fmt.Errorf("store %s: %w", files.CA, cerr)
 		}
 		// Another instance stored its CA first: use that one.
-		rec, err = getSoon(ctx, st, key)
+		rec, err = st.Get(ctx, key)
 	}
 	if err != nil {
 		return fmt.Errorf("read the shared %s: %w", files.CA, err)
@@ -79,29 +79,6 @@ func shareServerCA(ctx context.Context, st store.Store, files sds.ServerFiles, d
 		return err
 	}
 	return atomicfile.Write(certPath, []byte(spec.CertPEM), 0o644)
-}
-
-// sharedCAWait bounds how long getSoon waits for another instance's write.
-const sharedCAWait = 10 * time.Second
-
-// getSoon reads key, which another writer has just created: a store that
-// reads through a cache (pkg/store/kube's informers) may show it a moment
-// after the create that found it there, so not found is retried briefly.
-// Replicas of a Deployment start together and race exactly so.
-func getSoon(ctx context.Context, st store.Store, key store.Key) (store.Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, sharedCAWait)
-	defer cancel()
-	for {
-		rec, err := st.Get(ctx, key)
-		if !errors.Is(err, store.ErrNotFound) {
-			return rec, err
-		}
-		select {
-		case <-ctx.Done():
-			return rec, err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // localCA returns the CA under dataDir, created first when there is none.

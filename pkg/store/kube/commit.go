@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,65 @@ type step struct {
 	// is the object as check read it, which another writer may have changed
 	// since; later steps build on this commit's own writes.
 	first bool
+	// winner is, when the API server refused the write because another
+	// writer's object is there (the informers' view was behind), that
+	// object: the commit returns once the informers show it, so the
+	// caller's next read sees what refused it, as on every store.
+	winner *expectation
+}
+
+// catchUp waits until what Get and List read (the view the informers'
+// handlers keep) shows the objects the informers' stores hold for the ops'
+// keys. check reads the informers' stores, which their handlers follow a
+// moment later: a commit refused on what check read must not be followed by
+// a read that does not see what refused it.
+func (s *Store) catchUp(ctx context.Context, ops []store.Op) {
+	var wait []expectation
+	for _, op := range ops {
+		if op.Kind == store.OpRequireNone {
+			continue
+		}
+		loc, err := s.where(op.Record)
+		if err != nil {
+			continue
+		}
+		obj, _, err := s.cached(ctx, op.Record.Key, loc)
+		if err != nil || obj == nil {
+			continue
+		}
+		if rv, err := parseVersion(obj.GetResourceVersion()); err == nil {
+			wait = append(wait, expectation{uid: obj.GetUID(), rv: rv})
+		}
+	}
+	if len(wait) == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.inflight = &inflight{deleted: map[types.UID]bool{}, notify: make(chan struct{}, 1)}
+	s.mu.Unlock()
+	if err := s.waitSeen(ctx, wait); err != nil {
+		s.logger.Debug("kubernetes store: a refused commit's objects not yet seen", "error", err)
+	}
+	s.mu.Lock()
+	s.flushLocked(nil, nil) // publishes what arrived meanwhile, as others'
+	s.mu.Unlock()
+}
+
+// noteWinner records in st the object of another writer that made the API
+// server refuse st's write as existing or changed.
+func (s *Store) noteWinner(ctx context.Context, st *step, err error) {
+	if !errors.Is(err, store.ErrAlreadyExists) && !errors.Is(err, store.ErrConflict) {
+		return
+	}
+	obj, _, lerr := s.live(ctx, st.op.Record.Key, st.loc)
+	if lerr != nil || obj == nil {
+		return
+	}
+	rv, perr := parseVersion(obj.GetResourceVersion())
+	if perr != nil {
+		return
+	}
+	st.winner = &expectation{uid: obj.GetUID(), rv: rv}
 }
 
 // written is one write applied, with the objects before and after it.
@@ -69,6 +129,9 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	}
 	steps, bases, err := s.check(ctx, ops)
 	if err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict) {
+			s.catchUp(ctx, ops)
+		}
 		return fmt.Errorf("commit: %w", err)
 	}
 	writes := 0
@@ -103,7 +166,15 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) error {
 	}
 	// Wait even when ctx ended: what the informers deliver for this
 	// commit's writes after it returned would be published as others'.
-	werr := s.waitSeen(context.WithoutCancel(ctx), expect)
+	// Another writer's object that refused a write is waited for too, but
+	// published as theirs.
+	wait := slices.Clone(expect)
+	for _, st := range steps {
+		if st.winner != nil {
+			wait = append(wait, *st.winner)
+		}
+	}
+	werr := s.waitSeen(context.WithoutCancel(ctx), wait)
 
 	s.mu.Lock()
 	s.flushLocked(events, expect)
@@ -420,6 +491,7 @@ func (s *Store) applyOne(ctx context.Context, st *step, base *unstructured.Unstr
 			(errors.Is(err, store.ErrConflict) || (errors.Is(err, store.ErrNotFound) && st.op.Kind == store.OpUpsert) ||
 				(errors.Is(err, store.ErrAlreadyExists) && st.op.Kind == store.OpUpsert))
 		if !retry {
+			s.noteWinner(ctx, st, err)
 			return written{}, err
 		}
 		obj, rec, lerr := s.live(ctx, key, st.loc)

@@ -77,7 +77,9 @@
 // Get and List read the records the informers (one per custom resource,
 // one per Secret type, no polling) converted; the informers themselves keep
 // only the objects' metadata. A Commit returns only once the informers
-// have shown its writes, so a process reads its own writes. The events of
+// have shown its writes, so a process reads its own writes; one refused
+// because of another writer's object (already exists, or changed) returns
+// once they show that object, so the read that follows sees it. The events of
 // a commit are published when it returns, in the order of its ops; changes
 // made by others are published as the informers deliver them (Deleted with
 // the last state), and those delivered while a commit of this process was

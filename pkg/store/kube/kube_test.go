@@ -3,6 +3,7 @@ package kube_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -63,6 +64,7 @@ func TestKubernetesStore(t *testing.T) {
 	t.Run("StoreWritesAsKumaDoes", func(t *testing.T) { testShapes(t, srv, dyn, fresh(t)) })
 	t.Run("KubectlEditConflicts", func(t *testing.T) { testExternalEdit(t, dyn, fresh(t)) })
 	t.Run("FailedWriteIsUndone", func(t *testing.T) { testUndo(t, fresh(t), open) })
+	t.Run("LostCreateShowsTheWinner", func(t *testing.T) { testLostCreate(t, fresh(t), open(t)) })
 	t.Run("RestartKeepsRecords", func(t *testing.T) {
 		s := fresh(t)
 		r := store.Record{Key: store.Key{Type: "DataplaneIdentity", Mesh: "default", Name: "web-1.demo"}, Spec: []byte("key material")}
@@ -492,3 +494,24 @@ func BenchmarkCommit(b *testing.B) {
 type atomicCounter struct{ v atomic.Int64 }
 
 func (c *atomicCounter) next() int64 { return c.v.Add(1) }
+
+// testLostCreate: a create that another replica's store won, refused by
+// the API server while this store's informers had not shown the winner's
+// object yet, returns only once they do: a read right after it finds the
+// record, as on every store (replicas starting together race so for the
+// shared server CAs).
+func testLostCreate(t *testing.T, a, b *kube.Store) {
+	ctx := t.Context()
+	for i := range 40 {
+		key := store.Key{Type: api.TypeSecret, Mesh: "default", Name: fmt.Sprintf("race-%d", i)}
+		if err := store.Create(ctx, a, store.Record{Key: key, Spec: []byte(`{"data":"aGVsbG8="}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Create(ctx, b, store.Record{Key: key, Spec: []byte(`{"data":"b3RoZXI="}`)}); !errors.Is(err, store.ErrAlreadyExists) {
+			t.Fatalf("the second create of %s: %v, want already exists", key, err)
+		}
+		if _, err := b.Get(ctx, key); err != nil {
+			t.Fatalf("read right after losing the create of %s: %v", key, err)
+		}
+	}
+}
