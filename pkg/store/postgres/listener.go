@@ -1,15 +1,17 @@
 package postgres
 
-// The listener: notifications (and, after a reconnect, the changes table)
-// turned into events for this process's watchers, in commit order.
+// The listener: notifications of commits turned into their events, read
+// from the changes table, for this process's watchers, in commit order.
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"meshca/pkg/store"
 )
@@ -21,6 +23,10 @@ import (
 // certificate's remaining life, not one long backoff later. An attempt
 // against a database that is down costs a refused connection.
 const maxListenerBackoff = time.Second
+
+// barrierPrefix starts a Watch barrier's notification; a commit's is its
+// number alone.
+const barrierPrefix = "barrier "
 
 func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
@@ -35,11 +41,13 @@ func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// listen turns notifications into events until ctx is cancelled, from the
-// event after pos on. When the connection breaks it reconnects with backoff
-// and first delivers, from the changes table, every event committed after
-// the last one it delivered.
-func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos position) {
+// listen delivers the events of every commit numbered after pos until ctx
+// is cancelled. A notification says a commit is in the changes table; the
+// listener reads the events of every commit up to it, in one query for all
+// the notifications that arrived meanwhile. When the connection breaks it
+// reconnects with backoff and first delivers every commit after the last
+// one it delivered.
+func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos int64) {
 	defer close(s.listenDone)
 	defer func() {
 		if conn != nil {
@@ -52,6 +60,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos position) {
 		_ = conn.Close(context.Background())
 		conn = nil
 	}
+	warnedForeign := false
 	for {
 		if conn == nil {
 			if s.beforeReconnect != nil {
@@ -92,44 +101,66 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos position) {
 			drop(err)
 			continue
 		}
-		note, err := decodeNotification(n.Payload)
-		if err != nil {
-			s.logger.Error("dropping undecodable change event", "err", err)
-			continue
-		}
-		if note.Barrier != "" {
-			s.barrierMu.Lock()
-			activate := s.barriers[note.Barrier]
-			delete(s.barriers, note.Barrier)
-			s.barrierMu.Unlock()
-			if activate != nil { // else another process's barrier
-				activate()
-			}
-			continue
-		}
-		p := note.position()
-		if !p.after(pos) {
-			continue // delivered from the changes table already
-		}
-		if !p.follows(pos) {
-			// Notifications on one connection arrive in full and in order;
-			// should one ever be missing, the table has it.
-			s.logger.Warn("change notifications skipped a position; reading the changes table", "from", pos.seq, "to", p.seq)
-			if pos, err = s.catchUp(ctx, conn, pos); err != nil {
-				if ctx.Err() != nil {
-					return
+		// The commits to read: up to the highest number heard, but only
+		// up to a barrier before starting its watcher, so that it sees
+		// exactly the commits notified after it.
+		through := pos
+		for _, n := range append([]*pgconn.Notification{n}, buffered(conn)...) {
+			if token, ok := strings.CutPrefix(n.Payload, barrierPrefix); ok {
+				if through > pos {
+					if pos, _, err = s.deliver(ctx, conn, pos, through); err != nil {
+						break
+					}
 				}
-				drop(err)
+				s.activateBarrier(token)
+				continue
 			}
-			continue
+			seq, perr := strconv.ParseInt(n.Payload, 10, 64)
+			if perr != nil {
+				if !warnedForeign {
+					warnedForeign = true
+					s.logger.Warn("ignoring a notification on the store's channel that is not a commit number (is a meshca-cp of another version using this database?)", "channel", Channel)
+				}
+				continue
+			}
+			through = max(through, seq)
 		}
-		ev, err := s.event(ctx, conn, note)
+		if err == nil && through > pos {
+			pos, _, err = s.deliver(ctx, conn, pos, through)
+		}
 		if err != nil {
-			s.logger.Error("dropping undecodable change event", "err", err)
-		} else {
-			s.hub.Publish([]store.Event{ev})
+			if ctx.Err() != nil {
+				return
+			}
+			drop(err)
 		}
-		pos = p
+	}
+}
+
+// buffered returns the notifications the connection received while it ran
+// a query, without waiting for more.
+func buffered(conn *pgx.Conn) []*pgconn.Notification {
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // with its context done, WaitForNotification only returns what is buffered
+	var out []*pgconn.Notification
+	for {
+		n, _ := conn.WaitForNotification(done)
+		if n == nil {
+			return out
+		}
+		out = append(out, n)
+	}
+}
+
+// activateBarrier starts the watcher waiting for the barrier token, if it
+// is this process's.
+func (s *Store) activateBarrier(token string) {
+	s.barrierMu.Lock()
+	activate := s.barriers[token]
+	delete(s.barriers, token)
+	s.barrierMu.Unlock()
+	if activate != nil {
+		activate()
 	}
 }
 
@@ -144,9 +175,9 @@ func (s *Store) activatePending() {
 	}
 }
 
-// catchUp delivers every event after pos from the changes table and returns
-// the position of the last one delivered.
-func (s *Store) catchUp(ctx context.Context, conn *pgx.Conn, pos position) (position, error) {
+// catchUp delivers every commit after pos and returns the number of the
+// last one delivered.
+func (s *Store) catchUp(ctx context.Context, conn *pgx.Conn, pos int64) (int64, error) {
 	s.barrierMu.Lock()
 	s.catchingUp = true
 	s.barrierMu.Unlock()
@@ -159,100 +190,77 @@ func (s *Store) catchUp(ctx context.Context, conn *pgx.Conn, pos position) (posi
 	if err := conn.QueryRow(ctx, `SELECT seq FROM commit_seq`).Scan(&head); err != nil {
 		return pos, fmt.Errorf("listener: read commit sequence: %w", err)
 	}
-	rows, err := conn.Query(ctx, `SELECT seq, idx, payload FROM changes
-		WHERE (seq, idx) > ($1, $2) AND seq <= $3 ORDER BY seq, idx`, pos.seq, pos.idx, head)
+	pos, n, err := s.deliver(ctx, conn, pos, head)
 	if err != nil {
-		return pos, fmt.Errorf("listener: read changes: %w", err)
-	}
-	defer rows.Close()
-	var n int
-	first := true
-	for rows.Next() {
-		var p position
-		var payload string
-		if err := rows.Scan(&p.seq, &p.idx, &payload); err != nil {
-			return pos, fmt.Errorf("listener: read changes: %w", err)
-		}
-		if first && !p.follows(pos) {
-			s.lost(pos, p.seq)
-		}
-		first = false
-		if note, err := decodeNotification(payload); err != nil {
-			s.logger.Error("dropping undecodable change event", "err", err)
-		} else if ev, err := s.event(ctx, conn, note); err != nil {
-			s.logger.Error("dropping undecodable change event", "err", err)
-		} else {
-			s.hub.Publish([]store.Event{ev})
-		}
-		pos = p
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return pos, fmt.Errorf("listener: read changes: %w", err)
-	}
-	if first && head > pos.seq {
-		s.lost(pos, head+1)
-		pos = position{seq: head, idx: maxIdx}
+		return pos, err
 	}
 	s.m.caughtUp.Add(float64(n))
 	s.m.lastCatchUp.Set(float64(n))
-	s.logger.Info("listener caught up on the commits it missed", "events", n, "through", pos.seq)
+	s.logger.Info("listener caught up on the commits it missed", "events", n, "through", pos)
 	return pos, nil
 }
 
-// lost reports commits after pos and before next that the changes table no
-// longer holds (the listener was away longer than changeRetention).
-func (s *Store) lost(pos position, next int64) {
-	missing := next - pos.seq - 1
-	if pos.idx != maxIdx {
-		missing++ // the rest of pos's own commit, at least
+// deliver publishes the events of the commits numbered after pos up to
+// through, commit by commit, and returns the number of the last commit
+// delivered and how many events it published. A commit is published only
+// once all its events were read: should the connection break in the middle
+// of one, it is read again after the reconnect.
+func (s *Store) deliver(ctx context.Context, conn *pgx.Conn, pos, through int64) (int64, int, error) {
+	rows, err := conn.Query(ctx, changesQuery, pos, through)
+	if err != nil {
+		return pos, 0, fmt.Errorf("listener: read changes: %w", err)
 	}
+	defer rows.Close()
+	var (
+		events []store.Event
+		cur    int64 // the commit events belong to; 0 before the first
+		n      int
+	)
+	flush := func() {
+		if cur == 0 {
+			return
+		}
+		if len(events) > 0 {
+			s.hub.Publish(events)
+			n += len(events)
+		}
+		events, pos = nil, cur
+	}
+	for rows.Next() {
+		seq, ev, err := scanChange(rows)
+		if seq == 0 {
+			return pos, n, fmt.Errorf("listener: read changes: %w", err)
+		}
+		if seq != cur {
+			flush()
+			s.lost(pos, seq)
+			cur = seq
+		}
+		if err != nil {
+			s.logger.Error("dropping undecodable change event", "commit", seq, "err", err)
+			continue
+		}
+		events = append(events, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return pos, n, fmt.Errorf("listener: read changes: %w", err)
+	}
+	flush()
+	if pos < through {
+		s.lost(pos, through+1)
+		pos = through
+	}
+	return pos, n, nil
+}
+
+// lost reports the commits after pos and before next that the changes
+// table no longer holds (the listener was away longer than changeRetention).
+func (s *Store) lost(pos, next int64) {
+	missing := next - pos - 1
 	if missing <= 0 {
 		return
 	}
 	s.m.lost.Add(float64(missing))
 	s.logger.Error("change events lost: the listener was away longer than the changes table keeps them",
-		"commits", missing, "after", pos.seq, "retention", changeRetention)
-}
-
-// event turns a notification into an event; a shortened one is read in full
-// from the changes table.
-func (s *Store) event(ctx context.Context, conn *pgx.Conn, n notification) (store.Event, error) {
-	if n.Kind < store.EventCreated || n.Kind > store.EventDeleted {
-		return store.Event{}, fmt.Errorf("unknown event kind %d", n.Kind)
-	}
-	if n.Omitted {
-		var payload string
-		err := conn.QueryRow(ctx, `SELECT payload FROM changes WHERE seq = $1 AND idx = $2`, n.Commit, n.Seq).Scan(&payload)
-		var full notification
-		if err == nil {
-			full, err = decodeNotification(payload)
-		}
-		switch {
-		case err == nil:
-			n = full
-		case errors.Is(err, pgx.ErrNoRows):
-			s.logger.Warn("large change event no longer in the changes table; delivering without spec",
-				"type", n.Type, "mesh", n.Mesh, "name", n.Name, "version", n.Version)
-		default:
-			s.logger.Warn("reading a large change event failed; delivering without spec",
-				"type", n.Type, "mesh", n.Mesh, "name", n.Name, "err", err)
-		}
-	}
-	r := store.Record{
-		Key:     store.Key{Type: n.Type, Mesh: n.Mesh, Name: n.Name},
-		Version: n.Version, Spec: n.Spec, Labels: n.Labels,
-		CreationTime:     time.Unix(0, n.Created).UTC(),
-		ModificationTime: time.Unix(0, n.Modified).UTC(),
-	}
-	// The spec and labels were decoded for this event alone: no copy (the
-	// hub gives each watcher its own). Empty ones are nil, as every store
-	// delivers them.
-	if len(r.Spec) == 0 {
-		r.Spec = nil
-	}
-	if len(r.Labels) == 0 {
-		r.Labels = nil
-	}
-	return store.Event{Kind: n.Kind, Record: r}, nil
+		"commits", missing, "after", pos, "retention", changeRetention)
 }

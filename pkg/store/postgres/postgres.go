@@ -7,20 +7,20 @@
 // transaction that changes anything then takes the next number of a
 // per-database commit sequence (one row, updated by its last statement, so
 // its lock orders commits and numbers follow commit order), writes each
-// event under (sequence, index) to the changes table and sends it with
-// pg_notify('meshca_resources', <json>); the notification is delivered only
-// if the commit succeeds, in commit order. Every Store LISTENs
-// on the channel and feeds its watchers from it, so watchers see the commits
-// of every process, including their own. The payload carries the full record;
-// when it would exceed PostgreSQL's 8000-byte limit the spec (and labels) are
-// left out and the listener reads the event from the changes table.
+// event under (sequence, index) to the changes table and sends the commit's
+// number with pg_notify('meshca_resources', '<N>'); the notification is
+// delivered only if the commit succeeds, in commit order. Every Store
+// LISTENs on the channel and, for each notification (or all those that
+// arrived while it read), reads the events of every commit up to it from
+// the changes table and feeds its watchers, so watchers see the commits of
+// every process, including their own, whatever the size of their records.
 //
 // No event is lost to a broken listener connection: the listener remembers
-// the position (sequence, index) of the last event it delivered and, once
-// reconnected, delivers every event after it from the changes table, in
-// order, before any new notification. The changes table keeps events for
-// changeRetention (pruned by every instance); a listener away longer than
-// that logs how many commits it lost and counts them in a metric.
+// the number of the last commit it delivered and, once reconnected,
+// delivers every commit after it, in order, before any new one. The
+// changes table keeps events for changeRetention (pruned by every
+// instance); a listener away longer than that logs how many commits it
+// lost and counts them in a metric.
 //
 // Watch starts a watcher inactive and sends a barrier notification; the
 // listener activates the watcher when the barrier arrives, so it sees exactly
@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"strings"
 	"sync"
@@ -57,8 +56,6 @@ const (
 	Channel = "meshca_resources"
 
 	poolSize = 8
-	// maxPayload stays under PostgreSQL's 8000-byte NOTIFY payload limit.
-	maxPayload = 7900
 	// migrationLockID is the advisory lock key that serializes migrations
 	// across control planes.
 	migrationLockID = 0x6d65736863610001
@@ -112,7 +109,8 @@ func migrations() []string {
 		// changes something.
 		`CREATE TABLE commit_seq (seq BIGINT NOT NULL)`,
 		`INSERT INTO commit_seq (seq) VALUES (0)`,
-		// Events by position, for listeners catching up after a reconnect.
+		// Events by position, for listeners catching up after a reconnect
+		// (replaced by steps 8-10).
 		`CREATE TABLE changes (
 			seq          BIGINT NOT NULL,
 			idx          INTEGER NOT NULL,
@@ -137,6 +135,29 @@ func migrations() []string {
 			started_at   TIMESTAMPTZ NOT NULL,
 			heartbeat_at TIMESTAMPTZ NOT NULL
 		)`,
+		// Events in typed columns, read by every listener: notifications
+		// carry only the commit's number (changes.go). The events of the
+		// old layout are a few minutes' worth, kept for listeners away: an
+		// upgrade stops every instance of the old layout first (a
+		// running one fails its next commit, whose log row no longer fits;
+		// one started after refuses the newer schema).
+		`DROP TABLE changes`,
+		`CREATE TABLE changes (
+			seq          BIGINT NOT NULL,
+			idx          INTEGER NOT NULL,
+			committed_at BIGINT NOT NULL, -- unix nanoseconds, UTC
+			kind         SMALLINT NOT NULL,
+			type         TEXT NOT NULL,
+			mesh         TEXT NOT NULL,
+			name         TEXT NOT NULL,
+			version      BIGINT NOT NULL,
+			spec         BYTEA,
+			labels       TEXT NOT NULL,
+			created_at   BIGINT NOT NULL, -- unix nanoseconds, UTC
+			modified_at  BIGINT NOT NULL, -- unix nanoseconds, UTC
+			PRIMARY KEY (seq, idx)
+		)`,
+		`CREATE INDEX changes_committed_at ON changes (committed_at)`,
 	}
 }
 
@@ -212,7 +233,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 	}
 	listenCtx, cancel := context.WithCancel(context.Background())
 	s.stopListen = cancel
-	go s.listen(listenCtx, listener, position{seq: start, idx: math.MaxInt32})
+	go s.listen(listenCtx, listener, start)
 	go s.prune(listenCtx)
 	s.q = storeutil.NewGroupQueue(maxGroup, ErrClosed, s.commitGroup)
 	return s, nil
@@ -485,16 +506,12 @@ func (s *Store) Watch(ctx context.Context, types ...string) <-chan store.Event {
 }
 
 func (s *Store) sendBarrier(ctx context.Context, token string) error {
-	payload, err := json.Marshal(notification{Barrier: token})
-	if err != nil {
-		return err
-	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
-	_, err = conn.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, string(payload))
+	_, err = conn.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, barrierPrefix+token)
 	return err
 }
 
