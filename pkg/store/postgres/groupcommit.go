@@ -178,15 +178,28 @@ func (s *Store) begin(ctx context.Context) (*pgxpool.Conn, pgx.Tx, error) {
 // An errBulkRetry means nothing was committed and the group may be done
 // again; another error fails every call.
 func (s *Store) commitBulk(ctx context.Context, claimed []*storeutil.Request) error {
-	conn, tx, err := s.begin(ctx)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		now := storeutil.Now()
+		_, err = applyBulk(ctx, conn, conn.Conn().IsClosed, now, claimed)
+		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
+			// Refused inside the transaction: end it before the connection
+			// goes back to the pool (which would close one left in a
+			// transaction).
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, _ = conn.Exec(rctx, `ROLLBACK`)
+			cancel()
+		}
+		conn.Release()
+		var dead errBeginFailed
+		if !errors.As(err, &dead) {
+			return err
+		}
+		if attempt >= poolSize {
+			return errBulkRetry{err}
+		}
 	}
-	defer conn.Release()
-	defer func() { _ = tx.Rollback(context.Background()) }()
-	now := storeutil.Now()
-	if _, err := applyBulk(ctx, tx, now, claimed); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
 }
