@@ -105,7 +105,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos int64) {
 		// up to a barrier before starting its watcher, so that it sees
 		// exactly the commits notified after it.
 		through := pos
-		for _, n := range append([]*pgconn.Notification{n}, buffered(conn)...) {
+		for _, n := range append([]*pgconn.Notification{n}, s.more(ctx, conn)...) {
 			if token, ok := strings.CutPrefix(n.Payload, barrierPrefix); ok {
 				if through > pos {
 					if pos, _, err = s.deliver(ctx, conn, pos, through); err != nil {
@@ -137,15 +137,23 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos int64) {
 	}
 }
 
-// buffered returns the notifications the connection received while it ran
-// a query, without waiting for more.
-func buffered(conn *pgx.Conn) []*pgconn.Notification {
-	done, cancel := context.WithCancel(context.Background())
-	cancel() // with its context done, WaitForNotification only returns what is buffered
+// coalesceWindow is how long the listener waits, after a notification,
+// for more before it reads the changes table: every instance reads every
+// commit, so with many instances committing the reads would otherwise grow
+// as instances × commits; this bounds them to one per window per instance,
+// for a delay far below anything a watcher (an SDS push) notices.
+const coalesceWindow = 2 * time.Millisecond
+
+// more returns the notifications that arrive within coalesceWindow.
+func (s *Store) more(ctx context.Context, conn *pgx.Conn) []*pgconn.Notification {
+	wctx, cancel := context.WithTimeout(ctx, coalesceWindow)
+	defer cancel()
 	var out []*pgconn.Notification
 	for {
-		n, _ := conn.WaitForNotification(done)
-		if n == nil {
+		// A timeout leaves the connection as it was; a broken one shows in
+		// the read that follows.
+		n, err := conn.WaitForNotification(wctx)
+		if err != nil || n == nil {
 			return out
 		}
 		out = append(out, n)
