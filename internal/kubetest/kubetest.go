@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"meshca/internal/freeport"
 )
 
 // EnvAssets names the directory holding etcd, kube-apiserver and kubectl.
@@ -103,7 +104,7 @@ func Start(t testing.TB) *Server {
 // was). Tests use Start; Launch serves tools that are not tests (bench/).
 func Launch(assets, dir string) (*Server, error) {
 	s := &Server{Assets: assets}
-	ports, err := freePorts(3)
+	ports, err := freeport.Ports(3)
 	if err != nil {
 		return nil, err
 	}
@@ -192,20 +193,6 @@ func (s *Server) Stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		s.procs[i].stop()
 	}
-}
-
-// freePorts asks the kernel for n distinct loopback ports that are free now.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("pick a port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // proc is one started binary.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -20,6 +21,40 @@ const (
 	// seedKeyFile is the path the seed's Mesh reads accessKeySecret from.
 	seedKeyFile = "/tmp/accesss_key.txt"
 )
+
+// seedKey shares seedKeyFile among the tests that run at once and need it:
+// the seed's Mesh reads its secret key from that fixed path, the same for
+// all of them. The first writes it (keeping whatever was there), the last to
+// finish puts that back.
+var seedKey struct {
+	mu      sync.Mutex
+	users   int
+	restore func()
+}
+
+func useSeedKeyFile(t *testing.T) {
+	t.Helper()
+	seedKey.mu.Lock()
+	defer seedKey.mu.Unlock()
+	if seedKey.users == 0 {
+		if old, err := os.ReadFile(seedKeyFile); err == nil {
+			seedKey.restore = func() { _ = os.WriteFile(seedKeyFile, old, 0o600) }
+		} else {
+			seedKey.restore = func() { os.Remove(seedKeyFile) }
+		}
+		if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seedKey.users++
+	t.Cleanup(func() {
+		seedKey.mu.Lock()
+		defer seedKey.mu.Unlock()
+		if seedKey.users--; seedKey.users == 0 {
+			seedKey.restore()
+		}
+	})
+}
 
 type emulator struct {
 	*proc
@@ -89,16 +124,8 @@ func (e *emulator) chain(t *testing.T, arn string) []byte {
 // CA (chain of three) works, and killing the control plane in the middle of
 // an issuance buys no second certificate.
 func TestACMPCASeed(t *testing.T) {
-	// The seed's Mesh reads its secret key from this fixed path: keep
-	// whatever is there and put it back afterwards.
-	if old, err := os.ReadFile(seedKeyFile); err == nil {
-		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
-	} else {
-		t.Cleanup(func() { os.Remove(seedKeyFile) })
-	}
-	if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	useSeedKeyFile(t)
 
 	emu := startEmulator(t,
 		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",

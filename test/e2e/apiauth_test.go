@@ -53,6 +53,7 @@ func call(t *testing.T, c *http.Client, method, url, token, contentType, body st
 }
 
 func TestAPIListeners(t *testing.T) {
+	t.Parallel()
 	cp := startCP(t, filepath.Join(t.TempDir(), "data"))
 	cp.apply(t, "type: GlobalSecret\nname: g1\ndata: c2VjcmV0LXZhbHVl\n")
 
@@ -94,6 +95,7 @@ func TestAPIListeners(t *testing.T) {
 }
 
 func TestPlainAPIOnNetworkNeedsExplicitFlag(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	_, p, _ := net.SplitHostPort(port)
 	args := []string{"run", "--data-dir", filepath.Join(t.TempDir(), "data"), "--api-address", "0.0.0.0:" + p,

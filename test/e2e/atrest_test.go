@@ -52,6 +52,7 @@ func secretData(t *testing.T, cp *controlPlane, args ...string) []byte {
 // signing key, in any encoding; a wrong key is refused at start and
 // changes nothing.
 func TestSecretsEncryptedAtRest(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
 	cp := startCP(t, dataDir)
 	const value = "correct horse battery staple 7f3a"
@@ -124,6 +125,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 // reads everything; rotating at start with --previous-encryption-key-file
 // works too.
 func TestEncryptionKeyRotation(t *testing.T) {
+	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
 	cp := startCP(t, dataDir)
 	const value = "rotate me 91c2"

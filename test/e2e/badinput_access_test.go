@@ -12,6 +12,7 @@ import (
 // TestAccessBadInput: the new flags and resources refuse bad input with a
 // message naming the flag or field, and change nothing.
 func TestAccessBadInput(t *testing.T) {
+	t.Parallel()
 	notBase64 := filepath.Join(t.TempDir(), "key")
 	if err := os.WriteFile(notBase64, []byte("this is not a key\n"), 0o600); err != nil {
 		t.Fatal(err)

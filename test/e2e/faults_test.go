@@ -23,6 +23,7 @@ import (
 // to start, naming the directory and the running process, and the first
 // keeps serving.
 func TestDataDirInUse(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	cp := startCP(t, dataDir)
 	second := start(t, "meshca-cp", nil, "run", "--data-dir", dataDir, "--api-address", freePort(t), "--dp-server-address", freePort(t), "--api-tls-address", freePort(t))
@@ -42,6 +43,7 @@ func TestDataDirInUse(t *testing.T) {
 // (507 from the API), reads keep working and the data plane keeps its
 // certificate; once space is freed, writes work again with no restart.
 func TestDiskFull(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "fs")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -105,6 +107,7 @@ func TestDiskFull(t *testing.T) {
 // answers that apply with 503 and a reason before the process exits, instead
 // of dropping the client's connection; nothing is stored.
 func TestShutdownAnswersInFlight(t *testing.T) {
+	t.Parallel()
 	hang, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +176,7 @@ mtls:
 // restart the data planes hold certificates that verify against that root
 // (openssl-equivalent: x509 verification with the agent's own ca.pem).
 func TestCrashRecovery(t *testing.T) {
+	t.Parallel()
 	dataDir := t.TempDir()
 	cp := startCP(t, dataDir)
 	cp.apply(t, builtinMeshWith("1h"))

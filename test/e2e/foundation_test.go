@@ -26,6 +26,7 @@ data: aGVsbG8=
 // TestFoundation applies resources with the real meshctl against the real
 // meshca-cp, restarts the control plane and finds everything still there.
 func TestFoundation(t *testing.T) {
+	t.Parallel()
 	cp := startCP(t, t.TempDir())
 	out := cp.apply(t, builtinMesh)
 	if !strings.Contains(out, `Mesh "default" created`) || !strings.Contains(out, `Secret "sec-1" created`) {

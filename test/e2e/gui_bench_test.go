@@ -18,7 +18,8 @@ import (
 // TestGUIBench10k measures the Data planes page of a mesh of 10,000 data
 // planes in headless Chromium: from navigation to the first page of rows
 // on screen, then a re-sort and a page turn. It records numbers for
-// BENCHMARKS.md and asserts none (run it with MESHCA_GUI_BENCH=1).
+// BENCHMARKS.md and asserts none (run it with MESHCA_GUI_BENCH=1). Not
+// parallel: a measurement wants the machine to itself.
 func TestGUIBench10k(t *testing.T) {
 	if os.Getenv("MESHCA_GUI_BENCH") != "1" {
 		t.Skip("measurement, not a test: run with MESHCA_GUI_BENCH=1")

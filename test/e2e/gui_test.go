@@ -57,6 +57,7 @@ networking:
 // detail page decodes the certificate, and it all works by keyboard and on
 // a narrow window.
 func TestGUIBuiltin(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	cp := startCP(t, t.TempDir())
 	cp.apply(t, builtinMeshWith("1h"))
@@ -179,6 +180,7 @@ func TestGUIBuiltin(t *testing.T) {
 // mesh prints the same numbers, and a CA that fails shows as failing with
 // its error text.
 func TestGUIExternalCA(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	emu := startEmulator(t,
 		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=SHORT_LIVED_CERTIFICATE",
@@ -354,6 +356,7 @@ mtls:
 // API wants a user token: the page loads (its files hold no data), the data
 // does not, and the page asks for a token and sends the one it is given.
 func TestGUIHTTPSNeedsToken(t *testing.T) {
+	t.Parallel()
 	// The listener's certificate is signed by the control plane's own CA.
 	b := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
 	cp := startCP(t, t.TempDir())
@@ -411,6 +414,7 @@ func evalVoid(expr string) chromedp.Action[chromedp.Void] {
 // the zone reports them, refreshed without a reload: a zone stopped shows
 // as offline.
 func TestGUIZones(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	f := startGlobal(t)
 	f.global.apply(t, builtinMeshWith("1h"))

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"meshca/internal/freeport"
 	"meshca/pkg/secretbox"
 	"meshca/pkg/store/postgres"
 )
@@ -66,19 +65,13 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	pg.data = filepath.Join(data, "data")
 	pg.log = filepath.Join(data, "log")
 	pg.run("initdb", "-D", pg.data, "-A", "trust", "-U", "postgres", "--no-sync")
-	// A port below the ephemeral range, so nothing takes it while the
-	// server restarts.
-	for range 50 {
-		p := 20000 + rand.IntN(10000)
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			l.Close()
-			pg.port = p
-			break
-		}
+	// A port below the ephemeral range (freeport's), so nothing takes it
+	// while the server restarts.
+	ports, err := freeport.Ports(1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if pg.port == 0 {
-		t.Fatal("no free port for PostgreSQL")
-	}
+	pg.port = ports[0]
 	pg.start()
 	t.Cleanup(func() {
 		_ = pg.ctl("stop", "-m", "immediate")
@@ -157,6 +150,9 @@ func (pg *privatePostgres) dsn() string {
 // and reached a watcher in order (its listener caught up), the instances
 // reconnect and a leader issues again, and no agent's certificate file ever
 // expired (the instances serve what they hold while the database is away).
+// Not parallel: it stops and restarts a PostgreSQL server, and its timings
+// (a stop longer than a lease, 10s certificates) are kept free of the other
+// tests' load.
 func TestHAPostgresRestarted(t *testing.T) {
 	pg := startPrivatePostgres(t)
 	dsn := pg.dsn()

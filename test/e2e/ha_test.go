@@ -109,6 +109,7 @@ type haInstance struct {
 // agents (none ever expired), the agent on the killed instance moves to
 // another and keeps its serial.
 func TestHAFailover(t *testing.T) {
+	t.Parallel()
 	dsn, keyFile := haDatabase(t)
 	cps := []*controlPlane{startHACP(t, dsn, keyFile)}
 	waitFor(t, 10*time.Second, "the first instance leads", func() bool { return cps[0].metric(t, "meshca_leader") == 1 })
@@ -227,6 +228,7 @@ func TestHAFailover(t *testing.T) {
 // rotation of 200 data planes: the emulator issued exactly one certificate
 // per issuance and rotation — nothing bought twice, nothing lost.
 func TestHAACMPCAMassRotation(t *testing.T) {
+	t.Parallel()
 	dsn, keyFile := haDatabase(t)
 	emu := startEmulator(t, "--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
 		"--credentials", "AKIDENV:secret-env")
@@ -302,7 +304,9 @@ type dataplaneOverviewList struct {
 
 // Split brain: the leader suspended (SIGSTOP) past its lease, another takes
 // over, then the old one resumes: it commits nothing (its writes are fenced),
-// steps down, and one instance leads.
+// steps down, and one instance leads. Not parallel: what it checks hangs on
+// how long the leader stays stopped against the lease, which the other
+// tests' load would blur.
 func TestHASplitBrain(t *testing.T) {
 	dsn, keyFile := haDatabase(t)
 	cps := []*controlPlane{startHACP(t, dsn, keyFile)}
@@ -364,6 +368,7 @@ func TestHASplitBrain(t *testing.T) {
 // instances reconnect, their listeners catch up, a leader carries on, and no
 // agent's certificate ever expires.
 func TestHADatabaseConnectionsLost(t *testing.T) {
+	t.Parallel()
 	dsn, keyFile := haDatabase(t)
 	cps := []*controlPlane{startHACP(t, dsn, keyFile)}
 	waitFor(t, 10*time.Second, "the first instance leads", func() bool { return cps[0].metric(t, "meshca_leader") == 1 })
@@ -418,6 +423,7 @@ func TestHADatabaseConnectionsLost(t *testing.T) {
 // data planes reach global, and the agent on the survivor never holds an
 // expired certificate.
 func TestHAZone(t *testing.T) {
+	t.Parallel()
 	dsn, keyFile := haDatabase(t)
 	f := startGlobal(t)
 	f.global.apply(t, builtinMeshWith("10s"))

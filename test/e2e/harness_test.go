@@ -8,43 +8,62 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"meshca/internal/freeport"
 	"meshca/internal/promtext"
 	"meshca/internal/syncbuf"
 )
 
 var binDir string
 
+// parallel is how many tests run at once unless go test's -parallel says
+// otherwise. They mostly wait (on processes starting, leases, certificate
+// lifetimes, rate limits), not on the CPU: the whole package used about
+// 90 s of CPU in 6.5 min run one test at a time, so go test's default of
+// GOMAXPROCS would leave a 2-core machine idle.
+const parallel = 6
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallel)); err != nil {
+			panic(err)
+		}
+	}
 	dir, err := os.MkdirTemp("", "meshca-e2e-bin")
 	if err != nil {
 		panic(err)
 	}
 	binDir = dir
+	// One go build for all: they share the packages it compiles.
+	args := []string{"build", "-o", binDir + string(filepath.Separator)}
+	if os.Getenv("MESHCA_E2E_RACE") == "1" {
+		args = append(args, "-race")
+	}
 	for _, cmd := range []string{"meshca-cp", "meshctl", "meshca-dp", "acmpca-local"} {
 		if _, err := os.Stat(filepath.Join("..", "..", "cmd", cmd)); err != nil {
 			continue // not in this tree yet; tests that need it fail
 		}
-		args := []string{"build", "-o", filepath.Join(binDir, cmd)}
-		if os.Getenv("MESHCA_E2E_RACE") == "1" {
-			args = append(args, "-race")
-		}
-		build := exec.Command("go", append(args, "meshca/cmd/"+cmd)...)
-		build.Stderr = os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n", cmd, err)
-			os.Exit(1)
-		}
+		args = append(args, "meshca/cmd/"+cmd)
+	}
+	build := exec.Command("go", args...)
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the binaries: %v\n", err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(binDir)
@@ -53,15 +72,16 @@ func TestMain(m *testing.M) {
 
 func bin(name string) string { return filepath.Join(binDir, name) }
 
-// freePort returns a loopback address nobody listens on right now.
+// freePort returns a loopback address nobody listens on right now, below the
+// ephemeral range (no test's outgoing connection takes it) and given to no
+// other test of this run (they run in parallel).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // proc is a started binary whose output goes to a log kept for failures.

@@ -61,6 +61,7 @@ mtls:
 // mutual-TLS pair, a restart re-issues nothing, short lifetimes rotate, and a
 // token is only good for its own data plane.
 func TestDataplaneIdentity(t *testing.T) {
+	t.Parallel()
 	cp := startCP(t, t.TempDir())
 	cp.apply(t, builtinMeshWith("1h"))
 	cp.apply(t, dataplanes("default"))
@@ -181,6 +182,7 @@ func (a *agent) out_() string { return a.proc.out.String() }
 // data planes are re-issued by the new CA, that a connection made before
 // the switch keeps working and that one made after it verifies.
 func TestSwitchBuiltinToProvided(t *testing.T) {
+	t.Parallel()
 	cp := startCP(t, t.TempDir())
 	certPEM, keyPEM := newCA(t, "provided root")
 	cp.apply(t, builtinMeshWith("1h"))

@@ -20,6 +20,7 @@ import (
 // with Dataplanes cannot be deleted, and with the control plane down
 // kuma.io writes are refused (failurePolicy Fail).
 func TestKubernetesAdmission(t *testing.T) {
+	t.Parallel()
 	k := startKube(t)
 	k.must(t, "create", "namespace", "meshca-system")
 	k.must(t, "create", "namespace", "demo")
@@ -85,6 +86,7 @@ spec:
 // Dataplane, its own writes pass the webhook unchecked (its
 // ServiceAccount), and kubectl's invalid writes are still refused.
 func TestKubernetesInstalledRBAC(t *testing.T) {
+	t.Parallel()
 	k := startKube(t)
 	srv := k.srv
 	manifest, err := install.Manifest(install.Options{})

@@ -17,6 +17,7 @@ import (
 // to the other within two lease periods, which takes over without issuing
 // again what was issued.
 func TestKubernetesReplicas(t *testing.T) {
+	t.Parallel()
 	k := startKube(t)
 	srv := k.srv
 	for _, ns := range []string{"meshca-system", "demo", "other"} {

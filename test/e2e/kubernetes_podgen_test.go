@@ -16,6 +16,7 @@ import (
 // exists. Of two replicas only the leader generates, and the other
 // takes over when it stops.
 func TestKubernetesGeneratedDataplane(t *testing.T) {
+	t.Parallel()
 	k := startKube(t)
 	k.must(t, "create", "namespace", "meshca-system")
 	k.must(t, "create", "namespace", "demo")

@@ -16,6 +16,7 @@ import (
 // and a restart with an empty data directory (a new pod) issues nothing
 // again: every piece of state is in the API server.
 func TestKubernetesStore(t *testing.T) {
+	t.Parallel()
 	k := startKube(t)
 	srv := k.srv
 	k.must(t, "create", "namespace", "meshca-system")

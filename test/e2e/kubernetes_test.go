@@ -199,14 +199,7 @@ func startSAAgent(t *testing.T, k *kube, caDir, cpAddrs, namespace, sa, name str
 func startSeedCluster(t *testing.T) (*kube, *emulator) {
 	t.Helper()
 	k := startKube(t)
-	if old, err := os.ReadFile(seedKeyFile); err == nil {
-		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
-	} else {
-		t.Cleanup(func() { os.Remove(seedKeyFile) })
-	}
-	if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	useSeedKeyFile(t)
 	emu := startEmulator(t,
 		"--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
 		"--credentials", "AKIDFROMSEC2:secret-from-file")
@@ -224,6 +217,7 @@ func startSeedCluster(t *testing.T) (*kube, *emulator) {
 
 // admission webhook with the API's message.
 func TestKubernetesSeed(t *testing.T) {
+	t.Parallel()
 	k, emu := startSeedCluster(t)
 
 	cp := startKubeCP(t, k, "", "", []string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"})
@@ -360,6 +354,7 @@ func TestKubernetesSeed(t *testing.T) {
 // rotating; and acmpca-local sold exactly one certificate per data plane per
 // rotation throughout.
 func TestKubernetesLeaderFailover(t *testing.T) {
+	t.Parallel()
 	k, emu := startSeedCluster(t)
 
 	env := []string{"AWS_ENDPOINT_URL_ACM_PCA=" + emu.url, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"}

@@ -14,6 +14,7 @@ import (
 // (go_gc_gomemlimit_bytes); a bad value is refused, naming the flag, before
 // anything is created.
 func TestMemoryLimit(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		value string
 		check func(limit float64) bool

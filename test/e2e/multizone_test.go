@@ -94,6 +94,7 @@ func startAgentWithToken(t *testing.T, cp *controlPlane, mesh, name, token strin
 // zones keep issuing and accept new data planes, survive their own restart,
 // and what changed on either side meanwhile arrives once global is back.
 func TestMultiZone(t *testing.T) {
+	t.Parallel()
 	f := startGlobal(t)
 	f.global.apply(t, builtinMeshWith("10s"))
 	z1 := f.startZone(t, "zone-1", f.zoneToken(t, "zone-1"))
@@ -240,6 +241,7 @@ mtls:
 // global's certificate cannot connect; each says why, and a revocation cuts
 // an open connection at once.
 func TestZoneRefusals(t *testing.T) {
+	t.Parallel()
 	f := startGlobal(t)
 	f.global.apply(t, builtinMeshWith("1h"))
 
@@ -300,14 +302,8 @@ func TestZoneRefusals(t *testing.T) {
 // Mesh whose file: credential exists on no host is accepted by global and
 // shows, in the zone, as the data plane's last error naming the field.
 func TestMultiZoneACMPCA(t *testing.T) {
-	if old, err := os.ReadFile(seedKeyFile); err == nil {
-		t.Cleanup(func() { _ = os.WriteFile(seedKeyFile, old, 0o600) })
-	} else {
-		t.Cleanup(func() { os.Remove(seedKeyFile) })
-	}
-	if err := os.WriteFile(seedKeyFile, []byte("secret-from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	useSeedKeyFile(t)
 	emu := startEmulator(t, "--ca", "arn="+seedARN+",type=ROOT,key=EC_prime256v1,mode=GENERAL_PURPOSE",
 		"--credentials", "AKIDFROMSEC2:secret-from-file")
 	aws := []string{"AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true", "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY="}

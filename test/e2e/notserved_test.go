@@ -11,6 +11,7 @@ import (
 // once per reason, while it waits; it gets its certificate as soon as the
 // operator has fixed the cause.
 func TestAgentIsToldWhyItGetsNothing(t *testing.T) {
+	t.Parallel()
 	cp := startCP(t, t.TempDir())
 	cp.apply(t, "type: Mesh\nname: default\n")
 

@@ -48,6 +48,7 @@ func userCtl(configFile, stdin string, args ...string) (string, string, error) {
 // TestTeamAccessOverHTTPS: a user token of group team-a, bound to a role
 // for Dataplanes of mesh team-a, works over HTTPS for exactly that.
 func TestTeamAccessOverHTTPS(t *testing.T) {
+	t.Parallel()
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	cp := startCP(t, filepath.Join(t.TempDir(), "data"), "MESHCA_AUDIT_LOG="+auditLog)
 	cp.apply(t, "type: Mesh\nname: team-a\n---\ntype: Mesh\nname: team-b\n---\ntype: Secret\nmesh: team-a\nname: db-password\ndata: aHVudGVyMg==\n")
@@ -122,6 +123,7 @@ func TestTeamAccessOverHTTPS(t *testing.T) {
 
 // TestBadUserTokens: each kind of unacceptable token gets 401 over HTTPS.
 func TestBadUserTokens(t *testing.T) {
+	t.Parallel()
 	cp := startCP(t, filepath.Join(t.TempDir(), "data"))
 	good := strings.TrimSpace(cp.mustMeshctl(t, "generate", "user-token", "--name", "alice", "--group", "team-a", "--valid-for", "24h"))
 	short := strings.TrimSpace(cp.mustMeshctl(t, "generate", "user-token", "--name", "bob", "--valid-for", "1s"))

@@ -16,6 +16,7 @@ import (
 // form (mtls.svidFormat: kuma), with its kuma:// SANs, is refused by it,
 // as the specification wants.
 func TestSPIFFEConformance(t *testing.T) {
+	t.Parallel()
 	cp := startCP(t, t.TempDir())
 	cp.apply(t, builtinMeshWith("1h"))
 	cp.apply(t, dataplanes("default"))

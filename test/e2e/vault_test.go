@@ -16,6 +16,7 @@ import (
 // complete a mutual-TLS exchange; then the mesh switches from builtin to
 // vault and both are re-issued.
 func TestVaultBackend(t *testing.T) {
+	t.Parallel()
 	v := vaulttest.New(t, vaulttest.Options{})
 	token := v.CreateToken(vaulttest.TokenOptions{})
 	cp := startCP(t, t.TempDir())
