@@ -296,6 +296,21 @@ mtls:
 		getJSON(t, "http://"+cp.api+"/gui/api/meshes/pca/budget", &a)
 		return a.Budget.Throttles
 	}
+	// serials returns the serial each data plane holds, as its insight says.
+	serials := func() map[string]string {
+		got := map[string]string{}
+		for _, dp := range []string{"backend-1", "web-1", "db-1"} {
+			var in struct {
+				MTLS struct {
+					Serial string `json:"serial"`
+				} `json:"mTLS"`
+			}
+			getJSON(t, "http://"+cp.api+"/meshes/pca/dataplanes/"+dp+"/_insight", &in)
+			got[dp] = in.MTLS.Serial
+		}
+		return got
+	}
+	oldConf := serials()
 	emu.admin(t, "rates", `{"IssueCertificate":1}`)
 	cp.apply(t, mesh("aws", "1h", "5"))
 	waitFor(t, 30*time.Second, "ACM PCA throttling", func() bool { return throttles() > 0 })
@@ -306,9 +321,19 @@ mtls:
 	})
 	t.Logf("budget page: throttled %s", b.text(`[data-field="throttles"]`))
 	emu.admin(t, "rates", `{"IssueCertificate":25}`)
+	// Every data plane holds a certificate of the new conf (the old conf's
+	// count as valid too): no issuance is left in flight when the outage
+	// below begins, which would fail in GetCertificate instead.
 	waitFor(t, 30*time.Second, "3 certificates for the new conf", func() bool {
-		v := overview()
-		return v.States["valid"] == 3 && v.Switch == nil
+		if v := overview(); v.States["valid"] != 3 || v.Switch != nil {
+			return false
+		}
+		for dp, serial := range serials() {
+			if serial == "" || serial == oldConf[dp] {
+				return false
+			}
+		}
+		return true
 	})
 
 	// The CA fails: ACM PCA is down when a new lifetime makes every data
