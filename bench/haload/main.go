@@ -63,6 +63,8 @@ type config struct {
 	// pgPID, when set, is the PostgreSQL server's postmaster: its CPU time
 	// (and its backends') over the certification is reported.
 	pgPID int
+	// cpArgs are more meshca-cp flags, for every instance (SQLite's too).
+	cpArgs []string
 }
 
 func main() {
@@ -76,6 +78,10 @@ func main() {
 	flag.DurationVar(&c.renew, "renew", time.Second, "--leader-renew-interval")
 	flag.BoolVar(&c.sds, "sds", true, "hold one SDS stream per data plane (spread over the instances) and time a rotation of all")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	flag.Func("cp-args", "more meshca-cp flags for every instance, SQLite's too (space-separated)", func(v string) error {
+		c.cpArgs = append(c.cpArgs, strings.Fields(v)...)
+		return nil
+	})
 	flag.StringVar(&c.profileDir, "profile", "", "directory for CPU profiles (pprof) of the instances on PostgreSQL during their certification")
 	flag.DurationVar(&c.profileFor, "profile-for", 8*time.Second, "how much of the certification -profile records")
 	flag.IntVar(&c.pgPID, "pg-pid", 0, "PID of the PostgreSQL server's postmaster (head -1 DATADIR/postmaster.pid), to report the CPU time it and its backends used")
@@ -122,12 +128,12 @@ func run(ctx context.Context, c config) (err error) {
 	fmt.Printf("haload: n=%d, %d instances, %d kills, lease %v / renew %v, %d CPUs\n", c.n, c.instances, c.kill, c.lease, c.renew, numCPU())
 
 	// 1. One instance on SQLite.
-	single, err := start(ctx, bin, dir, "sqlite", nil, nil)
+	single, err := start(ctx, bin, dir, "sqlite", nil, c.cpArgs)
 	if err != nil {
 		return err
 	}
 	selfBefore := cpuTime(os.Getpid(), false)
-	took, registered, err := certify(ctx, c, []*instance{single})
+	took, registered, _, err := certify(ctx, c, []*instance{single})
 	rss, cpu := vmHWM(single), cpuTime(single.cmd.Process.Pid, false)
 	self := cpuTime(os.Getpid(), false) - selfBefore
 	single.stop()
@@ -148,7 +154,7 @@ func run(ctx context.Context, c config) (err error) {
 		return err
 	}
 	env := []string{"MESHCA_STORE=postgres", "MESHCA_STORE_DSN=" + c.dsn}
-	args := []string{"--encryption-key-file", keyFile, "--leader-lease-duration", c.lease.String(), "--leader-renew-interval", c.renew.String()}
+	args := append([]string{"--encryption-key-file", keyFile, "--leader-lease-duration", c.lease.String(), "--leader-renew-interval", c.renew.String()}, c.cpArgs...)
 	if c.profileDir != "" {
 		args = append(args, "--pprof")
 	}
@@ -182,7 +188,7 @@ func run(ctx context.Context, c config) (err error) {
 		pgBefore = cpuTime(c.pgPID, true)
 	}
 	selfBefore = cpuTime(os.Getpid(), false)
-	took2, registered2, err := certify(ctx, c, cps)
+	took2, registered2, each, err := certify(ctx, c, cps)
 	self = cpuTime(os.Getpid(), false) - selfBefore
 	if perr := profiles.Wait(); perr != nil && err == nil {
 		err = perr
@@ -190,8 +196,9 @@ func run(ctx context.Context, c config) (err error) {
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	var rsses, cpus []string
+	var rsses, cpus, served []string
 	for i, cp := range cps {
+		served = append(served, fmt.Sprintf("%s %v", cp.name, each[i].Round(time.Millisecond)))
 		rsses = append(rsses, cp.name+" "+vmHWM(cp))
 		cpus = append(cpus, fmt.Sprintf("%s %.1f s", cp.name, (cpuTime(cp.cmd.Process.Pid, false)-cpuBefore[i]).Seconds()))
 	}
@@ -199,8 +206,8 @@ func run(ctx context.Context, c config) (err error) {
 		cpus = append(cpus, fmt.Sprintf("PostgreSQL %.1f s", (cpuTime(c.pgPID, true)-pgBefore).Seconds()))
 	}
 	cpus = append(cpus, fmt.Sprintf("load tool %.1f s", self.Seconds()))
-	fmt.Printf("%d instances, PostgreSQL: all %d certified (served by every instance) in %v (%.2fx the SQLite time; all registered after %v); peak RSS %s; CPU %s\n",
-		c.instances, c.n, took2.Round(time.Millisecond), took2.Seconds()/took.Seconds(), registered2.Round(time.Millisecond), strings.Join(rsses, ", "), strings.Join(cpus, ", "))
+	fmt.Printf("%d instances, PostgreSQL: all %d certified (served by every instance) in %v (%.2fx the SQLite time; all registered after %v; each served all after: %s); peak RSS %s; CPU %s\n",
+		c.instances, c.n, took2.Round(time.Millisecond), took2.Seconds()/took.Seconds(), registered2.Round(time.Millisecond), strings.Join(served, ", "), strings.Join(rsses, ", "), strings.Join(cpus, ", "))
 
 	// 3. SDS: every data plane streaming from one of the instances, a
 	// rotation of all, measured as the clients see it.
@@ -338,13 +345,13 @@ const validMetric = `meshca_dataplanes_by_cert_state{state="valid"}`
 // instances and returns the time from the first registration until every
 // instance reports all of them certified, and until the last registration
 // was answered.
-func certify(ctx context.Context, c config, cps []*instance) (certified, registered time.Duration, err error) {
+func certify(ctx context.Context, c config, cps []*instance) (certified, registered time.Duration, each []time.Duration, err error) {
 	mesh := &api.Mesh{Meta: api.Meta{Type: api.TypeMesh, Name: "default"}, MeshSpec: api.MeshSpec{MTLS: &api.MTLS{
 		EnabledBackend: "ca-1",
 		Backends:       []api.MTLSBackend{{Name: "ca-1", Type: "builtin", DpCert: &api.DpCert{Rotation: &api.Rotation{Expiration: "1h"}, KeyType: api.KeyTypeECDSAP256}}},
 	}}}
 	if _, err := cps[0].client.Apply(ctx, mesh, false); err != nil {
-		return 0, 0, fmt.Errorf("apply mesh: %w", err)
+		return 0, 0, nil, fmt.Errorf("apply mesh: %w", err)
 	}
 	t0 := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
@@ -360,22 +367,32 @@ func certify(ctx context.Context, c config, cps []*instance) (certified, registe
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	registered = time.Since(t0)
-	for _, cp := range cps {
-		for {
-			s, err := promtext.Scrape(ctx, http.DefaultClient, "http://"+cp.api)
-			if err == nil && s.Get(validMetric) >= float64(c.n) {
-				break
+	// Every instance watched at once: when each served all says whether
+	// the leader's issuing or the followers' following is the tail.
+	each = make([]time.Duration, len(cps))
+	w, wctx := errgroup.WithContext(ctx)
+	for i, cp := range cps {
+		w.Go(func() error {
+			for {
+				s, err := promtext.Scrape(wctx, http.DefaultClient, "http://"+cp.api)
+				if err == nil && s.Get(validMetric) >= float64(c.n) {
+					each[i] = time.Since(t0)
+					return nil
+				}
+				if wctx.Err() != nil {
+					return fmt.Errorf("%s: waiting for %d valid certificates: %w", cp.name, c.n, wctx.Err())
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			if ctx.Err() != nil {
-				return 0, 0, fmt.Errorf("%s: waiting for %d valid certificates: %w", cp.name, c.n, ctx.Err())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		})
 	}
-	return time.Since(t0), registered, nil
+	if err := w.Wait(); err != nil {
+		return 0, 0, nil, err
+	}
+	return slices.Max(each), registered, each, nil
 }
 
 // failover kills the leader, registers a data plane on a survivor and times
