@@ -16,6 +16,7 @@ import (
 	"meshca/pkg/api"
 	"meshca/pkg/apiserver"
 	"meshca/pkg/controlplane"
+	"meshca/pkg/identity"
 	"meshca/pkg/leader"
 )
 
@@ -120,7 +121,7 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Webhook.TLSKey, "webhook-tls-key", "", "PEM key for --webhook-tls-cert")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the Kubernetes API server, for --environment kubernetes and the certmanager backend (default: in-cluster)")
 	f.StringVar(&cfg.K8sNamespace, "k8s-namespace", "meshca-system", "namespace for cert-manager CertificateRequests")
-	f.IntVar(&cfg.Workers, "issuance-workers", 64, "concurrent certificate issuances")
+	f.IntVar(&cfg.Workers, "issuance-workers", identity.DefaultWorkers, "concurrent certificate issuances (each until its record is committed)")
 	f.DurationVar(&cfg.LeaderLeaseDuration, "leader-lease-duration", leader.DefaultLeaseDuration,
 		"with --store postgres: how long the leader's lease lasts unrenewed; another instance takes over after it")
 	f.DurationVar(&cfg.LeaderRenewInterval, "leader-renew-interval", leader.DefaultRenewInterval,

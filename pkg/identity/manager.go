@@ -20,6 +20,16 @@ import (
 	"meshca/pkg/store"
 )
 
+// DefaultWorkers is Options.Workers' default. A worker holds its slot until
+// the certificate's record is committed, so the workers must cover the
+// signing and the commit: on a shared database a commit of the identity
+// writer's batch waits milliseconds for other instances' commits, and 64
+// workers left the leader issuing a second behind 3,000 registrations a
+// second, where 256 kept up (BENCHMARKS.md §12). Signing in process is
+// CPU-bound whatever the count; external backends bound their own request
+// rate.
+const DefaultWorkers = 256
+
 // Options configure a Manager.
 type Options struct {
 	Logger *slog.Logger
@@ -28,8 +38,8 @@ type Options struct {
 	Rand interface{ Read([]byte) (int, error) }
 	// Jitter returns a uniform sample of [-1, 1) (math/rand when nil).
 	Jitter func() float64
-	// Workers bounds concurrent issuances (default 64). External backends
-	// bound their own request rate below this.
+	// Workers bounds concurrent issuances (default DefaultWorkers).
+	// External backends bound their own request rate below this.
 	Workers int
 	// RetryBase and RetryMax shape the backoff after a failed issuance.
 	RetryBase, RetryMax time.Duration
@@ -167,7 +177,7 @@ func New(s store.Store, reg *ca.Registry, opts Options) *Manager {
 		opts.Jitter = func() float64 { return mrand.Float64()*2 - 1 }
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 64
+		opts.Workers = DefaultWorkers
 	}
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = time.Second
