@@ -16,12 +16,7 @@ import (
 // ErrAlreadyExists, and the refused ones change nothing (a group the
 // database refuses for another process's create is done again call by call).
 func TestBulkConcurrentCreatesAcrossProcesses(t *testing.T) {
-	a := openEmpty(t)
-	b, err := Open(t.Context(), dsn(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	a, b := openTwo(t)
 	const n = 200
 	var wg sync.WaitGroup
 	errs := make([][2]error, n)

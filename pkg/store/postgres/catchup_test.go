@@ -15,12 +15,7 @@ import (
 // every event, in order, once it is back: those committed while it was away
 // from the changes table (large ones included), then the live ones.
 func TestListenerCatchUp(t *testing.T) {
-	a := openEmpty(t)
-	b, err := Open(t.Context(), dsn(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	a, b := openTwo(t)
 	away := make(chan struct{})
 	back := make(chan struct{})
 	b.beforeReconnect = func() {
@@ -94,12 +89,7 @@ func TestListenerCatchUp(t *testing.T) {
 // A watcher started while the listener is away still sees every commit made
 // after its Watch call.
 func TestWatchWhileListenerAway(t *testing.T) {
-	a := openEmpty(t)
-	b, err := Open(t.Context(), dsn(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	a, b := openTwo(t)
 	away := make(chan struct{})
 	back := make(chan struct{})
 	b.beforeReconnect = func() {

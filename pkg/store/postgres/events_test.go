@@ -14,12 +14,7 @@ import (
 // binary specs, no spec, labels, a record far beyond NOTIFY's 8000 bytes,
 // updates and deletes, each commit's events in order.
 func TestEventsAsCommitted(t *testing.T) {
-	a := openEmpty(t)
-	b, err := Open(t.Context(), dsn(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	a, b := openTwo(t)
 	ch := b.Watch(t.Context(), "T")
 
 	key := func(name string) store.Key { return store.Key{Type: "T", Mesh: "m", Name: name} }

@@ -49,6 +49,18 @@ func openEmpty(t *testing.T) *Store {
 	return s
 }
 
+// openTwo opens two stores on the emptied database, as two control planes.
+func openTwo(t *testing.T) (a, b *Store) {
+	t.Helper()
+	a = openEmpty(t)
+	b, err := Open(t.Context(), dsn(t), nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return a, b
+}
+
 func TestConformance(t *testing.T) {
 	dsn(t)
 	storetest.Run(t, func(t *testing.T) store.Store { return openEmpty(t) })
@@ -56,12 +68,7 @@ func TestConformance(t *testing.T) {
 
 // Two control planes on one database see each other's commits.
 func TestCrossProcessEvents(t *testing.T) {
-	a := openEmpty(t)
-	b, err := Open(t.Context(), dsn(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	a, b := openTwo(t)
 	ch := b.Watch(t.Context())
 
 	big := []byte(strings.Repeat("x", 20000)) // too large for a NOTIFY payload
