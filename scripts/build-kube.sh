@@ -28,10 +28,20 @@ if [ -z "$cm_dir" ] || ! ls "$cm_dir"/deploy/crds/cert-manager.io_*.yaml >/dev/n
   echo "build-kube: cert-manager $cert_manager_version CRDs not found in its module" >&2
   exit 1
 fi
-rm -rf "$dir/crds/cert-manager"
-mkdir -p "$dir/crds/cert-manager"
-cp "$cm_dir"/deploy/crds/*.yaml "$dir/crds/cert-manager/"
-chmod -R u+w "$dir/crds"
+# Copied only when they differ from what DIR holds: a test of another run
+# may be reading them.
+crds="$dir/crds/cert-manager"
+same=1
+for f in "$cm_dir"/deploy/crds/*.yaml; do
+  cmp -s "$f" "$crds/$(basename "$f")" || same=0
+done
+[ "$(ls "$crds" 2>/dev/null | wc -l)" = "$(ls "$cm_dir"/deploy/crds/*.yaml | wc -l)" ] || same=0
+if [ "$same" = 0 ]; then
+  rm -rf "$crds"
+  mkdir -p "$crds"
+  cp "$cm_dir"/deploy/crds/*.yaml "$crds/"
+  chmod -R u+w "$dir/crds"
+fi
 
 # The stamp names the exact pins; a changed go.mod/go.sum rebuilds everything.
 stamp=$(cd "$root" && cat tools/kube/go.mod tools/kube/go.sum tools/kube/etcd/main.go \
