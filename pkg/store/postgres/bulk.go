@@ -65,20 +65,12 @@ type batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// errBeginFailed says the first batch failed with the connection closed:
-// nothing was done, and the group may be tried on another connection (a
-// pooled one the server ended while it sat in the pool).
-type errBeginFailed struct{ err error }
-
-func (e errBeginFailed) Error() string { return "bulk commit: " + e.err.Error() }
-func (e errBeginFailed) Unwrap() error { return e.err }
-
 // applyBulk commits the group's calls in a transaction of its own on conn.
 // It sets each call's Err (its own refusal) and Events and returns the
-// events of the calls that succeeded, in order. An errBulkRetry or
-// errBeginFailed means nothing of the group was committed; the caller
-// rolls back whatever transaction conn is left in.
-func applyBulk(ctx context.Context, conn batcher, closed func() bool, now time.Time, group []*storeutil.Request) (events []store.Event, err error) {
+// events of the calls that succeeded, in order. An errBulkRetry means
+// nothing of the group was committed; the caller rolls back whatever
+// transaction conn is left in, and may call it again.
+func applyBulk(ctx context.Context, conn batcher, now time.Time, group []*storeutil.Request) (events []store.Event, err error) {
 	// Lock what is written FOR UPDATE, what is only required FOR SHARE
 	// (commits requiring the same Mesh or leader term do not wait for each
 	// other), each in key order so that groups lock alike.
@@ -121,9 +113,6 @@ func applyBulk(ctx context.Context, conn batcher, closed func() bool, now time.T
 		})
 	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		if closed() {
-			return nil, errBeginFailed{fmt.Errorf("read: %w", err)}
-		}
 		return nil, errBulkRetry{fmt.Errorf("read: %w", err)}
 	}
 	get := func(k store.Key) *slot {
@@ -136,6 +125,7 @@ func applyBulk(ctx context.Context, conn batcher, closed func() bool, now time.T
 	}
 
 	for _, r := range group {
+		r.Err, r.Events = nil, nil // an earlier attempt's
 		// The call's changes, kept apart until all its ops passed.
 		mine := map[store.Key]*store.Record{}
 		current := func(k store.Key) *store.Record {

@@ -176,16 +176,18 @@ func (s *Store) begin(ctx context.Context) (*pgxpool.Conn, pgx.Tx, error) {
 
 // commitBulk commits the group by the bulk path; it sets each call's Err.
 // An errBulkRetry means nothing was committed and the group may be done
-// again; another error fails every call.
+// again; another error fails every call. A group refused because its
+// connection was closed (a pooled one the server ended while it sat in the
+// pool) is tried again on another, up to the pool's size.
 func (s *Store) commitBulk(ctx context.Context, claimed []*storeutil.Request) error {
 	for attempt := 0; ; attempt++ {
 		conn, err := s.pool.Acquire(ctx)
 		if err != nil {
 			return err
 		}
-		now := storeutil.Now()
-		_, err = applyBulk(ctx, conn, conn.Conn().IsClosed, now, claimed)
-		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
+		_, err = applyBulk(ctx, conn, storeutil.Now(), claimed)
+		dead := conn.Conn().IsClosed()
+		if !dead && conn.Conn().PgConn().TxStatus() != 'I' {
 			// Refused inside the transaction: end it before the connection
 			// goes back to the pool (which would close one left in a
 			// transaction).
@@ -194,12 +196,9 @@ func (s *Store) commitBulk(ctx context.Context, claimed []*storeutil.Request) er
 			cancel()
 		}
 		conn.Release()
-		var dead errBeginFailed
-		if !errors.As(err, &dead) {
+		var retry errBulkRetry
+		if !dead || !errors.As(err, &retry) || attempt >= poolSize {
 			return err
-		}
-		if attempt >= poolSize {
-			return errBulkRetry{err}
 		}
 	}
 }
