@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"meshca/pkg/store"
 )
 
@@ -97,7 +99,7 @@ func trim(b []byte) string {
 
 // A notification on the store's channel that is not a commit's number (an
 // instance of another version, an operator's psql) is ignored; the
-// listener goes on.
+// listener goes on, on the same connection.
 func TestForeignNotificationIgnored(t *testing.T) {
 	a := openEmpty(t)
 	ch := a.Watch(t.Context(), "T")
@@ -111,5 +113,10 @@ func TestForeignNotificationIgnored(t *testing.T) {
 	}
 	if ev := next(t, ch); ev.Record.Name != "after" {
 		t.Fatalf("event for %s, want after", ev.Record.Name)
+	}
+	// A listener that gave up its connection over them would still deliver
+	// "after" (it catches up once back): it must not have had to.
+	if got := testutil.ToFloat64(a.m.reconnects); got != 0 {
+		t.Errorf("listener reconnected %v times over foreign notifications, want 0", got)
 	}
 }
