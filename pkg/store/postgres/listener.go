@@ -105,7 +105,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos int64) {
 		// up to a barrier before starting its watcher, so that it sees
 		// exactly the commits notified after it.
 		through := pos
-		for _, n := range append([]*pgconn.Notification{n}, s.more(ctx, conn)...) {
+		for _, n := range append([]*pgconn.Notification{n}, more(ctx, conn)...) {
 			if token, ok := strings.CutPrefix(n.Payload, barrierPrefix); ok {
 				if through > pos {
 					if pos, _, err = s.deliver(ctx, conn, pos, through); err != nil {
@@ -145,7 +145,7 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, pos int64) {
 const coalesceWindow = 2 * time.Millisecond
 
 // more returns the notifications that arrive within coalesceWindow.
-func (s *Store) more(ctx context.Context, conn *pgx.Conn) []*pgconn.Notification {
+func more(ctx context.Context, conn *pgx.Conn) []*pgconn.Notification {
 	wctx, cancel := context.WithTimeout(ctx, coalesceWindow)
 	defer cancel()
 	var out []*pgconn.Notification
