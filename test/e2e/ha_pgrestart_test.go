@@ -225,6 +225,9 @@ func TestHAPostgresRestarted(t *testing.T) {
 			if resp != nil {
 				resp.Body.Close()
 			}
+			if err != nil && wrctx.Err() != nil {
+				return // the last write, abandoned by stopWrites: neither acknowledged nor refused
+			}
 			ackMu.Lock()
 			if why == "" {
 				acked = append(acked, name)
