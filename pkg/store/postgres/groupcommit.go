@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"meshca/pkg/store"
@@ -94,10 +95,54 @@ func (s *Store) commitGroup(group []*storeutil.Request) {
 			r.Err, r.Events = nil, nil
 		}
 	}
+	// Call by call. Two groups inserting the same new keys in different
+	// orders (this process's and another's, each in its calls' order) can
+	// deadlock on the unique index; PostgreSQL then aborts one call of one
+	// of them. Its group is done again from the start (its transaction,
+	// whose earlier inserts the other was waiting for, rolled back first),
+	// rather than failing a call that only lost a race; the last attempt
+	// lets that call fail alone, as any other refusal.
+	for attempt := 1; ; attempt++ {
+		err := s.commitCalls(ctx, claimed, attempt < maxDeadlockAttempts)
+		var dl errDeadlock
+		if errors.As(err, &dl) {
+			s.logger.Debug("group commit: deadlock with another transaction; doing the group again", "calls", len(claimed), "attempt", attempt)
+			for _, r := range claimed {
+				r.Err, r.Events = nil, nil
+			}
+			continue
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		for _, r := range claimed {
+			r.Finish(classify(r.Err))
+		}
+		return
+	}
+}
+
+// maxDeadlockAttempts bounds how often a group the database chose as a
+// deadlock's victim is done again.
+const maxDeadlockAttempts = 3
+
+// errDeadlock says a call of the group was chosen as a deadlock's victim
+// and the group's transaction was rolled back: nothing was committed.
+type errDeadlock struct{ err error }
+
+func (e errDeadlock) Error() string { return "commit: " + e.err.Error() }
+func (e errDeadlock) Unwrap() error { return e.err }
+
+// commitCalls applies the calls in one transaction, each in its own
+// savepoint (none when alone), numbers and notifies the events of those
+// that succeeded and commits; it sets each call's Err. An error fails every
+// call that has none. With abortOnDeadlock, a call that deadlocked rolls
+// the whole transaction back and errDeadlock is returned.
+func (s *Store) commitCalls(ctx context.Context, claimed []*storeutil.Request, abortOnDeadlock bool) error {
 	conn, tx, err := s.begin(ctx)
 	if err != nil {
-		fail(fmt.Errorf("commit: %w", err))
-		return
+		return fmt.Errorf("commit: %w", err)
 	}
 	defer conn.Release()
 	defer func() { _ = tx.Rollback(context.Background()) }()
@@ -105,51 +150,49 @@ func (s *Store) commitGroup(group []*storeutil.Request) {
 	// inside a transaction) must not hold up the whole group for long: it
 	// fails alone after lockTimeout.
 	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+lockTimeout+`'`); err != nil {
-		fail(fmt.Errorf("commit: %w", err))
-		return
+		return fmt.Errorf("commit: %w", err)
 	}
 
 	now := storeutil.Now()
+	alone := len(claimed) == 1 // no savepoint; a failure rolls the transaction back
 	var events []store.Event
-	if len(claimed) == 1 {
-		// Alone: no savepoint; a failure rolls the transaction back.
-		r := claimed[0]
-		if events, err = applyOps(ctx, tx, now, r.Ops); err != nil {
-			r.Finish(classify(err))
-			return
-		}
-	} else {
-		for _, r := range claimed {
+	for _, r := range claimed {
+		if !alone {
 			if _, err := tx.Exec(ctx, `SAVEPOINT call`); err != nil {
-				fail(fmt.Errorf("commit: savepoint: %w", err))
-				return
+				return fmt.Errorf("commit: savepoint: %w", err)
 			}
-			r.Events, r.Err = applyOps(ctx, tx, now, r.Ops)
-			end := `RELEASE SAVEPOINT call`
+		}
+		r.Events, r.Err = applyOps(ctx, tx, now, r.Ops)
+		var pgErr *pgconn.PgError
+		if abortOnDeadlock && errors.As(r.Err, &pgErr) && pgErr.Code == "40P01" {
+			return errDeadlock{r.Err}
+		}
+		if alone {
 			if r.Err != nil {
-				// Undo this call's writes; the group goes on without it.
-				end = `ROLLBACK TO SAVEPOINT call; RELEASE SAVEPOINT call`
+				return nil
 			}
-			if _, err := tx.Exec(ctx, end); err != nil {
-				fail(fmt.Errorf("commit: group aborted: %w", err))
-				return
-			}
-			if r.Err == nil {
-				events = append(events, r.Events...)
-			}
+			events = r.Events
+			break
+		}
+		end := `RELEASE SAVEPOINT call`
+		if r.Err != nil {
+			// Undo this call's writes; the group goes on without it.
+			end = `ROLLBACK TO SAVEPOINT call; RELEASE SAVEPOINT call`
+		}
+		if _, err := tx.Exec(ctx, end); err != nil {
+			return fmt.Errorf("commit: group aborted: %w", err)
+		}
+		if r.Err == nil {
+			events = append(events, r.Events...)
 		}
 	}
 	if err := publish(ctx, tx, now, events); err != nil {
-		fail(fmt.Errorf("commit: %w", err))
-		return
+		return fmt.Errorf("commit: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		fail(fmt.Errorf("commit: %w", err))
-		return
+		return fmt.Errorf("commit: %w", err)
 	}
-	for _, r := range claimed {
-		r.Finish(classify(r.Err))
-	}
+	return nil
 }
 
 // begin starts a transaction on a pooled connection. A connection the
