@@ -44,6 +44,15 @@ func TestBodyBudget(t *testing.T) {
 		fmt.Fprintf(c, "PUT /global-secrets/slow-%d HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", i, host, len(body), body[:10])
 		conns, bodies = append(conns, c), append(bodies, body)
 	}
+	// Both admitted before the third PUT: one that came in while the third
+	// held its share would be refused, and its body (never sent in full)
+	// never hold the budget.
+	held := int64(len(bodies[0]) + len(bodies[1]))
+	for deadline := time.Now().Add(10 * time.Second); apiserver.BodyBytesInFlight(env.API) != held; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow uploads hold %d bytes of the budget, want %d", apiserver.BodyBytesInFlight(env.API), held)
+		}
+	}
 
 	waitFor503 := func() response {
 		t.Helper()
